@@ -1,0 +1,72 @@
+"""The animated mesh: one fixed topology, per-frame vertex positions.
+
+Shape legend: T frames, V vertices, F faces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["AnimatedMesh"]
+
+
+@dataclass
+class AnimatedMesh:
+    """A reference mesh animated by per-frame vertex positions (ActionMesh output).
+
+    Attributes:
+        faces: (F, 3) int64 triangle indices into the V vertices (fixed topology).
+        vertices: (T, V, 3) float32 positions per frame, in the reference mesh's
+            coordinate frame (model space is [-1, 1]^3 unless un-normalised).
+        times: (T,) float seconds of each frame (default ``arange(T)/fps``).
+        uv: optional (V, 2) float32 texture coordinates of the reference mesh.
+        vertex_colors: optional (V, 3|4) uint8 or float colors.
+        normals: optional (V, 3) float32 reference-mesh normals.
+        texture: optional base-color image (PIL.Image or (H, W, 3|4) uint8 array).
+        material: optional extra material info (e.g. a trimesh material), carried as is.
+        metadata: free-form dict (anchor frame, source files, ...).
+    """
+
+    faces: np.ndarray
+    vertices: np.ndarray
+    times: Optional[np.ndarray] = None
+    uv: Optional[np.ndarray] = None
+    vertex_colors: Optional[np.ndarray] = None
+    normals: Optional[np.ndarray] = None
+    texture: Any = None
+    material: Any = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.faces = np.asarray(self.faces, dtype=np.int64)
+        self.vertices = np.asarray(self.vertices, dtype=np.float32)
+        if self.vertices.ndim != 3 or self.vertices.shape[-1] != 3:
+            raise ValueError(f"AnimatedMesh.vertices must be (T, V, 3), got {self.vertices.shape}")
+        if self.faces.ndim != 2 or self.faces.shape[-1] != 3:
+            raise ValueError(f"AnimatedMesh.faces must be (F, 3) triangles, got {self.faces.shape}")
+        num_frames, num_verts = self.vertices.shape[:2]
+        if self.faces.size and (self.faces.min() < 0 or self.faces.max() >= num_verts):
+            raise ValueError(f"AnimatedMesh.faces index outside [0, {num_verts}) vertices")
+        if not np.isfinite(self.vertices).all():
+            raise ValueError("AnimatedMesh.vertices contain NaN or infinite values")
+        if self.times is None:
+            self.times = np.arange(num_frames, dtype=np.float32) / 24.0
+        self.times = np.asarray(self.times, dtype=np.float32)
+        if self.times.shape != (num_frames,):
+            raise ValueError(f"AnimatedMesh.times must be ({num_frames},), got {self.times.shape}")
+        for name in ("uv", "vertex_colors", "normals"):
+            value = getattr(self, name)
+            if value is not None and len(value) != num_verts:
+                raise ValueError(f"AnimatedMesh.{name} has {len(value)} rows but the mesh has {num_verts} vertices")
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames T."""
+        return int(self.vertices.shape[0])
+
+    @property
+    def num_vertices(self) -> int:
+        """Number of vertices V of the fixed topology."""
+        return int(self.vertices.shape[1])
