@@ -1,0 +1,182 @@
+"""Stage I: masked flow-matching generation of one shape latent per frame (REFERENCE §3).
+
+Shape legend: B batch, T frames, N latent tokens per frame, C latent channels,
+S image tokens per frame, Dc image feature width.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from .common import ProgressCallback, report, seeded_noise
+from .schedules import flow_timesteps
+from .windows import plan_windows
+
+__all__ = ["masked_flow_sampling", "sample_stage1"]
+
+
+@torch.no_grad()
+def masked_flow_sampling(
+    denoiser,
+    init_latent: torch.Tensor,
+    source_mask: torch.Tensor,
+    context: torch.Tensor,
+    framestep: torch.Tensor,
+    *,
+    steps: int = 30,
+    shift: float = 3.0,
+    guidance_scale: float = 7.5,
+    cfg_batch_split: bool = False,
+    callback: Optional[ProgressCallback] = None,
+    progress_info: Optional[dict] = None,
+) -> torch.Tensor:
+    """Masked flow matching with classifier-free guidance over one window.
+
+    Source frames (mask = 1) stay exactly as given and see diffusion time 0;
+    target frames follow ``x <- x + (t_i - t_{i+1})/1000 · v``. Guidance uses a
+    batch of two: image context zeroed (source latents kept) and full
+    conditioning, ``v = v_u + scale·(v_c - v_u)`` (ActionMesh §3.2, REFERENCE §3).
+
+    Args:
+        denoiser: :class:`~actionmesh_core.models.TemporalDenoiser`.
+        init_latent: (B, T, N, C) clean source latents where mask = 1, N(0, 1)
+            noise elsewhere.
+        source_mask: (B, T) 1 = source (known), 0 = target.
+        context: (B, T, S, Dc) per-frame image features.
+        framestep: (B, T) frame indices.
+        steps, shift: schedule (:func:`flow_timesteps`).
+        guidance_scale: CFG scale (7.5 default; 1.0 disables the unconditional pass).
+        cfg_batch_split: run the two CFG branches one after another (lower peak
+            memory, same result).
+        callback: ``callback(info) -> bool|None`` after each step; False cancels.
+        progress_info: extra keys merged into every callback ``info``.
+
+    Returns:
+        (B, T, N, C) float32 latents.
+
+    Raises:
+        SamplingCancelled: the callback returned False.
+    """
+    dev = next(denoiser.parameters()).device
+    dtype = next(denoiser.parameters()).dtype
+    times = flow_timesteps(steps, shift)
+    mask = source_mask.to(dev, torch.float32)
+    keep = mask[..., None, None] > 0.5
+    x = init_latent.to(dev, torch.float32).clone()
+    source = x.clone()
+    use_cfg = guidance_scale != 1.0
+    ctx = context.to(dev, dtype)
+    if use_cfg:
+        branches = [torch.zeros_like(ctx), ctx]
+        if cfg_batch_split:
+            caches = [denoiser.cross_attention_kv(c) for c in branches]
+        else:
+            caches = [denoiser.cross_attention_kv(torch.cat(branches, 0))]
+    else:
+        caches = [denoiser.cross_attention_kv(ctx)]
+    b = x.shape[0]
+    for i in range(steps):
+        t_now = torch.full((b,), float(times[i]), device=dev)
+        if len(caches) == 1:
+            reps = 2 if use_cfg else 1
+            v = denoiser(x.repeat(reps, 1, 1, 1), None, framestep.to(dev).repeat(reps, 1), t_now.repeat(reps),
+                         mask.repeat(reps, 1), kv_cache=caches[0]).float()
+            v_all = v.chunk(reps, 0)
+        else:
+            v_all = [denoiser(x, None, framestep.to(dev), t_now, mask, kv_cache=cache).float() for cache in caches]
+        v = v_all[0] + guidance_scale * (v_all[1] - v_all[0]) if use_cfg else v_all[0]
+        x = x + (float(times[i]) - float(times[i + 1])) / 1000.0 * v
+        x = torch.where(keep, source, x)
+        report(callback, **{"stage": "stage1", "step": i + 1, "total": steps, **(progress_info or {})})
+    return x
+
+
+@torch.no_grad()
+def sample_stage1(
+    denoiser,
+    context: torch.Tensor,
+    source_latents: Dict[int, torch.Tensor],
+    *,
+    steps: int = 30,
+    shift: float = 3.0,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    noise_correlation: float = 0.0,
+    window: int = 16,
+    slide: int = 15,
+    anchor_frame: Optional[int] = None,
+    cfg_batch_split: bool = False,
+    callback: Optional[ProgressCallback] = None,
+) -> torch.Tensor:
+    """Generate one shape latent per frame for a clip of any length >= 2.
+
+    Windows follow :func:`~actionmesh_core.sampling.windows.plan_windows`
+    outward from the anchor frame; every given source latent is kept clean,
+    and each later window takes the already generated overlap latents as its
+    sources (ActionMesh §3.4, REFERENCE §3).
+
+    Args:
+        denoiser: :class:`~actionmesh_core.models.TemporalDenoiser`.
+        context: (T, S, Dc) image features of every frame (DINOv2-L: S=257, Dc=1024).
+        source_latents: {frame index: (N, C) latent} known latents (at least
+            one: the anchor's).
+        steps: denoising steps (30 default, 15 fast). shift: time shift (3.0).
+        guidance_scale: CFG scale (7.5). seed: noise seed.
+        noise_correlation: cross-frame noise correlation in [0, 1] (0 = i.i.d.;
+            1.0 = ShapeGen4D-style noise shared by all frames).
+        window, slide: window plan (16 / 15).
+        anchor_frame: frame the plan starts from (default: smallest source index).
+        cfg_batch_split: see :func:`masked_flow_sampling`.
+        callback: progress/cancel callback; ``info`` has stage, step, total,
+            window, num_windows.
+
+    Returns:
+        (T, N, C) float32 latents on the denoiser's device.
+
+    Raises:
+        ValueError: no source latent, a source index outside [0, T), or shapes
+            that do not fit the denoiser.
+        SamplingCancelled: cancelled by the callback.
+    """
+    if context.ndim != 3:
+        raise ValueError(f"context must be (T, S, Dc), got {tuple(context.shape)}")
+    num_frames = context.shape[0]
+    if not source_latents:
+        raise ValueError("stage I needs at least one source latent (the anchor frame's)")
+    bad = [f for f in source_latents if not 0 <= int(f) < num_frames]
+    if bad:
+        raise ValueError(f"source latent frame indices {bad} are outside [0, {num_frames - 1}]")
+    first = next(iter(source_latents.values()))
+    if first.ndim != 2:
+        raise ValueError(f"source latents must be (N, C), got {tuple(first.shape)}")
+    n, c = first.shape
+    if c != denoiser.config["in_channels"]:
+        raise ValueError(f"source latents have {c} channels but the denoiser expects {denoiser.config['in_channels']}")
+    if context.shape[-1] != denoiser.config["cross_attention_dim"]:
+        raise ValueError(f"image features have width {context.shape[-1]} but the denoiser expects "
+                         f"{denoiser.config['cross_attention_dim']}; use the DINOv2 model the denoiser was trained with")
+    anchor = min(source_latents) if anchor_frame is None else int(anchor_frame)
+    if anchor not in source_latents:
+        raise ValueError(f"anchor_frame {anchor} has no source latent")
+    dev = next(denoiser.parameters()).device
+    noise = seeded_noise((num_frames, n, c), seed, noise_correlation).to(dev)
+    latents = noise.clone()
+    known = torch.zeros(num_frames, dtype=torch.bool)
+    for f, lat in source_latents.items():
+        latents[int(f)] = lat.to(dev, torch.float32)
+        known[int(f)] = True
+    plan = plan_windows(num_frames, anchor, window, slide)
+    for w_idx, win in enumerate(plan):
+        idx = list(win.frames)
+        if bool(known[idx].all()):
+            continue
+        mask = known[idx].float()[None]
+        out = masked_flow_sampling(
+            denoiser, latents[idx][None], mask, context[idx][None], torch.tensor(idx, dtype=torch.float32)[None],
+            steps=steps, shift=shift, guidance_scale=guidance_scale, cfg_batch_split=cfg_batch_split,
+            callback=callback, progress_info={"window": w_idx + 1, "num_windows": len(plan)},
+        )[0]
+        latents[idx] = out
+        known[idx] = True
+    return latents
