@@ -98,3 +98,10 @@ def test_bad_inputs():
         compose_chain([[1.0]], m)
     with pytest.raises(ValueError, match="NaN"):
         compose_chain(a * np.nan, m)
+
+
+def test_half_precision_capture_is_accepted():
+    a, m, b, pts, partner = hand_built(n=10, seed=4)
+    match = chain_correspondences(a.bfloat16(), m.half(), b.bfloat16(), pts.float())
+    assert torch.equal(match.best_index, partner)
+    assert match.points.dtype == torch.float32

@@ -22,7 +22,10 @@ def as_numpy(name: str, value: Any, dtype=np.float64, ndim: Optional[int] = None
             non-finite entries.
     """
     if isinstance(value, torch.Tensor):
-        arr = value.detach().to("cpu").numpy()
+        value = value.detach().to("cpu")
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()   # numpy has no bfloat16
+        arr = value.numpy()
     elif isinstance(value, (np.ndarray, list, tuple)):
         arr = np.asarray(value)
     else:

@@ -13,8 +13,6 @@ Shape legend: T frames, L points (landmarks or vertices).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
