@@ -46,6 +46,7 @@ class PipelineConfig:
         low_memory: keep at most one model on the device (load before, free after each stage).
         fps: frames per second of the animation.
         mode: "stage2" (temporal autoencoder) or "attention-chain" (training-free fast decoding).
+        chain_steps: stage I steps in attention-chain mode (4, as published).
     """
 
     steps: int = 30
@@ -67,6 +68,7 @@ class PipelineConfig:
     low_memory: bool = False
     fps: float = 24.0
     mode: str = "stage2"
+    chain_steps: int = 4
 
     def fast(self) -> "PipelineConfig":
         """The fast preset: 15 stage I steps and 50 TripoSG steps."""
@@ -285,27 +287,35 @@ class ActionMeshPipeline:
         context = self.image_features(rgb, "dinov2")
         timings["dinov2"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        latents = sample_stage1(self.model("denoiser"), context.to(self.device), {cfg.anchor_frame: latent[0]},
-                                steps=cfg.steps, shift=cfg.shift, guidance_scale=cfg.guidance_scale,
-                                seed=cfg.seed, noise_correlation=cfg.noise_correlation, window=cfg.window,
-                                slide=cfg.slide, callback=self._callback)
-        self._stage_done("denoiser")
-        timings["stage1"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
         verts = torch.as_tensor(np.asarray(anchor_mesh.vertices), dtype=torch.float32)
         faces = torch.as_tensor(np.asarray(anchor_mesh.faces), dtype=torch.long)
+        t0 = time.perf_counter()
         if cfg.mode == "attention-chain":
-            positions = self._attention_chain(latents, verts, faces)
+            from .attention_chain.capture import attention_chain_decode
+
+            chain = attention_chain_decode(
+                self.model("denoiser"), self.model("vae"), context.to(self.device), latent[0], verts.numpy(),
+                faces.numpy(), cfg.anchor_frame, steps=cfg.chain_steps, shift=cfg.shift,
+                guidance_scale=cfg.guidance_scale, seed=cfg.seed, noise_correlation=cfg.noise_correlation,
+                window=cfg.window, slide=cfg.slide, octree_depth=max(cfg.octree_depth - 1, 4),
+                refine_depth=max(cfg.refine_depth - 1, 5), callback=self._callback)
+            latents, positions = chain.latents, torch.as_tensor(chain.animation.positions)
+            timings["stage1+chain"] = time.perf_counter() - t0
         else:
+            latents = sample_stage1(self.model("denoiser"), context.to(self.device), {cfg.anchor_frame: latent[0]},
+                                    steps=cfg.steps, shift=cfg.shift, guidance_scale=cfg.guidance_scale,
+                                    seed=cfg.seed, noise_correlation=cfg.noise_correlation, window=cfg.window,
+                                    slide=cfg.slide, callback=self._callback)
+            self._stage_done("denoiser")
+            timings["stage1"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             query = torch.cat([verts, vertex_normals(verts, faces)], dim=-1).to(self.device)
             positions = decode_stage2(self.model("autoencoder"), latents, query, faces=faces,
                                       anchor_frame=cfg.anchor_frame, window=cfg.window, slide=cfg.slide,
                                       callback=self._callback)
             self._stage_done("autoencoder")
+            timings["stage2"] = time.perf_counter() - t0
         positions = positions.cpu()
-        timings["decode"] = time.perf_counter() - t0
         times = np.arange(num_frames, dtype=np.float32) / cfg.fps
         if reference is not None:
             animation = reference.to_animated_mesh(positions.numpy(), times=times)
@@ -315,8 +325,3 @@ class ActionMeshPipeline:
                                   steps=cfg.steps, fps=cfg.fps)
         self.free()
         return PipelineResult(animation=animation, latents=latents.cpu(), anchor_mesh=anchor_mesh, timings=timings)
-
-    def _attention_chain(self, latents, verts, faces):
-        from .attention_chain.pipeline import attention_chain_positions
-
-        return attention_chain_positions(self, latents, verts, faces)
