@@ -23,6 +23,7 @@ Three ways to say where the object is, in this order of precedence:
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -224,9 +225,11 @@ def _as_float_tensor(value: ArrayLike, name: str) -> torch.Tensor:
         tensor = value.detach().to(device="cpu", dtype=torch.float32)
     else:
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
-    if not torch.isfinite(tensor).all():
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    lo, hi = (float(v) for v in torch.aminmax(tensor))  # NaN propagates, inf shows up
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(tensor.min()), float(tensor.max())
     if lo < -1e-3 or hi > 1.0 + 1e-3:
         raise ValueError(f"{name} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; divide 8-bit images by 255")
     return tensor.clamp_(0.0, 1.0)
@@ -276,7 +279,7 @@ def estimate_background_masks(rgb: torch.Tensor, threshold: float = 0.1, border:
         ValueError: the border is not plain (fewer than half of its pixels
             are within ``threshold`` of the median colour): supply a mask.
     """
-    from scipy import ndimage
+    import cv2
 
     if not 0.0 < threshold < 3 ** 0.5:
         raise ValueError(f"background threshold must be in (0, 1.73), got {threshold}")
@@ -292,11 +295,11 @@ def estimate_background_masks(rgb: torch.Tensor, threshold: float = 0.1, border:
         raise ValueError(
             f"cannot estimate the object mask of frames {bad}: their border is not a plain background colour; "
             "supply masks (or RGBA frames), or raise bg_threshold")
-    distance = torch.linalg.vector_norm(rgb - background[:, None, None], dim=-1)
-    masks = (distance > threshold).numpy()
-    structure = np.ones((1, 3, 3), dtype=bool)
-    masks = ndimage.binary_opening(masks, structure=structure)
-    return torch.from_numpy(masks.astype(np.float32))
+    squared = ((rgb - background[:, None, None]) ** 2).sum(dim=-1)
+    masks = (squared > threshold * threshold).numpy().astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    opened = np.stack([cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel) for m in masks])
+    return torch.from_numpy(opened.astype(np.float32))
 
 
 def prepare_frames(
@@ -371,7 +374,7 @@ def prepare_frames(
         alpha = estimate_background_masks(rgb, threshold=bg_threshold)
         foreground = alpha > 0.5
 
-    empty = [i for i in range(num_frames) if not bool(foreground[i].any())]
+    empty = torch.nonzero(~foreground.reshape(num_frames, -1).any(dim=1)).flatten().tolist()
     if empty:
         raise ValueError(f"the object mask is empty in frames {empty}; check the masks/alpha (or bg_threshold) "
                          "or drop these frames")
