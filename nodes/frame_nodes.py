@@ -59,6 +59,12 @@ class ActionMeshPrepareFrames:
 
     def prepare(self, images, size, margin, bg_threshold, frame_start, frame_stride, max_frames, fps,
                 invert_mask, mask=None):
+        """Select frames, find the object, crop and pad (``actionmesh_core.frames.prepare_frames``).
+
+        ``images``: (B, H, W, 3|4) IMAGE in [0, 1]; ``mask``: optional (B|1, H, W) MASK.
+        Returns (PreparedFrames, preview (T, S, S, 3) IMAGE, masks (T, S, S) MASK).
+        Raises ValueError for too few frames, empty masks or a mask batch that does not match.
+        """
         from actionmesh_core.frames import prepare_frames, select_frames
 
         images = torch.as_tensor(images)
@@ -108,6 +114,11 @@ class ActionMeshEncodeFrames:
         }
 
     def encode(self, dinov2, frames, batch_size):
+        """DINOv2 features of every prepared frame, ``batch_size`` frames at a time.
+
+        Returns a FrameContext with features (T, 257, 1024) float32 on the CPU.
+        Raises ValueError when the encoder returns an unexpected shape.
+        """
         images = frames.rgb
         count = int(images.shape[0])
         progress = host.Progress(count, "DINOv2")

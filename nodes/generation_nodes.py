@@ -101,6 +101,11 @@ class ActionMeshImageTo3DAnchor:
 
     def generate(self, dit, vae, context, anchor_frame, steps, guidance, shift, seed, num_tokens,
                  octree_depth, refine_depth, target_faces):
+        """Sample the TripoSG latent of ``anchor_frame``, mesh and clean it, normalise it.
+
+        Returns (SourceLatents {anchor_frame: (N, C)}, ReferenceMesh, MESH with one item).
+        Raises ValueError for a frame outside the clip, refine_depth < octree_depth or an empty surface.
+        """
         from actionmesh_core.geometry.reference import prepare_reference_mesh
         from actionmesh_core.sampling.triposg import sample_image_to_3d
 
@@ -173,6 +178,12 @@ class ActionMeshEncodeReferenceMesh:
         }
 
     def encode(self, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, mesh=None, model_3d=None):
+        """Normalise the given mesh, sample its surface and encode it with the VAE (posterior sample or mean).
+
+        Exactly one of ``mesh`` (core MESH), ``model_3d`` (core FILE_3D) or ``mesh_file`` (input folder) is used.
+        Returns (SourceLatents {frame_index: (M, C)}, ReferenceMesh).
+        Raises ValueError when no mesh or several meshes are given.
+        """
         from actionmesh_core.geometry.reference import prepare_reference_mesh
         from actionmesh_core.io.mesh_io import load_mesh
 
@@ -243,6 +254,11 @@ class ActionMeshTemporalDenoise:
 
     def denoise(self, denoiser, context, anchor, steps, guidance, shift, seed, noise_correlation, window, slide,
                 extra_sources=None):
+        """Run stage I (``actionmesh_core.sampling.stage1.sample_stage1``) over all frames.
+
+        Sources = ``anchor`` merged with ``extra_sources``; returns a LatentSequence (T, N, C).
+        Raises ValueError for sources outside the clip or a slide outside [1, window - 1].
+        """
         from actionmesh_core.sampling.stage1 import sample_stage1
 
         _check_window(window, slide)
@@ -297,6 +313,10 @@ class ActionMeshSDFMeshing:
         }
 
     def mesh(self, vae, latents, octree_depth, refine_depth, target_faces, frame_start, frame_stride, max_frames):
+        """Mesh the SDF of the selected frames' latents; returns a core MESH batch (zero-padded).
+
+        Raises ValueError for bad frame selection, refine_depth < octree_depth or an empty surface.
+        """
         from actionmesh_core.frames import select_frames
 
         _check_meshing(octree_depth, refine_depth)
@@ -333,6 +353,11 @@ class ActionMeshDecodeDeformation:
         }
 
     def decode(self, autoencoder, latents, reference, window, slide, anchor_frame, fps):
+        """Run stage II (``decode_stage2``) on the reference vertices + normals (V, 6).
+
+        Returns an AnimatedMesh (T frames) with ``times = arange(T) / fps``.
+        Raises ValueError for an anchor frame outside the clip or a bad window/slide.
+        """
         from actionmesh_core.sampling.stage2 import decode_stage2
 
         _check_window(window, slide)

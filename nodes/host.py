@@ -488,6 +488,7 @@ class Progress:
         self.set(self.current + amount)
 
     def close(self) -> None:
+        """Close the bar (tqdm outside ComfyUI; a no-op inside)."""
         close = getattr(self._bar, "close", None)
         if callable(close):
             close()

@@ -39,6 +39,10 @@ class _CheckpointLoader:
         }
 
     def load(self, model_name, dtype):
+        """Load the chosen entry on the CPU in the chosen dtype (``checkpoints.load_model``).
+
+        Raises ValueError/FileNotFoundError for a missing or unsafe model name.
+        """
         from actionmesh_core.checkpoints import load_model
 
         path = host.resolve_model(self.FOLDER, model_name)
@@ -120,6 +124,10 @@ class ActionMeshLoadDINOv2:
         }
 
     def load(self, model_name, dtype):
+        """Load DINOv2 on the CPU (``DinoV2Encoder.from_pretrained``).
+
+        Raises ValueError/FileNotFoundError for a missing or unsafe model name.
+        """
         from actionmesh_core.models.dino import DinoV2Encoder
 
         path = host.resolve_model("dinov2", model_name)

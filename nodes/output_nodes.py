@@ -49,6 +49,11 @@ class ActionMeshExportGLB:
         }
 
     def export(self, animation, filename_prefix, interpolation, per_frame_glbs):
+        """Write ``<prefix>_<counter>_.glb`` under the output folder (never outside it).
+
+        Returns ``{"ui": {"3d": [{filename, subfolder, type: "output"}]}, "result": (relative path,)}``.
+        Raises ValueError for an absolute prefix or one containing '..'.
+        """
         from actionmesh_core.io.glb import export_animated_glb, export_static_glbs
 
         path, filename, subfolder = host.next_output_path(filename_prefix, "glb")
@@ -85,6 +90,7 @@ class ActionMeshAnimationToMesh:
         }
 
     def convert(self, animation, frame_start, frame_stride, max_frames):
+        """Selected frames as a MESH batch: vertices (K, V, 3), faces (K, F, 3), UVs when present."""
         from actionmesh_core.frames import select_frames
 
         indices = select_frames(animation.num_frames, frame_start, frame_stride, max_frames)
@@ -127,6 +133,7 @@ class ActionMeshRenderPreview:
         }
 
     def render(self, animation, size, mode, azimuth, elevation, background):
+        """Render all frames (``actionmesh_core.render.render_animation``) -> IMAGE (T, size, size, 3)."""
         from actionmesh_core.render import render_animation
 
         progress = host.Progress(animation.num_frames, "render")

@@ -167,6 +167,20 @@ def test_mesh_batches_round_trip(host):
         host.mesh_item(mesh, 5)
 
 
+def test_mesh_batches_with_the_old_two_argument_mesh_class(host, monkeypatch):
+    import trimesh
+
+    class OldMesh:  # comfy_extras.nodes_hunyuan3d.MESH of ComfyUI 0.3.x
+        def __init__(self, vertices, faces):
+            self.vertices, self.faces = vertices, faces
+
+    monkeypatch.setattr(host, "mesh_class", lambda: OldMesh)
+    box, ball = trimesh.creation.box(), trimesh.creation.icosphere(subdivisions=1)
+    mesh = host.make_mesh([box.vertices, ball.vertices], [box.faces, ball.faces])
+    assert isinstance(mesh, OldMesh) and mesh.face_counts.tolist() == [12, len(ball.faces)]
+    np.testing.assert_array_equal(host.mesh_item(mesh, 0).faces, box.faces)
+
+
 def test_progress_reports_and_interrupts(host):
     progress = host.Progress(10)
     progress.callback({"stage": "I", "step": 4, "total": 10, "window": 1, "num_windows": 2})
