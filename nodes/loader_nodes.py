@@ -1,0 +1,153 @@
+"""Model loader nodes: ActionMesh denoiser/autoencoder, TripoSG VAE/DiT, DINOv2.
+
+Each loader lists the entries of its model folder (``models/actionmesh/``,
+``models/triposg/``, ``models/dinov2/``; see ``host.list_models``), loads the
+chosen one on the offload device (CPU) in the chosen dtype, and hands the
+module to the nodes that use it; those move it to the GPU only while they
+run (``host.on_device``).
+"""
+from __future__ import annotations
+
+from . import datatypes as T
+from . import host
+
+CATEGORY = "ActionMesh/loaders"
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+DTYPE_TOOLTIP = ("Weight precision. auto = bf16 on CUDA GPUs that support it (else fp16), fp32 on CPU/MPS. "
+                 "fp32 is the reference precision; half precision halves memory.")
+
+
+class _CheckpointLoader:
+    """Shared body of the loaders backed by ``actionmesh_core.checkpoints.load_model``."""
+
+    FOLDER = "actionmesh"
+    KIND = "actionmesh_denoiser"
+    PREFER: tuple = ()
+    WHAT = ""
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (host.list_models(cls.FOLDER, cls.PREFER), {
+                    "tooltip": f"{cls.WHAT}: a model folder (config.json + weights) or a .safetensors file "
+                               f"under models/{cls.FOLDER}/."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+            }
+        }
+
+    def load(self, model_name, dtype):
+        """Load the chosen entry on the CPU in the chosen dtype (``checkpoints.load_model``).
+
+        Raises ValueError/FileNotFoundError for a missing or unsafe model name.
+        """
+        from actionmesh_core.checkpoints import load_model
+
+        path = host.resolve_model(self.FOLDER, model_name)
+        model = load_model(str(path), self.KIND, device="cpu", dtype=host.resolve_dtype(dtype))
+        if hasattr(model, "eval"):
+            model.eval()
+        return (model,)
+
+
+class ActionMeshLoadDenoiser(_CheckpointLoader):
+    """Load the stage I temporal 3D denoiser (``ActionMesh/denoiser``)."""
+
+    KIND = "actionmesh_denoiser"
+    PREFER = ("denoiser",)
+    WHAT = "ActionMesh temporal 3D denoiser (stage I), e.g. ActionMesh/denoiser"
+    RETURN_TYPES = (T.DENOISER,)
+    RETURN_NAMES = ("denoiser",)
+    OUTPUT_TOOLTIPS = ("The stage I denoiser that generates one 3D latent per video frame.",)
+    DESCRIPTION = "Loads the ActionMesh temporal 3D denoiser (stage I) from models/actionmesh/."
+
+
+class ActionMeshLoadAutoencoder(_CheckpointLoader):
+    """Load the stage II temporal 3D autoencoder (``ActionMesh/autoencoder``)."""
+
+    KIND = "actionmesh_autoencoder"
+    PREFER = ("autoencoder",)
+    WHAT = "ActionMesh temporal 3D autoencoder (stage II), e.g. ActionMesh/autoencoder"
+    RETURN_TYPES = (T.AUTOENCODER,)
+    RETURN_NAMES = ("autoencoder",)
+    OUTPUT_TOOLTIPS = ("The stage II autoencoder that turns latents into vertex motion of a reference mesh.",)
+    DESCRIPTION = "Loads the ActionMesh temporal 3D autoencoder (stage II) from models/actionmesh/."
+
+
+class ActionMeshLoadTripoSGVAE(_CheckpointLoader):
+    """Load the TripoSG shape VAE (``TripoSG/vae``)."""
+
+    FOLDER = "triposg"
+    KIND = "triposg_vae"
+    PREFER = ("vae",)
+    WHAT = "TripoSG shape VAE, e.g. TripoSG/vae"
+    RETURN_TYPES = (T.TRIPOSG_VAE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The TripoSG shape VAE: encodes meshes to 3D latents and decodes latents to SDFs.",)
+    DESCRIPTION = "Loads the TripoSG shape VAE from models/triposg/."
+
+
+class ActionMeshLoadTripoSGDiT(_CheckpointLoader):
+    """Load the TripoSG image-to-3D transformer (``TripoSG/transformer``)."""
+
+    FOLDER = "triposg"
+    KIND = "triposg_dit"
+    PREFER = ("transformer", "dit")
+    WHAT = "TripoSG image-to-3D transformer, e.g. TripoSG/transformer"
+    RETURN_TYPES = (T.TRIPOSG_DIT,)
+    RETURN_NAMES = ("dit",)
+    OUTPUT_TOOLTIPS = ("The TripoSG image-to-3D diffusion transformer (stage 0: the anchor mesh).",)
+    DESCRIPTION = "Loads the TripoSG image-to-3D transformer from models/triposg/."
+
+
+class ActionMeshLoadDINOv2:
+    """Load the DINOv2-L/14 image encoder (transformers folder ``dinov2-large``)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (T.DINOV2,)
+    RETURN_NAMES = ("dinov2",)
+    OUTPUT_TOOLTIPS = ("The DINOv2 image encoder that turns frames into conditioning features.",)
+    DESCRIPTION = "Loads the DINOv2-large image encoder (facebook/dinov2-large) from models/dinov2/."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (host.list_models("dinov2", ("large",)), {
+                    "tooltip": "DINOv2-large folder in the transformers layout (config.json + model.safetensors) "
+                               "under models/dinov2/, e.g. dinov2-large."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+            }
+        }
+
+    def load(self, model_name, dtype):
+        """Load DINOv2 on the CPU (``DinoV2Encoder.from_pretrained``).
+
+        Raises ValueError/FileNotFoundError for a missing or unsafe model name.
+        """
+        from actionmesh_core.models.dino import DinoV2Encoder
+
+        path = host.resolve_model("dinov2", model_name)
+        encoder = DinoV2Encoder.from_pretrained(str(path), device="cpu", dtype=host.resolve_dtype(dtype))
+        if hasattr(encoder, "eval"):
+            encoder.eval()
+        return (encoder,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "ActionMeshLoadDenoiser": ActionMeshLoadDenoiser,
+    "ActionMeshLoadAutoencoder": ActionMeshLoadAutoencoder,
+    "ActionMeshLoadTripoSGVAE": ActionMeshLoadTripoSGVAE,
+    "ActionMeshLoadTripoSGDiT": ActionMeshLoadTripoSGDiT,
+    "ActionMeshLoadDINOv2": ActionMeshLoadDINOv2,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ActionMeshLoadDenoiser": "Load ActionMesh Denoiser",
+    "ActionMeshLoadAutoencoder": "Load ActionMesh Autoencoder",
+    "ActionMeshLoadTripoSGVAE": "Load TripoSG VAE",
+    "ActionMeshLoadTripoSGDiT": "Load TripoSG Image-to-3D",
+    "ActionMeshLoadDINOv2": "Load DINOv2 Image Encoder",
+}

@@ -1,0 +1,154 @@
+"""Output nodes: animated GLB export (with the UI 3D preview), MESH batch, render preview."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import datatypes as T
+from . import host
+
+CATEGORY = "ActionMesh/output"
+
+
+def _frame_rate(anim) -> float:
+    """Playback rate of an animation: 1 / median frame interval, else metadata fps, else 24."""
+    times = getattr(anim, "times", None)
+    if times is not None and len(times) >= 2:
+        step = float(np.median(np.diff(np.asarray(times, dtype=np.float64))))
+        if step > 0:
+            return 1.0 / step
+    return float((getattr(anim, "metadata", None) or {}).get("fps", 24.0))
+
+
+class ActionMeshExportGLB:
+    """Animated mesh -> animated GLB in the output folder, shown in the UI 3D preview."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "export"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("glb_path",)
+    OUTPUT_TOOLTIPS = ("Path of the GLB relative to the output folder (e.g. for core Preview 3D's model_file).",)
+    DESCRIPTION = ("Saves the animation as one GLB (morph-target animation, plays in Blender, three.js and the "
+                   "ComfyUI 3D viewer) under the output folder; optionally one static GLB per frame.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "animation": (T.ANIMATION, {"tooltip": "Animated mesh from Decode Deformation."}),
+                "filename_prefix": ("STRING", {"default": "actionmesh/ActionMesh",
+                                               "tooltip": "File name prefix inside the output folder; '/' makes "
+                                                          "sub-folders. '..' and absolute paths are refused."}),
+                "interpolation": (["STEP", "LINEAR"], {"default": "STEP",
+                                                       "tooltip": "STEP shows each frame as predicted; LINEAR blends "
+                                                                  "between frames for smoother playback."}),
+                "per_frame_glbs": ("BOOLEAN", {"default": False,
+                                               "tooltip": "Also save one static GLB per frame in a sub-folder."}),
+            }
+        }
+
+    def export(self, animation, filename_prefix, interpolation, per_frame_glbs):
+        """Write ``<prefix>_<counter>_.glb`` under the output folder (never outside it).
+
+        Returns ``{"ui": {"3d": [{filename, subfolder, type: "output"}]}, "result": (relative path,)}``.
+        Raises ValueError for an absolute prefix or one containing '..'.
+        """
+        from actionmesh_core.io.glb import export_animated_glb, export_static_glbs
+
+        path, filename, subfolder = host.next_output_path(filename_prefix, "glb")
+        export_animated_glb(animation, path, fps=_frame_rate(animation), interpolation=interpolation)
+        if per_frame_glbs:
+            frames_folder = path.with_name(path.stem + "frames")
+            frames_folder.mkdir(parents=True, exist_ok=True)
+            export_static_glbs(animation, frames_folder, path.stem.rstrip("_"))
+        relative = f"{subfolder}/{filename}" if subfolder else filename
+        return {"ui": {"3d": [{"filename": filename, "subfolder": subfolder, "type": "output"}]},
+                "result": (relative,)}
+
+
+class ActionMeshAnimationToMesh:
+    """Animated mesh -> core MESH batch (one item per frame, same topology)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "convert"
+    RETURN_TYPES = ("MESH",)
+    RETURN_NAMES = ("meshes",)
+    OUTPUT_TOOLTIPS = ("One MESH item per selected frame, all with the reference mesh's faces and UVs.",)
+    DESCRIPTION = "Turns selected frames of the animation into a core MESH batch for other 3D nodes (e.g. Save 3D Model)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "animation": (T.ANIMATION, {"tooltip": "Animated mesh from Decode Deformation."}),
+                "frame_start": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "First frame to output."}),
+                "frame_stride": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "Output every n-th frame."}),
+                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                       "tooltip": "Output at most this many frames (0 = all selected)."}),
+            }
+        }
+
+    def convert(self, animation, frame_start, frame_stride, max_frames):
+        """Selected frames as a MESH batch: vertices (K, V, 3), faces (K, F, 3), UVs when present."""
+        from actionmesh_core.frames import select_frames
+
+        indices = select_frames(animation.num_frames, frame_start, frame_stride, max_frames)
+        vertices = [animation.vertices[i] for i in indices]
+        faces = [animation.faces] * len(indices)
+        uvs = [animation.uv] * len(indices) if animation.uv is not None else None
+        return (host.make_mesh(vertices, faces, uvs=uvs),)
+
+
+class ActionMeshRenderPreview:
+    """Animated mesh -> IMAGE frames (orthographic z-buffer, flat shading) to see the motion in the graph."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "render"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("One rendered image per frame (same camera for all frames), e.g. for Save Animated WEBP.",)
+    DESCRIPTION = ("Renders every frame of the animation on the CPU with one fixed orthographic camera: flat "
+                   "shading, normals or depth.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from actionmesh_core.render import RENDER_MODES
+
+        return {
+            "required": {
+                "animation": (T.ANIMATION, {"tooltip": "Animated mesh from Decode Deformation."}),
+                "size": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 8,
+                                 "tooltip": "Side of the square images in pixels."}),
+                "mode": (list(RENDER_MODES), {"default": "shaded",
+                                              "tooltip": "shaded = grey Lambert shading; normal = normals as colours; "
+                                                         "depth = nearer is brighter."}),
+                "azimuth": ("FLOAT", {"default": 30.0, "min": -360.0, "max": 360.0, "step": 1.0,
+                                      "tooltip": "Camera angle around the vertical axis in degrees (0 = front, 90 = right side)."}),
+                "elevation": ("FLOAT", {"default": 15.0, "min": -90.0, "max": 90.0, "step": 1.0,
+                                        "tooltip": "Camera height angle in degrees (positive = looking down)."}),
+                "background": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                         "tooltip": "Background grey level (1 = white)."}),
+            }
+        }
+
+    def render(self, animation, size, mode, azimuth, elevation, background):
+        """Render all frames (``actionmesh_core.render.render_animation``) -> IMAGE (T, size, size, 3)."""
+        from actionmesh_core.render import render_animation
+
+        progress = host.Progress(animation.num_frames, "render")
+        images = render_animation(animation, size=size, mode=mode, view=(azimuth, elevation), background=background,
+                                  callback=progress.callback)
+        return (torch.from_numpy(images),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "ActionMeshExportGLB": ActionMeshExportGLB,
+    "ActionMeshAnimationToMesh": ActionMeshAnimationToMesh,
+    "ActionMeshRenderPreview": ActionMeshRenderPreview,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ActionMeshExportGLB": "ActionMesh Export Animated GLB",
+    "ActionMeshAnimationToMesh": "ActionMesh Animation to MESH",
+    "ActionMeshRenderPreview": "ActionMesh Render Preview",
+}

@@ -1,0 +1,91 @@
+"""Shared fixtures: the node pack loaded exactly as ComfyUI loads it, real frame fixtures, fake folders."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "actionmesh_pack"
+
+# Installed model entries the shipped workflows refer to (released layouts).
+FAKE_MODELS = {
+    "actionmesh": ["ActionMesh/denoiser", "ActionMesh/autoencoder"],
+    "triposg": ["TripoSG/vae", "TripoSG/transformer"],
+    "dinov2": ["dinov2-large"],
+}
+FAKE_INPUT_MESHES = ["3d/my_mesh.glb"]
+
+
+def load_pack():
+    """Import the repository root as a ComfyUI custom-node package (same call as ComfyUI's loader)."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """The loaded pack module (``NODE_CLASS_MAPPINGS`` ...)."""
+    return load_pack()
+
+
+@pytest.fixture(scope="session")
+def host(pack):
+    """The pack's ComfyUI adapter module (``nodes/host.py``)."""
+    return sys.modules[PACK_NAME + ".nodes.host"]
+
+
+def _fixtures_dir() -> Path:
+    env = os.environ.get("ACTIONMESH_FIXTURES_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [ROOT / "tests" / "fixtures", ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")]
+    for candidate in candidates:
+        if (candidate / "davis_camel").is_dir():
+            return candidate
+    return candidates[0]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Folder with the real RGBA frame sequences ``davis_camel/`` and ``spring/`` (``$ACTIONMESH_FIXTURES_DIR``)."""
+    path = _fixtures_dir()
+    if not (path / "davis_camel").is_dir():
+        pytest.skip(f"real frame fixtures not found (set ACTIONMESH_FIXTURES_DIR); looked in {path}")
+    return path
+
+
+@pytest.fixture()
+def host_dirs(tmp_path, monkeypatch):
+    """Empty models/input/output folders for the host fallbacks (environment variables)."""
+    dirs = {name: tmp_path / name for name in ("models", "input", "output")}
+    for path in dirs.values():
+        path.mkdir()
+    monkeypatch.setenv("ACTIONMESH_MODELS_DIR", str(dirs["models"]))
+    monkeypatch.setenv("ACTIONMESH_INPUT_DIR", str(dirs["input"]))
+    monkeypatch.setenv("ACTIONMESH_OUTPUT_DIR", str(dirs["output"]))
+    return dirs
+
+
+@pytest.fixture()
+def fake_model_tree(host_dirs):
+    """Model folders (config.json + weights stub) and an input mesh as the shipped workflows expect."""
+    for folder, entries in FAKE_MODELS.items():
+        for entry in entries:
+            path = host_dirs["models"] / folder / entry
+            path.mkdir(parents=True)
+            (path / "config.json").write_text("{}")
+            (path / "model.safetensors").write_bytes(b"")
+    for name in FAKE_INPUT_MESHES:
+        path = host_dirs["input"] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return host_dirs

@@ -1,0 +1,355 @@
+"""The pack imports like a ComfyUI custom node (without ComfyUI), declares complete nodes, and its
+host adapter and node bodies behave (library modules written elsewhere are replaced by fakes)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from actionmesh_core.io.animated_mesh import AnimatedMesh
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXPECTED_NODES = {
+    "ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoadTripoSGVAE", "ActionMeshLoadTripoSGDiT",
+    "ActionMeshLoadDINOv2", "ActionMeshPrepareFrames", "ActionMeshEncodeFrames", "ActionMeshImageTo3DAnchor",
+    "ActionMeshEncodeReferenceMesh", "ActionMeshTemporalDenoise", "ActionMeshSDFMeshing",
+    "ActionMeshDecodeDeformation", "ActionMeshExportGLB", "ActionMeshAnimationToMesh", "ActionMeshRenderPreview",
+}
+CUSTOM_TYPES = {"ACTIONMESH_DENOISER", "ACTIONMESH_AUTOENCODER", "TRIPOSG_VAE", "TRIPOSG_DIT", "DINOV2",
+                "ACTIONMESH_FRAMES", "ACTIONMESH_CONTEXT", "ACTIONMESH_LATENT", "ACTIONMESH_LATENTS",
+                "ACTIONMESH_REFERENCE", "ACTIONMESH_ANIMATION"}
+CORE_TYPES = {"IMAGE", "MASK", "MESH", "FILE_3D", "INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+def _run(*parts: str) -> str:
+    code = "\n".join(textwrap.dedent(part) for part in parts)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT.parent, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+LOAD = f"""
+import importlib.util, sys
+root = {str(ROOT)!r}
+spec = importlib.util.spec_from_file_location("ActionMesh-pack", root + "/__init__.py", submodule_search_locations=[root])
+pack = importlib.util.module_from_spec(spec); sys.modules["ActionMesh-pack"] = pack; spec.loader.exec_module(pack)
+"""
+
+
+def test_pack_imports_like_comfyui_without_touching_the_nodes_module():
+    out = _run("""
+        import sys, types
+        comfy_nodes = types.ModuleType("nodes"); comfy_nodes.MARK = 1; sys.modules["nodes"] = comfy_nodes
+        """, LOAD, """
+        assert sys.modules["nodes"] is comfy_nodes and not hasattr(comfy_nodes, "NODE_CLASS_MAPPINGS")
+        print(len(pack.NODE_CLASS_MAPPINGS), sys.path.count(root))
+        spec.loader.exec_module(pack)  # a second load does not add the folder again
+        print(sys.path.count(root), sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "folder_paths")))
+    """)
+    assert out.splitlines() == ["15 1", "1 []"]
+
+
+def test_core_library_never_imports_comfyui():
+    for path in (ROOT / "actionmesh_core").rglob("*.py"):
+        text = path.read_text()
+        for banned in ("import comfy", "from comfy", "import folder_paths", "from folder_paths", "from nodes",
+                       "import nodes"):
+            assert banned not in text, f"{path.relative_to(ROOT)} uses ComfyUI ({banned})"
+    out = _run(f"""
+        import sys; sys.path.insert(0, {str(ROOT)!r})
+        import actionmesh_core.frames, actionmesh_core.render
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "folder_paths", "nodes")))
+    """)
+    assert out == "[]"
+
+
+def test_node_declarations_are_complete(pack):
+    mapping = pack.NODE_CLASS_MAPPINGS
+    assert set(mapping) == EXPECTED_NODES
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == EXPECTED_NODES
+    for name, cls in mapping.items():
+        assert cls.CATEGORY.split("/")[0] == "ActionMesh", name
+        assert callable(getattr(cls(), cls.FUNCTION)), name
+        assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES, name
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS), name
+        assert set(cls.RETURN_TYPES) <= CUSTOM_TYPES | CORE_TYPES, name
+        assert cls.DESCRIPTION and pack.NODE_DISPLAY_NAME_MAPPINGS[name], name
+        declared = cls.INPUT_TYPES()
+        assert set(declared) <= {"required", "optional", "hidden"}, name
+        for section in ("required", "optional"):
+            for input_name, spec in declared.get(section, {}).items():
+                where = f"{name}.{input_name}"
+                type_, opts = spec[0], spec[1]
+                assert opts.get("tooltip", "").strip(), f"{where} has no tooltip"
+                if isinstance(type_, list):
+                    assert opts.get("default", type_[0] if type_ else None) in (type_ or [None]), where
+                elif type_ in ("INT", "FLOAT"):
+                    assert opts["min"] <= opts["default"] <= opts["max"], where
+                else:
+                    assert type_ in CUSTOM_TYPES | CORE_TYPES, f"{where}: unknown type {type_}"
+    assert mapping["ActionMeshExportGLB"].OUTPUT_NODE is True
+
+
+# --------------------------------------------------------------------------- host adapter
+
+
+def test_sanitize_prefix(host):
+    assert host.sanitize_prefix("actionmesh/camel run") == ("actionmesh", "camel run")
+    assert host.sanitize_prefix("a//b/./c") == ("a/b", "c")
+    assert host.sanitize_prefix("we<ird>|na:me*?") == ("", "we_ird_na_me_")
+    assert host.sanitize_prefix(".hidden/.x") == ("hidden", "x")
+    assert host.sanitize_prefix("") == ("", "ActionMesh")
+    for hostile in ("../x", "a/../../b", "/etc/passwd", "C:\\Windows\\x", "~/.ssh/id", "..\\..\\x"):
+        with pytest.raises(ValueError):
+            host.sanitize_prefix(hostile)
+
+
+def test_output_paths_stay_inside_the_output_folder(host, host_dirs, tmp_path):
+    out = host_dirs["output"]
+    path, filename, subfolder = host.next_output_path("actionmesh/camel", "glb")
+    assert path == out / "actionmesh" / "camel_00001_.glb" and filename == "camel_00001_.glb"
+    assert subfolder == "actionmesh"
+    path.write_bytes(b"x")
+    assert host.next_output_path("actionmesh/camel", "glb")[1] == "camel_00002_.glb"
+    for hostile in ("../escape", "/tmp/escape", "a/../../escape"):
+        with pytest.raises(ValueError):
+            host.next_output_path(hostile, "glb")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="outside the output folder"):
+        host.next_output_path("link/x", "glb")
+    assert not any(outside.iterdir())
+
+
+def test_model_listing_and_resolution(host, host_dirs):
+    root = host_dirs["models"] / "actionmesh"
+    for folder in ("ActionMesh/denoiser", "ActionMesh/autoencoder", "other/denoiser_v2"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "config.json").write_text("{}")
+        (root / folder / "model.safetensors").write_bytes(b"")
+    (root / "single.safetensors").write_bytes(b"")
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("")
+    listing = host.list_models("actionmesh", ("denoiser",))
+    assert listing == ["ActionMesh/denoiser", "other/denoiser_v2", "ActionMesh/autoencoder", "single.safetensors"]
+    assert host.resolve_model("actionmesh", "ActionMesh/denoiser") == root / "ActionMesh" / "denoiser"
+    with pytest.raises(ValueError):
+        host.resolve_model("actionmesh", "../../etc")
+    with pytest.raises(FileNotFoundError, match="README"):
+        host.resolve_model("actionmesh", "ActionMesh/missing")
+    assert host.list_models("dinov2") == []
+
+
+def test_mesh_batches_round_trip(host):
+    import trimesh
+
+    box, ball = trimesh.creation.box(), trimesh.creation.icosphere(subdivisions=1)
+    mesh = host.make_mesh([box.vertices, ball.vertices], [box.faces, ball.faces])
+    assert mesh.vertices.shape == (2, len(ball.vertices), 3) and mesh.faces.dtype == torch.int64
+    assert mesh.vertex_counts.tolist() == [8, len(ball.vertices)]
+    item = host.mesh_item(mesh, 0)
+    np.testing.assert_allclose(item.vertices, box.vertices, atol=1e-6)
+    np.testing.assert_array_equal(item.faces, box.faces)
+    assert len(host.mesh_item(mesh, 1).faces) == len(ball.faces)
+    same = host.make_mesh([box.vertices] * 3, [box.faces] * 3)
+    assert same.vertex_counts is None and same.vertices.shape == (3, 8, 3)
+    with pytest.raises(ValueError, match="outside the batch"):
+        host.mesh_item(mesh, 5)
+
+
+def test_mesh_batches_with_the_old_two_argument_mesh_class(host, monkeypatch):
+    import trimesh
+
+    class OldMesh:  # comfy_extras.nodes_hunyuan3d.MESH of ComfyUI 0.3.x
+        def __init__(self, vertices, faces):
+            self.vertices, self.faces = vertices, faces
+
+    monkeypatch.setattr(host, "mesh_class", lambda: OldMesh)
+    box, ball = trimesh.creation.box(), trimesh.creation.icosphere(subdivisions=1)
+    mesh = host.make_mesh([box.vertices, ball.vertices], [box.faces, ball.faces])
+    assert isinstance(mesh, OldMesh) and mesh.face_counts.tolist() == [12, len(ball.faces)]
+    np.testing.assert_array_equal(host.mesh_item(mesh, 0).faces, box.faces)
+
+
+def test_progress_reports_and_interrupts(host):
+    progress = host.Progress(10)
+    progress.callback({"stage": "I", "step": 4, "total": 10, "window": 1, "num_windows": 2})
+    assert (progress.current, progress.total) == (15, 20)
+    progress.callback(3, 4)
+    assert (progress.current, progress.total) == (3, 4)
+    host.request_interrupt()
+    with pytest.raises(host.Interrupted):
+        progress.step()
+    progress.step()  # the request is consumed
+
+
+# --------------------------------------------------------------------------- node bodies
+
+
+def _anim(frames=3):
+    import trimesh
+
+    box = trimesh.creation.box()
+    vertices = np.stack([box.vertices + [0.1 * t, 0, 0] for t in range(frames)])
+    return AnimatedMesh(faces=box.faces, vertices=vertices, uv=np.zeros((8, 2)),
+                        times=np.arange(frames, dtype=np.float32) / 12.0)
+
+
+def test_prepare_frames_node_on_real_frames(pack, fixtures_dir):
+    from actionmesh_core.frames import load_frames
+
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshPrepareFrames"]()
+    rgba = load_frames(fixtures_dir / "davis_camel")
+    images, alpha = rgba[..., :3], rgba[..., 3]
+    comfy_mask = 1.0 - alpha  # what Load Image gives: 1 where transparent
+    frames, preview, masks = node.prepare(images, 256, 0.1, 0.1, 2, 3, 4, 30.0, True, mask=comfy_mask)
+    assert frames.frame_indices == [2, 5, 8, 11] and frames.fps == pytest.approx(10.0)
+    assert preview.shape == (4, 256, 256, 3) and masks.shape == (4, 256, 256)
+    direct = node.prepare(images, 256, 0.1, 0.1, 2, 3, 4, 30.0, False, mask=alpha)[0]
+    assert frames.bbox == direct.bbox  # inverted Load Image mask == object mask
+    torch.testing.assert_close(frames.rgb, direct.rgb)
+    with pytest.raises(ValueError, match="one mask per frame"):
+        node.prepare(images, 256, 0.1, 0.1, 0, 1, 0, 30.0, False, mask=alpha[:5])
+
+
+def test_render_and_mesh_output_nodes(pack, host):
+    anim = _anim(3)
+    (images,) = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(anim, 64, "shaded", 30.0, 15.0, 1.0)
+    assert isinstance(images, torch.Tensor) and images.shape == (3, 64, 64, 3)
+    assert not torch.equal(images[0], images[2])  # the box moves
+    (mesh,) = pack.NODE_CLASS_MAPPINGS["ActionMeshAnimationToMesh"]().convert(anim, 1, 1, 0)
+    assert mesh.vertices.shape == (2, 8, 3) and mesh.faces.shape == (2, 12, 3) and mesh.uvs.shape == (2, 8, 2)
+    np.testing.assert_allclose(mesh.vertices[1].numpy(), anim.vertices[2], atol=1e-6)
+    host.request_interrupt()
+    with pytest.raises(host.Interrupted):
+        pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(anim, 64, "shaded", 30.0, 15.0, 1.0)
+
+
+def _fake_module(monkeypatch, name, **attrs):
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def test_export_node_writes_inside_the_output_folder(pack, host_dirs, monkeypatch):
+    calls = {}
+
+    def export_animated_glb(anim, path, fps=24.0, interpolation="STEP"):
+        calls["animated"] = (Path(path), fps, interpolation)
+        Path(path).write_bytes(b"glTF")
+        return Path(path)
+
+    def export_static_glbs(anim, folder, prefix):
+        calls["static"] = (Path(folder), prefix)
+        return []
+
+    _fake_module(monkeypatch, "actionmesh_core.io.glb", export_animated_glb=export_animated_glb,
+                 export_static_glbs=export_static_glbs)
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"]()
+    result = node.export(_anim(), "runs/camel?", "LINEAR", True)
+    out = host_dirs["output"]
+    assert result["ui"] == {"3d": [{"filename": "camel__00001_.glb", "subfolder": "runs", "type": "output"}]}
+    assert result["result"] == ("runs/camel__00001_.glb",)
+    path, fps, interpolation = calls["animated"]
+    assert path == out / "runs" / "camel__00001_.glb" and path.exists()
+    assert fps == pytest.approx(12.0) and interpolation == "LINEAR"
+    assert calls["static"][0].parent == out / "runs"
+    with pytest.raises(ValueError):
+        node.export(_anim(), "../../outside", "STEP", False)
+
+
+class _FakeVAE(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def encode(self, surface, query):
+        mean = torch.ones(query.shape[0], query.shape[1], 4)
+        return mean, torch.full_like(mean, -2.0)
+
+
+def test_temporal_denoise_and_decode_nodes_follow_the_contract(pack, monkeypatch):
+    datatypes = sys.modules["actionmesh_pack.nodes.datatypes"]
+    seen = {}
+
+    def sample_stage1(denoiser, context, source_latents, **kwargs):
+        seen.update(kwargs, sources=sorted(source_latents), context=tuple(context.shape))
+        for step in range(kwargs["steps"]):
+            kwargs["callback"]({"stage": "I", "step": step, "total": kwargs["steps"], "window": 0, "num_windows": 1})
+        return torch.zeros(context.shape[0], 6, 4)
+
+    _fake_module(monkeypatch, "actionmesh_core.sampling.stage1", sample_stage1=sample_stage1)
+    context = datatypes.FrameContext(features=torch.zeros(5, 3, 8), fps=10.0)
+    anchor = datatypes.SourceLatents({2: torch.ones(6, 4)}, anchor_frame=2)
+    extra = datatypes.SourceLatents({4: torch.ones(6, 4)}, anchor_frame=4)
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshTemporalDenoise"]()
+    (latents,) = node.denoise(torch.nn.Linear(1, 1), context, anchor, 3, 7.5, 3.0, 11, 0.2, 16, 15,
+                              extra_sources=extra)
+    assert seen["sources"] == [2, 4] and seen["context"] == (5, 3, 8)
+    assert (seen["steps"], seen["guidance_scale"], seen["shift"], seen["seed"]) == (3, 7.5, 3.0, 11)
+    assert (seen["noise_correlation"], seen["window"], seen["slide"]) == (0.2, 16, 15)
+    assert latents.latents.shape == (5, 6, 4) and latents.anchor_frame == 2 and latents.fps == 10.0
+    with pytest.raises(ValueError, match="slide"):
+        node.denoise(torch.nn.Linear(1, 1), context, anchor, 3, 7.5, 3.0, 0, 0.0, 16, 16)
+    with pytest.raises(ValueError, match="outside"):
+        node.denoise(torch.nn.Linear(1, 1), context, datatypes.SourceLatents({7: torch.ones(6, 4)}, 7),
+                     3, 7.5, 3.0, 0, 0.0, 16, 15)
+
+    class Reference:
+        vertices = np.zeros((8, 3), np.float32)
+        vertex_normals = np.ones((8, 3), np.float32)
+
+        def to_animated_mesh(self, positions):
+            return AnimatedMesh(faces=np.array([[0, 1, 2]]), vertices=positions)
+
+    def decode_stage2(autoencoder, latents_, query, **kwargs):
+        seen["decode"] = (tuple(latents_.shape), tuple(query.shape), kwargs["anchor_frame"])
+        return torch.zeros(latents_.shape[0], query.shape[0], 3)
+
+    _fake_module(monkeypatch, "actionmesh_core.sampling.stage2", decode_stage2=decode_stage2)
+    (anim,) = pack.NODE_CLASS_MAPPINGS["ActionMeshDecodeDeformation"]().decode(
+        torch.nn.Linear(1, 1), latents, Reference(), 16, 15, -1, 0.0)
+    assert seen["decode"] == ((5, 6, 4), (8, 6), 2)
+    np.testing.assert_allclose(anim.times, np.arange(5) / 10.0)
+
+
+def test_encode_reference_mesh_node(pack, host, monkeypatch):
+    import trimesh
+
+    class Reference:
+        surface = np.zeros((32, 6), np.float32)
+        query_points = np.zeros((16, 6), np.float32)
+
+    received = {}
+
+    def prepare_reference_mesh(mesh, seed=0):
+        received["faces"] = len(mesh.faces)
+        return Reference()
+
+    _fake_module(monkeypatch, "actionmesh_core.geometry.reference", prepare_reference_mesh=prepare_reference_mesh)
+    _fake_module(monkeypatch, "actionmesh_core.io.mesh_io", load_mesh=lambda path: trimesh.load(path))
+    box = trimesh.creation.box()
+    mesh = host.make_mesh([box.vertices], [box.faces])
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshEncodeReferenceMesh"]()
+    anchor, reference = node.encode(_FakeVAE(), 3, "none", 0, False, 0, mesh=mesh)
+    assert received["faces"] == 12 and isinstance(reference, Reference)
+    assert anchor.anchor_frame == 3 and torch.equal(anchor.latents[3], torch.ones(16, 4))
+    sampled, _ = node.encode(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
+    again, _ = node.encode(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
+    noise = (sampled.latents[3] - 1.0) / np.exp(-1.0)  # std = exp(0.5 * logvar)
+    assert torch.equal(sampled.latents[3], again.latents[3]) and 0.5 < float(noise.std()) < 1.5
+    with pytest.raises(ValueError, match="several meshes"):
+        node.encode(_FakeVAE(), 0, "3d/x.glb", 0, True, 0, mesh=mesh)
+    with pytest.raises(ValueError, match="no mesh given"):
+        node.encode(_FakeVAE(), 0, "none", 0, True, 0)
