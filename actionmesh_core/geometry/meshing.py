@@ -24,7 +24,7 @@ sees every sign change), at a fraction of the field evaluations.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -169,7 +169,6 @@ def _dense_sign_change_cells(inside: torch.Tensor) -> torch.Tensor:
     """(F, n, n, n) bool inside-flags -> (n-1,)^3 bool cells with a sign change in any field."""
     n = inside.shape[-1]
     any_in = torch.zeros((n - 1,) * 3, dtype=torch.bool, device=inside.device)
-    any_out = torch.zeros_like(any_in)
     for f in range(inside.shape[0]):
         a_in = torch.zeros_like(any_in)
         a_out = torch.zeros_like(any_in)
@@ -178,7 +177,6 @@ def _dense_sign_change_cells(inside: torch.Tensor) -> torch.Tensor:
             a_in |= c
             a_out |= ~c
         any_in |= a_in & a_out
-    del any_out
     return any_in
 
 
@@ -227,29 +225,50 @@ def _mc_skimage(occ: np.ndarray):
 _DISO_CONVENTION: dict = {}
 
 
+def _diso_call(extractor, grid: torch.Tensor):  # pragma: no cover - needs CUDA + diso
+    import inspect
+
+    params = inspect.signature(extractor.forward).parameters
+    kwargs = {"isovalue": 0.0}
+    if "normalize" in params:
+        kwargs["normalize"] = False
+    v, f = extractor(grid, None, **kwargs)
+    return v.double().cpu().numpy(), f.long().cpu().numpy()
+
+
 def _mc_diso(occ: torch.Tensor):  # pragma: no cover - needs CUDA + diso
-    """GPU marching cubes with diso; the axis order and winding are probed once on an ellipsoid."""
+    """GPU marching cubes with diso -> (V, 3) index coordinates, (K, 3) faces.
+
+    diso versions differ in output units (grid index or [0, 1]) and the axis
+    order / winding are not documented, so they are probed once per device on
+    an ellipsoid of known size elongated along axis 0.
+    """
     from diso import DiffMC
 
     key = str(occ.device)
     if key not in _DISO_CONVENTION:
         extractor = DiffMC(dtype=torch.float32).to(occ.device)
-        n = 24
+        n = 33
         ax = torch.linspace(-1, 1, n, device=occ.device)
         x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
-        probe = 1.0 - ((x / 0.9) ** 2 + (y / 0.5) ** 2 + (z / 0.3) ** 2)  # inside > 0, longest along axis 0
-        v, f = extractor(-probe, None, isovalue=0.0, normalize=False)
-        v = v.double().cpu().numpy()
-        f = f.long().cpu().numpy()
+        probe = 1.0 - ((x / 0.9) ** 2 + (y / 0.6) ** 2 + (z / 0.3) ** 2)  # inside > 0
+        v, f = _diso_call(extractor, -probe)  # diso expects an SDF (inside < 0)
         ext = v.max(0) - v.min(0)
         perm = [0, 1, 2] if ext[0] >= ext[2] else [2, 1, 0]
         v = v[:, perm]
+        ratio = (v[:, 0].max() - v[:, 0].min()) / (0.9 * (n - 1))
+        if abs(ratio - 1.0) < 0.1:
+            unit = False
+            offset = (v.max(0) + v.min(0)) / 2 - (n - 1) / 2  # e.g. a padding shift
+        elif abs(ratio * (n - 1) - 1.0) < 0.1:
+            unit, offset = True, np.zeros(3)
+        else:
+            raise RuntimeError("sdf_to_meshes: unrecognised diso output convention; use backend='skimage'")
         flip = trimesh.Trimesh(v, f, process=False).volume < 0
-        _DISO_CONVENTION[key] = (extractor, perm, flip)
-    extractor, perm, flip = _DISO_CONVENTION[key]
-    v, f = extractor(-occ.float().contiguous(), None, isovalue=0.0, normalize=False)
-    verts = v.double().cpu().numpy()[:, perm]
-    faces = f.long().cpu().numpy()
+        _DISO_CONVENTION[key] = (extractor, perm, unit, np.round(offset), flip)
+    extractor, perm, unit, offset, flip = _DISO_CONVENTION[key]
+    v, faces = _diso_call(extractor, -occ.float().contiguous())
+    verts = v[:, perm] * (occ.shape[0] - 1) if unit else v[:, perm] - offset
     if flip:
         faces = faces[:, ::-1].copy()
     return verts, faces

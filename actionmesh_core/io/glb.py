@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
