@@ -1,4 +1,5 @@
 """Animated GLB export/import: round trips, independent readers, Khronos validator, textures, errors."""
+import functools
 import json
 import os
 import shutil
@@ -140,19 +141,27 @@ def test_per_frame_static_glbs(tmp_path):
     assert len(paths) == 3 and all(p.is_file() for p in paths)
 
 
+@functools.lru_cache(maxsize=1)
 def _validator():
-    """Path of the installed `gltf-validator` npm package, or (None, reason)."""
+    """Path of the `gltf-validator` npm package (installed on first use), or (None, reason).
+
+    Looks in $GLTF_VALIDATOR_DIR (default ~/.cache/actionmesh/gltf-validator, outside the
+    repository); installs it there with npm unless GLTF_VALIDATOR_AUTO_INSTALL=0.
+    """
     module = VALIDATOR_DIR / "node_modules" / "gltf-validator"
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None:
         return None, "node is not installed"
     if not module.is_dir():
+        if os.environ.get("GLTF_VALIDATOR_AUTO_INSTALL", "1") == "0":
+            return None, f"not installed in {VALIDATOR_DIR} and GLTF_VALIDATOR_AUTO_INSTALL=0"
         if npm is None:
             return None, "npm is not installed"
         try:
             proc = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(VALIDATOR_DIR), "gltf-validator"],
-                capture_output=True, text=True, timeout=180,
+                [npm, "install", "--no-audit", "--no-fund", "--fetch-retries=0", "--fetch-timeout=20000",
+                 "--prefix", str(VALIDATOR_DIR), "gltf-validator"],
+                capture_output=True, text=True, timeout=90,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return None, f"npm install gltf-validator failed: {exc}"
