@@ -198,7 +198,13 @@ def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     Returns:
         float >= 0 (0 iff the sets coincide).
+
+    Raises:
+        ValueError: a point set is empty or not (N, 3).
     """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[-1] != 3 or b.shape[-1] != 3 or not len(a) or not len(b):
+        raise ValueError(f"chamfer_distance needs two non-empty (N, 3) point sets, got {a.shape} and {b.shape}")
     da, _ = cKDTree(b).query(a, workers=-1)
     db, _ = cKDTree(a).query(b, workers=-1)
     return float(np.mean(da**2) + np.mean(db**2))

@@ -49,6 +49,9 @@ def available_backends(device: Union[str, torch.device, None] = None) -> list[st
     Returns:
         ``["skimage"]`` plus ``"diso"`` when the ``diso`` package imports and
         ``device`` is a CUDA device.
+
+    Raises:
+        RuntimeError/TypeError: only for an invalid ``device`` string (from torch).
     """
     names = ["skimage"]
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -74,7 +77,12 @@ def grid_points(depth: int, bounds: float = 1.005, device=None) -> torch.Tensor:
         (n**3, 3) float32 points in C order (x slowest, z fastest), i.e. point
         ``(i, j, k)`` is row ``(i*n + j)*n + k`` at ``-bounds + (i, j, k)*h``
         with ``h = 2*bounds/2**depth``.
+
+    Raises:
+        ValueError: ``depth`` outside [1, 11] or ``bounds <= 0``.
     """
+    if not 1 <= int(depth) <= 11 or not bounds > 0:
+        raise ValueError(f"grid_points: need 1 <= depth <= 11 and bounds > 0, got depth={depth}, bounds={bounds}")
     n = 2**depth + 1
     axis = torch.linspace(-bounds, bounds, n, device=device, dtype=torch.float32)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)

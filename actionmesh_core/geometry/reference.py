@@ -41,8 +41,13 @@ def merge_by_position(vertices: np.ndarray, digits: int = 8) -> tuple[np.ndarray
         vertex of each merged vertex, in order of first appearance, so
         ``merged = vertices[keep]``; ``to_merged`` (V,) int64 with
         ``vertices[i] ~= merged[to_merged[i]]``.
+
+    Raises:
+        ValueError: ``vertices`` is not (V, 3).
     """
     v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[-1] != 3:
+        raise ValueError(f"merge_by_position expects (V, 3) vertices, got {v.shape}")
     rounded = np.round(v, digits) + 0.0  # + 0.0 folds -0.0 into 0.0
     _, first, inverse = np.unique(rounded, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -78,6 +78,9 @@ class AnimatedMesh:
         that is empty, from a trimesh ``material`` (``baseColorTexture`` or
         ``image``).
 
+        Returns:
+            ``PIL.Image`` (RGB or RGBA) or ``None`` when there is no texture.
+
         Raises:
             ValueError: ``texture`` is an array that is not (H, W, 3|4).
         """

@@ -53,12 +53,19 @@ def frame_normals(faces: np.ndarray, vertices: np.ndarray, weld: bool = True) ->
     Returns:
         (T, V, 3) (or (V, 3)) float32 unit normals; vertices without faces get
         (0, 0, 1).
+
+    Raises:
+        ValueError: shapes are not (F, 3) / (T, V, 3) or indices out of range.
     """
     v = np.asarray(vertices, np.float64)
     single = v.ndim == 2
     if single:
         v = v[None]
     faces = np.asarray(faces, np.int64)
+    if v.ndim != 3 or v.shape[-1] != 3 or faces.ndim != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"frame_normals: need faces (F, 3) and vertices (T, V, 3), got {faces.shape}, {v.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= v.shape[1]):
+        raise ValueError("frame_normals: face indices outside the vertex range")
     if weld:
         _, group = np.unique(np.round(v[0], 9), axis=0, return_inverse=True)
         group = group.reshape(-1)
