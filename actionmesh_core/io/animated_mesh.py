@@ -70,3 +70,72 @@ class AnimatedMesh:
     def num_vertices(self) -> int:
         """Number of vertices V of the fixed topology."""
         return int(self.vertices.shape[1])
+
+    def texture_image(self):
+        """The base-color texture as an RGB/RGBA ``PIL.Image`` (or ``None``).
+
+        Taken from ``texture`` (PIL image or (H, W, 3|4) uint8 array) or, when
+        that is empty, from a trimesh ``material`` (``baseColorTexture`` or
+        ``image``).
+
+        Returns:
+            ``PIL.Image`` (RGB or RGBA) or ``None`` when there is no texture.
+
+        Raises:
+            ValueError: ``texture`` is an array that is not (H, W, 3|4).
+        """
+        from PIL import Image
+
+        tex = self.texture
+        if tex is None and self.material is not None:
+            tex = getattr(self.material, "baseColorTexture", None)
+            if tex is None:
+                tex = getattr(self.material, "image", None)
+        if tex is None:
+            return None
+        if isinstance(tex, Image.Image):
+            return tex if tex.mode in ("RGB", "RGBA") else tex.convert("RGBA")
+        arr = np.asarray(tex)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise ValueError(f"AnimatedMesh.texture must be a PIL image or (H, W, 3|4) array, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            arr = np.clip(np.asarray(arr, np.float64) * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr)
+
+    def frame_mesh(self, index: int = 0):
+        """Frame ``index`` as a static ``trimesh.Trimesh`` with the reference visuals.
+
+        UVs + texture/material become ``TextureVisuals`` (a ``PBRMaterial``
+        whose ``baseColorTexture`` is :meth:`texture_image`); otherwise vertex
+        colors become ``ColorVisuals``.  Vertex order and count are kept
+        (``process=False``).
+
+        Args:
+            index: frame in ``[-T, T)``.
+
+        Returns:
+            ``trimesh.Trimesh`` with (V, 3) vertices and (F, 3) faces.
+
+        Raises:
+            IndexError: ``index`` outside the T frames.
+        """
+        import trimesh
+
+        if not -self.num_frames <= index < self.num_frames:
+            raise IndexError(f"frame {index} outside the {self.num_frames} frames")
+        mesh = trimesh.Trimesh(self.vertices[index].astype(np.float64), self.faces, process=False)
+        image = self.texture_image()
+        if self.uv is not None:
+            material = None
+            if self.material is not None and isinstance(self.material, trimesh.visual.material.Material):
+                material = self.material.copy()
+                if image is not None and isinstance(material, trimesh.visual.material.PBRMaterial):
+                    material.baseColorTexture = image
+            if material is None:
+                material = trimesh.visual.material.PBRMaterial(
+                    baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0
+                )
+            mesh.visual = trimesh.visual.TextureVisuals(uv=np.asarray(self.uv, np.float64), material=material)
+        elif self.vertex_colors is not None:
+            mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.asarray(self.vertex_colors))
+        return mesh

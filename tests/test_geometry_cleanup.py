@@ -1,0 +1,101 @@
+"""Mesh clean-up (REFERENCE §4): merge, degenerate/duplicate faces, decimation, floaters."""
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial import cKDTree
+
+from actionmesh_core.geometry.cleanup import clean_mesh, remove_small_components
+
+
+def raw(vertices, faces):
+    return trimesh.Trimesh(np.asarray(vertices, float), np.asarray(faces), process=False)
+
+
+def test_merges_duplicates_drops_bad_faces_and_unreferenced_vertices():
+    sphere = trimesh.creation.icosphere(2)
+    split = sphere.copy()
+    split.unmerge_vertices()  # every face gets its own 3 vertices
+    v = np.concatenate([split.vertices, [[5.0, 5.0, 5.0]]])  # + one unreferenced vertex
+    f = np.concatenate(
+        [
+            split.faces,
+            split.faces[:7],  # exact duplicates
+            split.faces[7:10, ::-1],  # duplicates with reversed winding
+            [[0, 0, 1], [2, 2, 2]],  # repeated indices
+        ]
+    )
+    cleaned = clean_mesh(raw(v, f), target_faces=None, min_component_fraction=0.0)
+    assert len(cleaned.vertices) == len(sphere.vertices)
+    assert len(cleaned.faces) == len(sphere.faces)
+    assert cleaned.is_watertight
+    assert cleaned.volume == pytest.approx(sphere.volume, rel=1e-9)
+
+
+def test_decimation_reaches_budget_and_keeps_shape():
+    sphere = trimesh.creation.icosphere(5, radius=0.8)  # 20480 faces
+    out = clean_mesh(sphere, target_faces=2000)
+    assert 1800 <= len(out.faces) <= 2000
+    assert out.is_watertight
+    assert out.volume == pytest.approx(sphere.volume, rel=0.02)
+    assert np.abs(np.linalg.norm(out.vertices, axis=1) - 0.8).max() < 0.02
+    untouched = clean_mesh(sphere, target_faces=50000)
+    assert len(untouched.faces) == len(sphere.faces)
+
+
+def test_floaters_below_fraction_are_removed():
+    body = trimesh.creation.icosphere(4)  # 5120 faces
+    floater = trimesh.creation.icosphere(1, radius=0.05).apply_translation([2, 0, 0])  # 80 faces (1.6%)
+    mid = trimesh.creation.icosphere(3, radius=0.3).apply_translation([-2, 0, 0])  # 1280 faces (25%)
+    mesh = trimesh.util.concatenate([body, floater, mid])
+    out = clean_mesh(mesh, target_faces=None, min_component_fraction=0.02)
+    assert len(out.faces) == 5120 + 1280
+    assert out.vertices[:, 0].max() < 1.5  # the floater at x = 2 is gone
+    assert out.vertices[:, 0].min() < -1.5  # the 25% component stays
+    keep_all = clean_mesh(mesh, target_faces=None, min_component_fraction=0.0)
+    assert len(keep_all.faces) == 5120 + 80 + 1280
+    assert len(remove_small_components(mesh, 0.5).faces) == 5120
+
+
+def test_marching_cubes_output_is_cleaned_within_budget():
+    from actionmesh_core.geometry.meshing import sdf_to_mesh
+
+    import torch
+
+    def field(p):
+        a = p.norm(dim=-1) - 0.6
+        b = (p - torch.tensor([0.9, 0.9, 0.9])).norm(dim=-1) - 0.04  # tiny blob = floater
+        return torch.minimum(a, b)
+
+    mc = sdf_to_mesh(field, octree_depth=5, refine_depth=6)
+    out = clean_mesh(mc, target_faces=3000)
+    assert len(out.faces) <= 3000
+    assert np.linalg.norm(out.vertices, axis=1).max() < 0.7  # floater removed
+    d = cKDTree(out.vertices).query(mc.vertices[np.linalg.norm(mc.vertices, axis=1) < 0.7])[0]
+    assert d.max() < 0.1
+
+
+def test_input_is_not_modified():
+    sphere = trimesh.creation.icosphere(3)
+    before = sphere.vertices.copy(), sphere.faces.copy()
+    clean_mesh(sphere, target_faces=100)
+    np.testing.assert_array_equal(sphere.vertices, before[0])
+    np.testing.assert_array_equal(sphere.faces, before[1])
+
+
+def test_bad_input_raises():
+    with pytest.raises(TypeError, match="trimesh.Trimesh"):
+        clean_mesh(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="no vertices"):
+        clean_mesh(trimesh.Trimesh())
+    with pytest.raises(ValueError, match="no faces"):
+        clean_mesh(raw([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.zeros((0, 3), int)))
+    with pytest.raises(ValueError, match="NaN"):
+        clean_mesh(raw([[0, 0, 0], [1, np.nan, 0], [0, 1, 0]], [[0, 1, 2]]))
+    with pytest.raises(ValueError, match="area is 0"):
+        clean_mesh(raw([[0, 0, 0], [1, 0, 0], [2, 0, 0]], [[0, 1, 2]]))
+    with pytest.raises(ValueError, match="target_faces"):
+        clean_mesh(trimesh.creation.box(), target_faces=2)
+    with pytest.raises(ValueError, match="min_component_fraction"):
+        clean_mesh(trimesh.creation.box(), min_component_fraction=1.5)
+    with pytest.raises(TypeError, match="Scene"):
+        clean_mesh(trimesh.Scene(trimesh.creation.box()))
