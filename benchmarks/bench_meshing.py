@@ -13,7 +13,8 @@ Prints two tables:
    normals, and textured; plus the per-frame static GLBs.
 
 Usage: ``python3 benchmarks/bench_meshing.py [--depths 8:9,7:9,9:9] [--fields sphere,torus,blobs] [--skip-glb]``
-(``9:9`` = dense depth 9: 135M evaluations, several GB of memory).
+(``9:9`` = dense depth 9: 135M evaluations, several GB of memory; ``--check-dense 9`` compares
+dense depth 9 with 8 -> 9 on the torus).
 """
 from __future__ import annotations
 
@@ -59,31 +60,53 @@ def blobs(p):
 FIELDS = {"sphere": sphere, "torus": torus, "blobs": blobs}
 
 
-def bench_meshing(depths, fields, devices):
+def bench_meshing(depths, fields, devices, repeat=3):
+    """Time each configuration ``repeat`` times; report the best and median wall time (shared CPUs are noisy)."""
     rows = []
     for device in devices:
         backend = "diso" if "diso" in available_backends(device) else "skimage"
         for name in fields:
             fn = FIELDS[name]
             for d0, d1 in depths:
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                mesh = sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=d1,
-                                     device=device, backend=backend)[0]
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
+                times = []
+                for _ in range(repeat):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    mesh = sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=d1,
+                                         device=device, backend=backend)[0]
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t0)
                 st = mesh.metadata["meshing"]
                 rows.append((device, st["backend"], name, f"{d0}->{d1}", st["points_evaluated"], st["dense_points"],
-                             st["ratio"], dt, len(mesh.vertices), len(mesh.faces)))
-                print("  done", rows[-1][:4], f"{dt:.2f}s", flush=True)
-    head = ("device", "mc", "field", "depth", "evaluated", "dense(final)", "ratio", "time_s", "verts", "faces")
+                             st["ratio"], min(times), float(np.median(times)), len(mesh.vertices), len(mesh.faces)))
+                print("  done", rows[-1][:4], " ".join(f"{t:.2f}s" for t in times), flush=True)
+    head = ("device", "mc", "field", "depth", "evaluated", "dense(final)", "ratio", "best_s", "median_s", "verts",
+            "faces")
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,} | {r[5]:,} | {r[6]:.4f} | {r[7]:.2f} | {r[8]:,} | {r[9]:,} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,} | {r[5]:,} | {r[6]:.4f} | {r[7]:.2f} | {r[8]:.2f} "
+              f"| {r[9]:,} | {r[10]:,} |")
+
+
+def check_dense(field_name, depth):
+    """Refined (depth-1 -> depth) vs dense grid at ``depth``: same mesh? evaluation counts and times."""
+    fn = FIELDS[field_name]
+    out = {}
+    for label, d0 in (("dense", depth), ("refined", depth - 1)):
+        t0 = time.perf_counter()
+        m = sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=depth)[0]
+        out[label] = (m, time.perf_counter() - t0)
+    (md, td), (mr, tr) = out["dense"], out["refined"]
+    key = lambda m: np.sort(np.sort(m.vertices[m.faces].reshape(-1, 9), axis=1), axis=0)  # noqa: E731
+    same = len(md.faces) == len(mr.faces) and np.abs(key(md) - key(mr)).max() < 1e-9
+    ed, er = md.metadata["meshing"]["points_evaluated"], mr.metadata["meshing"]["points_evaluated"]
+    print()
+    print(f"dense vs refined at depth {depth} ({field_name}): identical mesh = {same}; "
+          f"evaluations {er:,} / {ed:,} = {er / ed:.4f}; time refined {tr:.2f}s vs dense {td:.2f}s")
 
 
 def _uv_texture(size=1024):
@@ -135,13 +158,18 @@ def main():
     ap.add_argument("--depths", default="8:9,7:9", help="comma list of octree:refine depth pairs")
     ap.add_argument("--fields", default="sphere,torus,blobs")
     ap.add_argument("--skip-glb", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per configuration (best and median shown)")
     ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--check-dense", type=int, default=0, metavar="DEPTH",
+                    help="also mesh the sphere on the dense grid at DEPTH and compare with DEPTH-1 -> DEPTH")
     args = ap.parse_args()
     depths = [tuple(int(x) for x in pair.split(":")) for pair in args.depths.split(",")]
     fields = args.fields.split(",")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, devices {devices}")
-    bench_meshing(depths, fields, devices)
+    bench_meshing(depths, fields, devices, repeat=max(1, args.repeat))
+    if args.check_dense:
+        check_dense("torus", args.check_dense)
     if not args.skip_glb:
         bench_glb()
 
