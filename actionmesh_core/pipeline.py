@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np

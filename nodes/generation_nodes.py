@@ -66,11 +66,11 @@ class ActionMeshImageTo3DAnchor:
     RETURN_NAMES = ("anchor", "reference", "mesh")
     OUTPUT_TOOLTIPS = (
         "The anchor 3D latent and its frame index (source latent for Temporal Denoise).",
-        "The anchor mesh, normalised, ready for Decode Deformation.",
+        "The anchor mesh (model space), ready for Decode Deformation.",
         "The anchor mesh as a core MESH (e.g. for Save 3D Model).",
     )
     DESCRIPTION = ("Generates a 3D mesh from one frame with TripoSG (rectified flow, classifier-free guidance), "
-                   "meshes its SDF and cleans it. Pick a frame where the object is well visible.")
+                   "meshes its SDF and cleans it (coordinates stay in model space). Pick a frame where the object is well visible.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -101,7 +101,7 @@ class ActionMeshImageTo3DAnchor:
 
     def generate(self, dit, vae, context, anchor_frame, steps, guidance, shift, seed, num_tokens,
                  octree_depth, refine_depth, target_faces):
-        """Sample the TripoSG latent of ``anchor_frame``, mesh and clean it, normalise it.
+        """Sample the TripoSG latent of ``anchor_frame``, mesh and clean it (coordinates kept in model space).
 
         Returns (SourceLatents {anchor_frame: (N, C)}, ReferenceMesh, MESH with one item).
         Raises ValueError for a frame outside the clip, refine_depth < octree_depth or an empty surface.
@@ -119,7 +119,8 @@ class ActionMeshImageTo3DAnchor:
                                         num_tokens=num_tokens, callback=progress.callback)
         latent = latent.float().cpu()
         mesh = _mesh_latents(vae, latent, octree_depth, refine_depth, target_faces, "anchor mesh")[0]
-        reference = prepare_reference_mesh(mesh, seed=seed % (2 ** 32))
+        # the mesh is already in the latent's model space: keep its coordinates (no re-normalisation)
+        reference = prepare_reference_mesh(mesh, seed=seed % (2 ** 32), normalize=False)
         anchor = T.SourceLatents(latents={int(anchor_frame): latent[0]}, anchor_frame=int(anchor_frame))
         return (anchor, reference, host.make_mesh([np.asarray(mesh.vertices)], [np.asarray(mesh.faces)]))
 
@@ -371,6 +372,7 @@ class ActionMeshDecodeDeformation:
         with torch.inference_mode(), host.on_device(autoencoder) as device:
             dtype = host.module_dtype(autoencoder)
             positions = decode_stage2(autoencoder, latents.latents.to(device=device, dtype=dtype), query.to(device),
+                                      faces=torch.as_tensor(np.asarray(reference.faces), dtype=torch.long),
                                       anchor_frame=anchor, window=window, slide=slide, callback=progress.callback)
         positions = positions.float().cpu().numpy()
         anim = reference.to_animated_mesh(positions)
@@ -381,12 +383,83 @@ class ActionMeshDecodeDeformation:
         return (anim,)
 
 
+
+class ActionMeshAttentionChainAnimate:
+    """Training-free fast mode: stage I (4 steps) + attention chains instead of stage II (attention-chains §4)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "animate"
+    RETURN_TYPES = (T.ANIMATION, T.LATENTS)
+    RETURN_NAMES = ("animation", "latents")
+    OUTPUT_TOOLTIPS = ("The animated reference mesh (its topology), from attention-chain correspondences.",
+                       "The per-frame latents of the few-step stage I run (e.g. for SDF Meshing).")
+    DESCRIPTION = ("Runs stage I with few steps while reading the denoiser's inflated attention, then follows "
+                   "anchor landmarks through vertex -> token -> token -> surface attention chains and animates "
+                   "the reference mesh by geodesic rigid skinning. No stage II autoencoder needed.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "denoiser": (T.DENOISER, {"tooltip": "Stage I denoiser (its attention is read)."}),
+                "vae": (T.TRIPOSG_VAE, {"tooltip": "TripoSG VAE (its decoder cross-attention is read)."}),
+                "context": (T.CONTEXT, {"tooltip": "Frame features from Encode Frames."}),
+                "anchor": (T.LATENT, {"tooltip": "Anchor latent and its frame (Image-to-3D Anchor or Encode Reference Mesh)."}),
+                "reference": (T.REFERENCE, {"tooltip": "Reference mesh to animate (same node as the anchor)."}),
+                "steps": ("INT", {"default": 4, "min": 1, "max": 100,
+                                  "tooltip": "Stage I steps; the attention of the last one is read (published: 4)."}),
+                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 50.0, "step": 0.1,
+                                       "tooltip": "Classifier-free guidance scale (default 7.5)."}),
+                "seed": _seed_input("Random seed of the initial noise."),
+                "num_landmarks": ("INT", {"default": 1000, "min": 3, "max": 20000,
+                                          "tooltip": "Farthest-point landmarks tracked on the anchor mesh (published 1000)."}),
+                "octree_depth": ("INT", {"default": 7, "min": 4, "max": 10,
+                                         "tooltip": "Meshing depth of each frame's candidate surface points."}),
+                "window": ("INT", {"default": 16, "min": 2, "max": 128, "tooltip": "Frames per window."}),
+                "slide": ("INT", {"default": 15, "min": 1, "max": 127, "tooltip": "Frames between window starts."}),
+                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.01,
+                                  "tooltip": "Playback frame rate; 0 = the frame rate set in Prepare Frames."}),
+            }
+        }
+
+    def animate(self, denoiser, vae, context, anchor, reference, steps, guidance, seed, num_landmarks,
+                octree_depth, window, slide, fps):
+        """Run ``actionmesh_core.attention_chain.capture.attention_chain_decode`` on the reference mesh.
+
+        Returns (AnimatedMesh, LatentSequence). Raises ValueError for a bad window/slide or an anchor
+        outside the clip, and when no landmark can be tracked reliably.
+        """
+        from actionmesh_core.attention_chain.capture import attention_chain_decode
+        from actionmesh_core.attention_chain.pipeline import AttentionChainConfig
+
+        _check_window(window, slide)
+        frame = anchor.anchor_frame
+        if not 0 <= frame < context.num_frames:
+            raise ValueError(f"anchor frame {frame} is outside the {context.num_frames} prepared frames")
+        progress = host.Progress(steps, "attention chain")
+        with torch.inference_mode(), host.on_device(denoiser) as device, host.on_device(vae):
+            result = attention_chain_decode(
+                denoiser, vae, context.features.to(device=device, dtype=host.module_dtype(denoiser)),
+                anchor.latents[frame].to(device), np.asarray(reference.vertices), np.asarray(reference.faces), frame,
+                steps=steps, guidance_scale=guidance, seed=seed, window=window, slide=slide,
+                octree_depth=octree_depth, refine_depth=octree_depth + 1,
+                config=AttentionChainConfig(num_landmarks=num_landmarks), callback=progress.callback)
+        anim = reference.to_animated_mesh(result.animation.positions)
+        rate = float(fps) if fps > 0 else float(context.fps or 24.0)
+        anim.times = np.arange(anim.num_frames, dtype=np.float32) / rate
+        anim.metadata = dict(anim.metadata or {}, anchor_frame=frame, fps=rate, mode="attention-chain")
+        latents = T.LatentSequence(latents=result.latents.float().cpu(), anchor_frame=frame,
+                                   source_frames=[frame], fps=context.fps)
+        return (anim, latents)
+
+
 NODE_CLASS_MAPPINGS = {
     "ActionMeshImageTo3DAnchor": ActionMeshImageTo3DAnchor,
     "ActionMeshEncodeReferenceMesh": ActionMeshEncodeReferenceMesh,
     "ActionMeshTemporalDenoise": ActionMeshTemporalDenoise,
     "ActionMeshSDFMeshing": ActionMeshSDFMeshing,
     "ActionMeshDecodeDeformation": ActionMeshDecodeDeformation,
+    "ActionMeshAttentionChainAnimate": ActionMeshAttentionChainAnimate,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ActionMeshImageTo3DAnchor": "ActionMesh Image-to-3D Anchor (TripoSG)",
@@ -394,4 +467,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ActionMeshTemporalDenoise": "ActionMesh Temporal Denoise (Stage I)",
     "ActionMeshSDFMeshing": "ActionMesh SDF Meshing",
     "ActionMeshDecodeDeformation": "ActionMesh Decode Deformation (Stage II)",
+    "ActionMeshAttentionChainAnimate": "ActionMesh Attention-Chain Animation (fast, no Stage II)",
 }

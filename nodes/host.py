@@ -497,15 +497,15 @@ class Progress:
         """A callback for library loops: accepts ``(info_dict)``, ``(done, total)`` or ``(step,)``.
 
         Understands the sampler info dict ``{stage, step, total, window,
-        num_windows}`` (``step`` 0-based within a window).  Always returns
+        num_windows}`` (``step`` and ``window`` 1-based, as the samplers report them).  Always returns
         None (never cancels by return value; interruption raises instead).
         """
         info = args[0] if args and isinstance(args[0], dict) else kwargs
         if isinstance(info, dict) and "step" in info:
             total = int(info.get("total") or 1)
             windows = int(info.get("num_windows") or 1)
-            window = int(info.get("window") or 0)
-            self.set(window * total + int(info["step"]) + 1, total * windows)
+            window = max(int(info.get("window") or 1), 1)
+            self.set((window - 1) * total + int(info["step"]), total * windows)
         elif len(args) >= 2 and all(isinstance(a, (int, np.integer)) for a in args[:2]):
             self.set(int(args[0]), int(args[1]))
         elif len(args) == 1 and isinstance(args[0], (int, np.integer)):

@@ -183,8 +183,9 @@ def test_mesh_batches_with_the_old_two_argument_mesh_class(host, monkeypatch):
 
 def test_progress_reports_and_interrupts(host):
     progress = host.Progress(10)
-    progress.callback({"stage": "I", "step": 4, "total": 10, "window": 1, "num_windows": 2})
-    assert (progress.current, progress.total) == (15, 20)
+    # the samplers report 1-based steps and windows: step 4 of window 2 = 14 of 20
+    progress.callback({"stage": "I", "step": 4, "total": 10, "window": 2, "num_windows": 2})
+    assert (progress.current, progress.total) == (14, 20)
     progress.callback(3, 4)
     assert (progress.current, progress.total) == (3, 4)
     host.request_interrupt()

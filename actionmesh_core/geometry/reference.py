@@ -246,6 +246,7 @@ def prepare_reference_mesh(
     seed: int = 0,
     merge_digits: int = 8,
     device=None,
+    normalize: bool = True,
 ) -> ReferenceMesh:
     """Prepare a user mesh for encoding as the ActionMesh anchor (REFERENCE §4, §2.10).
 
@@ -260,6 +261,10 @@ def prepare_reference_mesh(
         merge_digits: decimals used to decide that two vertices coincide.
         device: device of the ``surface``/``query_points`` tensors and the FPS
             (default CPU; FPS runs on GPU when given a CUDA device).
+        normalize: center the bounding box and scale the longest side to 2
+            (default). False keeps the coordinates (identity transform): use it
+            for a mesh already in model space, e.g. the TripoSG anchor mesh made
+            from its own latent.
 
     Returns:
         :class:`ReferenceMesh`.
@@ -316,6 +321,8 @@ def prepare_reference_mesh(
     if not extent > 0:
         raise ValueError("prepare_reference_mesh: the mesh has zero extent")
     scale = 2.0 / extent
+    if not normalize:
+        center, scale = np.zeros(3), 1.0
     model = (merged - center) * scale
     norm_mesh = trimesh.Trimesh(model, faces, process=False)
     validate_mesh(norm_mesh, "prepare_reference_mesh (merged)")
