@@ -22,6 +22,7 @@ EXPECTED_NODES = {
     "ActionMeshLoadDINOv2", "ActionMeshPrepareFrames", "ActionMeshEncodeFrames", "ActionMeshImageTo3DAnchor",
     "ActionMeshEncodeReferenceMesh", "ActionMeshTemporalDenoise", "ActionMeshSDFMeshing",
     "ActionMeshDecodeDeformation", "ActionMeshExportGLB", "ActionMeshAnimationToMesh", "ActionMeshRenderPreview",
+    "ActionMeshAttentionChainAnimate",
 }
 CUSTOM_TYPES = {"ACTIONMESH_DENOISER", "ACTIONMESH_AUTOENCODER", "TRIPOSG_VAE", "TRIPOSG_DIT", "DINOV2",
                 "ACTIONMESH_FRAMES", "ACTIONMESH_CONTEXT", "ACTIONMESH_LATENT", "ACTIONMESH_LATENTS",
@@ -55,7 +56,7 @@ def test_pack_imports_like_comfyui_without_touching_the_nodes_module():
         spec.loader.exec_module(pack)  # a second load does not add the folder again
         print(sys.path.count(root), sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "folder_paths")))
     """)
-    assert out.splitlines() == ["15 1", "1 []"]
+    assert out.splitlines() == [f"{len(EXPECTED_NODES)} 1", "1 []"]
 
 
 def test_core_library_never_imports_comfyui():
@@ -310,6 +311,7 @@ def test_temporal_denoise_and_decode_nodes_follow_the_contract(pack, monkeypatch
     class Reference:
         vertices = np.zeros((8, 3), np.float32)
         vertex_normals = np.ones((8, 3), np.float32)
+        faces = np.array([[0, 1, 2]])
 
         def to_animated_mesh(self, positions):
             return AnimatedMesh(faces=np.array([[0, 1, 2]]), vertices=positions)
