@@ -47,7 +47,7 @@ def host(pack):
 def _fixtures_dir() -> Path:
     env = os.environ.get("ACTIONMESH_FIXTURES_DIR")
     candidates = [Path(env)] if env else []
-    candidates += [ROOT / "tests" / "fixtures", ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")]
+    candidates += [ROOT / "tests" / "fixtures", ROOT.parent / "shared" / "fixtures"]
     for candidate in candidates:
         if (candidate / "davis_camel").is_dir():
             return candidate
