@@ -240,6 +240,11 @@ def chamfer_3d(pred_seq: SequenceLike, gt_seq: SequenceLike, num_samples: int = 
         ValueError/TypeError: see :func:`sample_sequence`; frame counts differ.
     """
     pred, gt, _ = _prepare(pred_seq, gt_seq, num_samples, seed)
+    return _cd_3d(pred, gt, align, icp_kwargs)
+
+
+def _cd_3d(pred: np.ndarray, gt: np.ndarray, align: bool, icp_kwargs) -> float:
+    """Mean per-frame Chamfer distance, each frame ICP-aligned on its own when ``align``."""
     vals = []
     for k in range(gt.shape[0]):
         p = pred[k]
@@ -314,16 +319,10 @@ def evaluate_sequence(pred: SequenceLike, gt: SequenceLike, num_samples: int = 1
         ValueError/TypeError: see :func:`sample_sequence`; frame counts differ.
     """
     p, g, tracked = _prepare(pred, gt, num_samples, seed)
-    cd3 = []
-    for k in range(g.shape[0]):
-        pk = p[k]
-        if align:
-            r, t, _ = icp(pk, g[k], **(icp_kwargs or {}))
-            pk = _apply(pk, r, t)
-        cd3.append(chamfer_distance(g[k], pk))
+    cd3 = _cd_3d(p, g, align, icp_kwargs)
     if tracked:
         cd4, cdm = _cd_4d_and_m(p, g, tracked, align, icp_kwargs, want_m=True)
     else:
         cd4, _ = _cd_4d_and_m(p, g, tracked, align, icp_kwargs, want_m=False)
         cdm = float("nan")
-    return {"cd_3d": float(np.mean(cd3)), "cd_4d": cd4, "cd_m": cdm}
+    return {"cd_3d": cd3, "cd_4d": cd4, "cd_m": cdm}
