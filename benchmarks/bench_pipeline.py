@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
 import json
 import math
@@ -228,7 +227,8 @@ def autoencoder_flops(cfg: dict, frames: int, tokens: int, targets: int, vertice
     nchunks = math.ceil(vertices / step)
     v_eff = nchunks * step if (static_chunks and nchunks > 1) else vertices
     f = math.ceil(targets / per_pass) * _lin(frames * tokens, c, w)
-    per_layer = _lin(seq, w, 3 * w) + _attn(1, seq, seq, w) + _lin(seq, w, w) + _lin(seq, w, 4 * w) + _lin(seq, 4 * w, w)
+    per_layer = (_lin(seq, w, 3 * w) + _attn(1, seq, seq, w) + _lin(seq, w, w)
+                 + _lin(seq, w, 4 * w) + _lin(seq, 4 * w, w))
     f += targets * layers * per_layer
     kv = _kv_flops(seq, w, w) * (1 if cache_kv else nchunks)
     query = (_lin(v_eff, qdim, w) + _lin(v_eff, w, w) + _attn(1, v_eff, seq, w) + _lin(v_eff, w, w)
@@ -453,6 +453,7 @@ ABLATIONS = {
     "opt without kv cache": dict(cache_cross_kv=False),
     "opt without fused qkv": dict(fused_qkv=False),
     "opt without target batching": dict(batch_targets=False),
+    "opt with all targets in one pass": dict(target_batch=1 << 20),
     "opt without token-major qk": dict(token_major=False),
     # low-memory option: identical results, lower peak
     "opt with cfg split": dict(cfg_batch_split=True),
@@ -461,6 +462,7 @@ ABLATION_STAGES = {
     "opt without kv cache": ("stage0", "stage1", "stage2", "meshing"),
     "opt without fused qkv": ("stage0", "stage1", "stage2", "meshing"),
     "opt without target batching": ("stage2",),
+    "opt with all targets in one pass": ("stage2",),
     "opt without token-major qk": ("stage0", "stage1", "stage2"),
     "opt with cfg split": ("stage0", "stage1"),
 }
@@ -677,7 +679,8 @@ def environment(device: torch.device, dtype: torch.dtype, sz: Sizes, preset: str
 
 
 def _parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="released sizes (GPU)")
     size.add_argument("--tiny", action="store_true", help="tiny sizes (seconds; tests)")

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from actionmesh_core import perf
 from actionmesh_core.models.layers import active_attention_backend, get_attention_backend, set_attention_backend
 from actionmesh_core.sampling.stage1 import masked_flow_sampling
-from actionmesh_core.sampling.stage2 import decode_stage2, vertex_normals
+from actionmesh_core.sampling.stage2 import decode_stage2
 from actionmesh_core.sampling.triposg import sample_image_to_3d
 from tiny_models import tiny_autoencoder, tiny_denoiser, tiny_dit, tiny_vae
 

@@ -162,7 +162,8 @@ class TripoSGVAE(nn.Module):
             if _PERF.static_chunks and total > chunk_size and size < chunk_size:
                 p = torch.cat([p, p.new_zeros(p.shape[0], chunk_size - size, p.shape[2])], dim=1)
             q = dec.proj_query(self._embed(p.float()).to(tokens.dtype))
-            h = dec.proj_out(dec.norm_out(cross(q, kv=kv if kv is not None else cross.sub("x_attn").project_kv(tokens))))
+            chunk_kv = kv if kv is not None else cross.sub("x_attn").project_kv(tokens)
+            h = dec.proj_out(dec.norm_out(cross(q, kv=chunk_kv)))
             outs.append(-h[:, :size, 0].float())
         return torch.cat(outs, dim=1)
 

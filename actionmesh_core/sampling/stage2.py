@@ -116,8 +116,8 @@ def decode_stage2(
                 group = stage2_targets_per_pass(n_t, lat.shape[1] * (lat.shape[2] + 1), dev)
             else:
                 group = min(_PERF.target_batch or n_t, n_t) if batch_targets else 1
-            out = torch.cat([autoencoder(lat, step, src_alpha, tgt_alpha[None, g:g + group], q, chunk_size=chunk_size)[0]
-                             for g in range(0, n_t, group)])
+            out = torch.cat([autoencoder(lat, step, src_alpha, tgt_alpha[None, g:g + group], q,
+                                         chunk_size=chunk_size)[0] for g in range(0, n_t, group)])
             positions[targets] = out.float()
             for j, f in enumerate(targets):
                 normals[f] = vertex_normals(out[j], faces_dev) if faces_dev is not None else normals[src]
