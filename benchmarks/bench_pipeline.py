@@ -38,6 +38,7 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -471,13 +472,16 @@ ABLATION_STAGES = {
 def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dtype: torch.dtype = torch.float32,
                   preset: str = "default", stages=STAGES, warmup: int = 0, repeats: int = 1,
                   compile_blocks: bool = False, compile_mode: Optional[str] = None, low_vram: bool = False,
-                  cfg_batch_split: bool = False, ablate: bool = False, seed: int = 0,
+                  cfg_batch_split: bool = False, ablate: bool = False, tf32: bool = False, seed: int = 0,
                   log: Callable[[str], None] = print) -> List[StageResult]:
     """Run every requested stage in the plain and the optimised path; returns per-stage results.
 
     Each path runs ``repeats`` times (alternating which goes first) and keeps
     its fastest run, which discounts interference from other processes.
     ``ablate`` adds the :data:`ABLATIONS` variants (in ``StageResult.extra``).
+    ``tf32`` lets the optimised path's fp32 matmuls (SDF field, stage II
+    query path) use TF32 tensor cores on CUDA: faster, but not the same
+    numerics (off by default; the difference column shows its effect).
 
     Raises:
         ValueError: unknown stage/preset, ``repeats`` < 1, or
@@ -505,11 +509,11 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
     for stage in [s for s in STAGES if s in stages]:
         fn = fns[stage]
         variants: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
-            "plain": perf.plain_mode, "optimised": lambda: perf.perf_flags(**opt_flags)}
+            "plain": perf.plain_mode, "optimised": lambda: _opt_context(opt_flags, tf32)}
         if ablate:
             for name, flags in ABLATIONS.items():
                 if stage in ABLATION_STAGES[name]:
-                    variants[name] = (lambda f=flags: perf.perf_flags(**{**opt_flags, **f}))
+                    variants[name] = (lambda f=flags: _opt_context({**opt_flags, **f}, tf32))
         best: Dict[str, Measurement] = {}
         meshes: Dict[str, tuple] = {}
 
@@ -544,9 +548,10 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
             for r in range(repeats):
                 for name in (names if r % 2 == 0 else names[::-1]):
                     run(name)
-        lv = _low_vram_run(models, per_model[stage], fn, device, opt_flags) if low_vram else None
         if compile_blocks:
             perf.uncompile_blocks(per_model[stage])
+        lv = _low_vram_run(models, per_model[stage], fn, device, lambda: _opt_context(opt_flags, tf32)) \
+            if low_vram else None
         plain, opt = best["plain"], best["optimised"]
         ref, out = plain.output.float(), opt.output.float()
         with perf.perf_flags(**opt_flags):
@@ -568,6 +573,19 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
             f"ratio {res.ratio:.2f}  max|diff| {res.max_abs_diff:.2e}")
         _feed(inputs, stage, plain.output)
     return results
+
+
+@contextlib.contextmanager
+def _opt_context(flags: dict, tf32: bool):
+    """The optimised path's switches (and TF32 matmuls when asked), restored on exit."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with perf.perf_flags(**flags):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def synthetic_inputs(sz: Sizes, device: torch.device, seed: int = 0) -> dict:
@@ -595,8 +613,11 @@ def _feed(inputs: dict, stage: str, output: torch.Tensor) -> None:
         inputs[key] = output
 
 
-def _low_vram_run(models: Models, model, fn, device, opt_flags) -> Measurement:
-    """Optimised run with every model parked on the CPU and ``model`` on the GPU only for the stage."""
+def _low_vram_run(models: Models, model, fn, device, context) -> Measurement:
+    """Optimised run with every model parked on the CPU and ``model`` on the GPU only for the stage.
+
+    Eager blocks (no compile); the time includes moving the stage's model to the GPU and back.
+    """
     everything = (models.dit, models.dino, models.denoiser, models.autoencoder, models.vae)
     for m in everything:
         m.to("cpu")
@@ -606,7 +627,7 @@ def _low_vram_run(models: Models, model, fn, device, opt_flags) -> Measurement:
         with perf.offload(model, device):
             return fn()
 
-    with perf.perf_flags(**opt_flags):
+    with context():
         meas = measure(staged, device)
     for m in everything:
         m.to(device)
@@ -658,6 +679,16 @@ def format_table(results: List[StageResult], markdown: bool = True) -> str:
     return "\n".join([fmt.format(*head)] + [fmt.format(*r) for r in rows])
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device, dtype: torch.dtype, sz: Sizes, preset: str) -> Dict[str, str]:
     """Device, dtype and versions for the report header."""
     import transformers
@@ -665,10 +696,10 @@ def environment(device: torch.device, dtype: torch.dtype, sz: Sizes, preset: str
     from actionmesh_core.models.layers import flash_attention_available
 
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        dev = f"{name} (CUDA {torch.version.cuda})"
+        props = torch.cuda.get_device_properties(device)
+        dev = f"{props.name}, {props.total_memory / 2 ** 30:.0f} GiB (CUDA {torch.version.cuda})"
     else:
-        dev = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        dev = f"CPU {_cpu_name()} ({os.cpu_count()} cores), {torch.get_num_threads()} threads"
     return {
         "device": dev, "dtype": str(dtype).replace("torch.", ""), "sizes": sz.name, "preset": preset,
         "steps": f"stage 0 {sz.steps0[preset]}, stage I {sz.steps1[preset]}",
@@ -699,6 +730,8 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune, reduce-overhead")
     p.add_argument("--attention", default=None, help="attention backend of the optimised path "
                    "(auto | sdpa | flash | cudnn | math)")
+    p.add_argument("--tf32", action="store_true", help="optimised path: TF32 for fp32 matmuls on CUDA "
+                   "(SDF field, stage II query path); changes numerics slightly")
     p.add_argument("--cfg-split", action="store_true", help="optimised path runs the CFG branches one by one")
     p.add_argument("--low-vram", action="store_true", help="also run the optimised path with per-stage offloading")
     p.add_argument("--seed", type=int, default=0)
@@ -733,7 +766,7 @@ def main(argv=None) -> List[StageResult]:
                                 stages=stages, warmup=warmup, repeats=args.repeats, ablate=args.ablate,
                                 compile_blocks=args.compile,
                                 compile_mode=args.compile_mode, low_vram=args.low_vram,
-                                cfg_batch_split=args.cfg_split, seed=args.seed)
+                                cfg_batch_split=args.cfg_split, tf32=args.tf32, seed=args.seed)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     finally:

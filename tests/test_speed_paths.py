@@ -280,3 +280,59 @@ def test_benchmark_refuses_gpu_only_options_on_cpu():
         bp.main(["--tiny", "--threads", "0", "--device", "cpu", "--compile"])
     with pytest.raises(SystemExit, match="stage"):
         bp.main(["--tiny", "--threads", "0", "--stages", "stage9"])
+
+
+def test_low_vram_run_offloads_and_restores_the_models():
+    """The GPU-only low-VRAM branch of the benchmark, exercised with the CPU as 'device'."""
+    import contextlib
+
+    sz = bp.tiny_sizes()
+    cpu = torch.device("cpu")
+    models = bp.build_models(sz, cpu, torch.float32, torch.float32)
+    inputs = bp.synthetic_inputs(sz, cpu)
+    fns = bp.make_stage_fns(models, sz, inputs, "default", cpu)
+    ref = fns["meshing"]()
+    meas = bp._low_vram_run(models, models.vae, fns["meshing"], cpu, contextlib.nullcontext)
+    assert torch.equal(meas.output, ref) and meas.seconds > 0 and meas.peak_bytes is None
+    assert all(next(m.parameters()).device == cpu for m in (models.dit, models.vae, models.denoiser))
+
+
+@pytest.mark.parametrize("mode", ["plain", "optimised"])
+def test_both_paths_match_the_reference_vectors(mode):
+    """The parity vectors (reference implementation outputs) hold in the plain and the optimised path."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from actionmesh_core.checkpoints import load_model
+
+    folder = Path(os.environ.get("ACTIONMESH_PARITY_DIR", ROOT / ".." / "shared" / "parity"))
+    if not (folder / "denoiser_forward").exists():
+        pytest.skip(f"parity vectors not found at {folder} (set ACTIONMESH_PARITY_DIR)")
+
+    def case(name):
+        spec = json.loads((folder / name / "case.json").read_text())
+        return spec, load_file(str(folder / name / "io.safetensors")), load_model(folder / name / "checkpoint",
+                                                                                  kind=spec["model"])
+
+    with (perf.plain_mode() if mode == "plain" else perf.perf_flags()), torch.no_grad():
+        spec, io, den = case("denoiser_forward")
+        out = den(io["hidden_states"], io["context"], io["framestep"], io["diffusion_time"], io["mask"])
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, ae = case("autoencoder_forward")
+        tgt = io["target_alphas"]
+        out = torch.cat([ae(io["latent"], io["framestep"], io["source_alpha"], tgt[:, i:i + 1], io["query"])
+                         for i in range(tgt.shape[1])], dim=1)  # one pass per target, as stage II runs it
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, dit = case("triposg_dit_forward")
+        out = dit(io["hidden_states"], io["timestep"], io["encoder_hidden_states"])
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, den = case("denoiser_sampling")
+        smp = spec["sampler"]
+        out = masked_flow_sampling(den, io["init_latent"], io["source_mask"], io["context"], io["framestep"],
+                                   steps=smp["steps"], shift=smp["shift"], guidance_scale=smp["guidance_scale"])
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, vae = case("vae_encode_decode")
+        sdf = vae.decode(io["latent"], io["sdf_points"], chunk_size=7)
+        torch.testing.assert_close(sdf, io["expected_sdf"], rtol=spec["tolerance"]["rtol"],
+                                   atol=spec["tolerance"]["atol"])
