@@ -38,6 +38,9 @@ def masked_flow_sampling(
     target frames follow ``x <- x + (t_i - t_{i+1})/1000 · v``. Guidance uses a
     batch of two: image context zeroed (source latents kept) and full
     conditioning, ``v = v_u + scale·(v_c - v_u)`` (ActionMesh §3.2, REFERENCE §3).
+    The per-layer cross-attention keys/values of the image context are
+    computed once for the whole run (``perf`` flag ``cache_cross_kv``; the
+    plain path recomputes them at every step).
 
     Args:
         denoiser: :class:`~actionmesh_core.models.TemporalDenoiser`.
@@ -50,10 +53,6 @@ def masked_flow_sampling(
         guidance_scale: CFG scale (7.5 default; 1.0 disables the unconditional pass).
         cfg_batch_split: run the two CFG branches one after another (lower peak
             memory, same result); None = ``perf.get_flags().cfg_batch_split``.
-
-    The per-layer cross-attention keys/values of the image context are
-    computed once for the whole run (``perf`` flag ``cache_cross_kv``; the
-    plain path recomputes them at every step).
         callback: ``callback(info) -> bool|None`` after each step; False cancels.
         progress_info: extra keys merged into every callback ``info``.
 
