@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from ..perf import FLAGS as _PERF
 from .layers import FP32LayerNorm, TransformerBlock, fourier_point_embedding, rope_cos_sin, sinusoidal_embedding
 
 __all__ = ["TemporalAutoencoder"]
@@ -161,18 +162,29 @@ class TemporalAutoencoder(nn.Module):
 
         Returns:
             (B', V, 3) float32 positions in [-1, 1] ("direct") or clamped xyz + offset ("offset").
+
+        The context's keys/values are projected once for all chunks (``perf``
+        flag ``cache_cross_kv``; the plain path re-projects them per chunk);
+        with ``static_chunks`` the last chunk is zero-padded to ``chunk_size``
+        when there are several (one shape for compiled/graphed blocks).
         """
         block = self.blocks[-1]
         qdtype = self.proj_query.weight.dtype
         outs = []
-        step = chunk_size or query.shape[1]
+        total = query.shape[1]
+        step = chunk_size or total
         with torch.autocast(device_type=context.device.type, enabled=False):
-            kv = block.sub("x_attn").project_kv(context.to(qdtype))
-            for start in range(0, query.shape[1], step):
+            ctx = context.to(qdtype)
+            kv = block.sub("x_attn").project_kv(ctx) if _PERF.cache_cross_kv else None
+            for start in range(0, total, step):
                 q = query[:, start:start + step]
+                size = q.shape[1]
+                if _PERF.static_chunks and total > step and size < step:
+                    q = torch.cat([q, q.new_zeros(q.shape[0], step - size, q.shape[2])], dim=1)
                 h = self.proj_query(self.query_features(q).to(qdtype))
-                h = block(h, kv=kv)
-                h = self.proj_out(self.norm_out(h)).float()
+                h = block(h, kv=kv if kv is not None else block.sub("x_attn").project_kv(ctx))
+                h = self.proj_out(self.norm_out(h)).float()[:, :size]
+                q = q[:, :size]
                 pos = 2.0 * torch.sigmoid(-h) - 1.0
                 if self.config["prediction_mode"] == "offset":
                     pos = q[..., :3].float() + pos

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..perf import FLAGS as _PERF
+
 __all__ = [
     "FP32LayerNorm",
     "HeadRMSNorm",
@@ -28,13 +30,14 @@ __all__ = [
     "apply_rope",
     "set_attention_backend",
     "get_attention_backend",
+    "active_attention_backend",
     "scaled_dot_product_attention",
 ]
 
 # --------------------------------------------------------------------------- attention backends
 
 _BACKEND = "auto"
-_VALID_BACKENDS = ("auto", "sdpa", "flash", "math")
+_VALID_BACKENDS = ("auto", "sdpa", "flash", "cudnn", "math")
 
 try:  # optional: flash-attn is only used on CUDA in half precision
     from flash_attn import flash_attn_func as _flash_attn_func  # type: ignore
@@ -49,8 +52,13 @@ def set_attention_backend(name: str) -> None:
         name: ``"auto"`` (flash-attn when installed and the tensors are CUDA
             fp16/bf16, otherwise PyTorch SDPA), ``"sdpa"`` (always PyTorch
             ``scaled_dot_product_attention``), ``"flash"`` (flash-attn where it
-            applies, SDPA elsewhere), ``"math"`` (explicit softmax(QK^T)V, for
-            debugging).
+            applies, SDPA elsewhere), ``"cudnn"`` (PyTorch SDPA restricted to
+            the cuDNN attention kernel, falling back to flash/memory-efficient
+            SDPA kernels where cuDNN does not apply; plain SDPA off CUDA),
+            ``"math"`` (explicit softmax(QK^T)V, for debugging).
+
+    :func:`actionmesh_core.perf.plain_mode` overrides the choice with
+    ``"sdpa"`` while it is active.
 
     Raises:
         ValueError: unknown backend name.
@@ -64,6 +72,25 @@ def set_attention_backend(name: str) -> None:
 def get_attention_backend() -> str:
     """Return the attention backend name set by :func:`set_attention_backend`."""
     return _BACKEND
+
+
+def active_attention_backend() -> str:
+    """The backend in effect now: the perf-flag override (plain mode) or :func:`get_attention_backend`."""
+    return _PERF.attention_backend or _BACKEND
+
+
+_CUDNN_KERNELS = None
+
+
+def _cudnn_kernels():
+    global _CUDNN_KERNELS
+    if _CUDNN_KERNELS is None:
+        from torch.nn.attention import SDPBackend
+
+        _CUDNN_KERNELS = [getattr(SDPBackend, name) for name in
+                          ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+                          if hasattr(SDPBackend, name)]
+    return _CUDNN_KERNELS
 
 
 def flash_attention_available() -> bool:
@@ -80,8 +107,9 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     Returns:
         (B, H, S, D) attention output.
     """
+    backend = _PERF.attention_backend or _BACKEND
     use_flash = (
-        _BACKEND in ("auto", "flash")
+        backend in ("auto", "flash")
         and _flash_attn_func is not None
         and q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)
@@ -90,9 +118,14 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if use_flash:
         out = _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
-    if _BACKEND == "math":
+    if backend == "math":
         scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
         return torch.matmul(scores.softmax(-1), v)
+    if backend == "cudnn" and q.is_cuda:
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(_cudnn_kernels(), set_priority=True):
+            return F.scaled_dot_product_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
 
@@ -182,7 +215,11 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float = 10000.0) 
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of ``x`` (B, H, S, D) by the rotary tables."""
+    """Rotate adjacent channel pairs of ``x`` (B, H, S, D) by the rotary tables.
+
+    Any layout works as long as ``cos``/``sin`` broadcast against ``x``
+    (e.g. ``x`` (B, S, H, D) with the tables transposed to (B, S, 1, D)).
+    """
     xf = x.float()
     pairs = xf.unflatten(-1, (-1, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
@@ -243,6 +280,15 @@ class Attention(nn.Module):
         self.capture: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None
 
     def _fused(self, x: torch.Tensor, layers) -> torch.Tensor:
+        """Concatenated projections ``[layer_0(x) | layer_1(x) | ...]`` (the fused head-split input).
+
+        Optimised path: one GEMM with the concatenated weight (concatenating
+        the weights per call costs a few MB of copies, far below the GEMM,
+        and keeps no second copy of the weights). Plain path
+        (``perf.plain_mode``): one GEMM per projection, outputs concatenated.
+        """
+        if not _PERF.fused_qkv:
+            return torch.cat([layer(x) for layer in layers], dim=-1)
         weight = torch.cat([layer.weight for layer in layers], 0)
         bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers], 0)
         return F.linear(x, weight, bias)
@@ -262,8 +308,10 @@ class Attention(nn.Module):
         b, length, _ = context.shape
         kv = self._fused(context, (self.to_k, self.to_v)).view(b, length, self.heads, 2 * self.head_dim)
         k, v = kv.split(self.head_dim, dim=-1)
+        if _PERF.token_major and self.norm_k is not None:
+            k = self.norm_k(k)  # on the (B, L, H, D) view: same values, memory-order friendly
         k, v = k.transpose(1, 2), v.transpose(1, 2)
-        if self.norm_k is not None:
+        if not _PERF.token_major and self.norm_k is not None:
             k = self.norm_k(k)
         return k, v
 
@@ -287,15 +335,30 @@ class Attention(nn.Module):
         """
         b, s, _ = x.shape
         h, d = self.heads, self.head_dim
+        token_major = _PERF.token_major
         if self.is_cross:
-            q = self.to_q(x).view(b, s, h, d).transpose(1, 2)
-            if self.norm_q is not None:
+            q = self.to_q(x).view(b, s, h, d)
+            if token_major and self.norm_q is not None:
+                q = self.norm_q(q)
+            q = q.transpose(1, 2)
+            if not token_major and self.norm_q is not None:
                 q = self.norm_q(q)
             if kv is None:
                 if context is None:
                     raise ValueError("cross-attention needs a context tensor")
                 kv = self.project_kv(context)
             k, v = kv
+        elif token_major:
+            # QK norm and RoPE on the (B, S, H, D) views of the fused projection: elementwise-identical
+            # to working on the (B, H, S, D) transposes, but the loops follow the memory order.
+            qkv = self._fused(x, (self.to_q, self.to_k, self.to_v)).view(b, s, h, 3 * d)
+            q, k, v = qkv.split(d, dim=-1)
+            if self.norm_q is not None:
+                q, k = self.norm_q(q), self.norm_k(k)
+            if rope is not None:
+                cos, sin = rope[0].transpose(1, 2), rope[1].transpose(1, 2)
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         else:
             qkv = self._fused(x, (self.to_q, self.to_k, self.to_v)).view(b, s, h, 3 * d)
             q, k, v = qkv.split(d, dim=-1)

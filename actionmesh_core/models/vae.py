@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..perf import FLAGS as _PERF
 from .layers import FP32LayerNorm, TransformerBlock, fourier_point_embedding
 
 __all__ = ["TripoSGVAE"]
@@ -142,19 +143,28 @@ class TripoSGVAE(nn.Module):
 
         Returns:
             (B, Q) float32 field (negated decoder output; zero level = surface).
+
+        The tokens' keys/values are projected once for all chunks (``perf``
+        flag ``cache_cross_kv``; plain path: per chunk); with ``static_chunks``
+        the last chunk is zero-padded to ``chunk_size`` when there are several.
         """
         dec = self.decoder
         cross = dec.blocks[-1]
-        kv = cross.sub("x_attn").project_kv(tokens)
+        kv = cross.sub("x_attn").project_kv(tokens) if _PERF.cache_cross_kv else None
         b = tokens.shape[0]
         if points.ndim == 2:
             points = points[None].expand(b, -1, -1)
+        total = points.shape[1]
         outs = []
-        for start in range(0, points.shape[1], chunk_size):
+        for start in range(0, total, chunk_size):
             p = points[:, start:start + chunk_size].to(tokens.device)
+            size = p.shape[1]
+            if _PERF.static_chunks and total > chunk_size and size < chunk_size:
+                p = torch.cat([p, p.new_zeros(p.shape[0], chunk_size - size, p.shape[2])], dim=1)
             q = dec.proj_query(self._embed(p.float()).to(tokens.dtype))
-            h = dec.proj_out(dec.norm_out(cross(q, kv=kv)))
-            outs.append(-h[..., 0].float())
+            chunk_kv = kv if kv is not None else cross.sub("x_attn").project_kv(tokens)
+            h = dec.proj_out(dec.norm_out(cross(q, kv=chunk_kv)))
+            outs.append(-h[:, :size, 0].float())
         return torch.cat(outs, dim=1)
 
     def decode(self, latent: torch.Tensor, points: torch.Tensor, chunk_size: int = 2 ** 16) -> torch.Tensor:

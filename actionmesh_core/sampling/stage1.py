@@ -9,6 +9,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ..perf import FLAGS as _PERF
 from .common import ProgressCallback, report, seeded_noise
 from .schedules import flow_timesteps
 from .windows import plan_windows
@@ -27,7 +28,7 @@ def masked_flow_sampling(
     steps: int = 30,
     shift: float = 3.0,
     guidance_scale: float = 7.5,
-    cfg_batch_split: bool = False,
+    cfg_batch_split: Optional[bool] = None,
     callback: Optional[ProgressCallback] = None,
     progress_info: Optional[dict] = None,
 ) -> torch.Tensor:
@@ -37,6 +38,9 @@ def masked_flow_sampling(
     target frames follow ``x <- x + (t_i - t_{i+1})/1000 · v``. Guidance uses a
     batch of two: image context zeroed (source latents kept) and full
     conditioning, ``v = v_u + scale·(v_c - v_u)`` (ActionMesh §3.2, REFERENCE §3).
+    The per-layer cross-attention keys/values of the image context are
+    computed once for the whole run (``perf`` flag ``cache_cross_kv``; the
+    plain path recomputes them at every step).
 
     Args:
         denoiser: :class:`~actionmesh_core.models.TemporalDenoiser`.
@@ -48,7 +52,7 @@ def masked_flow_sampling(
         steps, shift: schedule (:func:`flow_timesteps`).
         guidance_scale: CFG scale (7.5 default; 1.0 disables the unconditional pass).
         cfg_batch_split: run the two CFG branches one after another (lower peak
-            memory, same result).
+            memory, same result); None = ``perf.get_flags().cfg_batch_split``.
         callback: ``callback(info) -> bool|None`` after each step; False cancels.
         progress_info: extra keys merged into every callback ``info``.
 
@@ -67,24 +71,28 @@ def masked_flow_sampling(
     source = x.clone()
     use_cfg = guidance_scale != 1.0
     ctx = context.to(dev, dtype)
+    split = _PERF.cfg_batch_split if cfg_batch_split is None else bool(cfg_batch_split)
     if use_cfg:
         branches = [torch.zeros_like(ctx), ctx]
-        if cfg_batch_split:
-            caches = [denoiser.cross_attention_kv(c) for c in branches]
-        else:
-            caches = [denoiser.cross_attention_kv(torch.cat(branches, 0))]
+        contexts = branches if split else [torch.cat(branches, 0)]
     else:
-        caches = [denoiser.cross_attention_kv(ctx)]
+        contexts = [ctx]
+    if _PERF.cache_cross_kv:
+        caches = [denoiser.cross_attention_kv(c) for c in contexts]
+        contexts = [None] * len(caches)
+    else:
+        caches = [None] * len(contexts)
     b = x.shape[0]
+    fs = framestep.to(dev)
     for i in range(steps):
         t_now = torch.full((b,), float(times[i]), device=dev)
         if len(caches) == 1:
             reps = 2 if use_cfg else 1
-            v = denoiser(x.repeat(reps, 1, 1, 1), None, framestep.to(dev).repeat(reps, 1), t_now.repeat(reps),
+            v = denoiser(x.repeat(reps, 1, 1, 1), contexts[0], fs.repeat(reps, 1), t_now.repeat(reps),
                          mask.repeat(reps, 1), kv_cache=caches[0]).float()
             v_all = v.chunk(reps, 0)
         else:
-            v_all = [denoiser(x, None, framestep.to(dev), t_now, mask, kv_cache=cache).float() for cache in caches]
+            v_all = [denoiser(x, c, fs, t_now, mask, kv_cache=cache).float() for c, cache in zip(contexts, caches)]
         v = v_all[0] + guidance_scale * (v_all[1] - v_all[0]) if use_cfg else v_all[0]
         x = x + (float(times[i]) - float(times[i + 1])) / 1000.0 * v
         x = torch.where(keep, source, x)
@@ -106,7 +114,7 @@ def sample_stage1(
     window: int = 16,
     slide: int = 15,
     anchor_frame: Optional[int] = None,
-    cfg_batch_split: bool = False,
+    cfg_batch_split: Optional[bool] = None,
     callback: Optional[ProgressCallback] = None,
 ) -> torch.Tensor:
     """Generate one shape latent per frame for a clip of any length >= 2.

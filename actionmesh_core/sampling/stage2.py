@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from ..perf import FLAGS as _PERF
+from ..perf import stage2_targets_per_pass
 from .common import ProgressCallback, report
 from .windows import plan_windows
 
@@ -47,7 +49,7 @@ def decode_stage2(
     window: int = 16,
     slide: int = 15,
     chunk_size: Optional[int] = 16384,
-    batch_targets: bool = True,
+    batch_targets: Optional[bool] = None,
     callback: Optional[ProgressCallback] = None,
 ) -> torch.Tensor:
     """Predict the reference mesh's vertex positions at every frame (ActionMesh §3.3).
@@ -65,8 +67,14 @@ def decode_stage2(
         anchor_frame: the frame ``query`` is at.
         window, slide: window plan (16 / 15).
         chunk_size: vertices per query chunk (None = all).
-        batch_targets: all target times of a window in one pass (exact and
-            faster); False runs one pass per target (the plain path).
+        batch_targets: all target times of a window in one pass (exact: the
+            target time only enters through the alpha token, so the targets
+            are independent sequences of one batch); False runs one pass per
+            target (the plain path). None = automatic:
+            :func:`actionmesh_core.perf.stage2_targets_per_pass` (batched
+            on CUDA up to a token budget, one per pass on the CPU); True = all
+            targets in one pass. The ``perf`` flag ``target_batch`` caps the
+            targets per pass either way.
         callback: progress/cancel callback (stage "stage2", one step per window).
 
     Returns:
@@ -103,11 +111,13 @@ def decode_stage2(
             step = torch.tensor(frames, dtype=torch.float32, device=dev)[None]
             src_alpha = alphas[local[src]].reshape(1).to(dev)
             tgt_alpha = alphas[[local[f] for f in targets]].to(dev)
-            if batch_targets:
-                out = autoencoder(lat, step, src_alpha, tgt_alpha[None], q, chunk_size=chunk_size)[0]
+            n_t = len(targets)
+            if batch_targets is None:
+                group = stage2_targets_per_pass(n_t, lat.shape[1] * (lat.shape[2] + 1), dev)
             else:
-                out = torch.cat([autoencoder(lat, step, src_alpha, a.reshape(1, 1), q, chunk_size=chunk_size)[0]
-                                 for a in tgt_alpha])
+                group = min(_PERF.target_batch or n_t, n_t) if batch_targets else 1
+            out = torch.cat([autoencoder(lat, step, src_alpha, tgt_alpha[None, g:g + group], q,
+                                         chunk_size=chunk_size)[0] for g in range(0, n_t, group)])
             positions[targets] = out.float()
             for j, f in enumerate(targets):
                 normals[f] = vertex_normals(out[j], faces_dev) if faces_dev is not None else normals[src]

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from ..perf import FLAGS as _PERF
 from .common import ProgressCallback, report, seeded_noise
 from .schedules import triposg_sigmas
 
@@ -36,6 +37,7 @@ def sample_image_to_3d(
     guidance_scale: float = 7.5,
     seed: int = 0,
     num_tokens: int = 2048,
+    cfg_batch_split: Optional[bool] = None,
     callback: Optional[ProgressCallback] = None,
 ) -> torch.Tensor:
     """Sample a TripoSG shape latent from one image's features.
@@ -48,6 +50,8 @@ def sample_image_to_3d(
         context: (1, S, Dc) image features (TripoSG's DINOv2), or (S, Dc).
         steps: 100 default (50 fast). shift: from the scheduler config.
         guidance_scale: 7.5. seed: noise seed. num_tokens: N (2048).
+        cfg_batch_split: run the two CFG branches one after another (lower
+            peak memory, same result); None = ``perf.get_flags().cfg_batch_split``.
         callback: progress/cancel callback (stage "stage0").
 
     Returns:
@@ -69,14 +73,29 @@ def sample_image_to_3d(
     x = seeded_noise((1, num_tokens, dit.config["in_channels"]), seed).to(dev)
     ctx = context.to(dev, dtype)
     use_cfg = guidance_scale != 1.0
-    cache = dit.cross_attention_kv(torch.cat([torch.zeros_like(ctx), ctx]) if use_cfg else ctx)
-    reps = 2 if use_cfg else 1
+    split = _PERF.cfg_batch_split if cfg_batch_split is None else bool(cfg_batch_split)
+    if use_cfg:
+        contexts = [torch.zeros_like(ctx), ctx] if split else [torch.cat([torch.zeros_like(ctx), ctx])]
+    else:
+        contexts = [ctx]
+    if _PERF.cache_cross_kv:  # image K/V once per run (plain path: at every step)
+        caches = [dit.cross_attention_kv(c) for c in contexts]
+        contexts = [None] * len(caches)
+    else:
+        caches = [None] * len(contexts)
     for i in range(steps):
-        t = torch.full((reps,), float(sigmas[i]) * 1000.0, device=dev)
-        v = dit(x.repeat(reps, 1, 1), t, None, kv_cache=cache).float()
+        if len(contexts) == 1:
+            reps = 2 if use_cfg else 1
+            t = torch.full((reps,), float(sigmas[i]) * 1000.0, device=dev)
+            v_all = dit(x.repeat(reps, 1, 1), t, contexts[0], kv_cache=caches[0]).float().chunk(reps)
+        else:
+            t = torch.full((1,), float(sigmas[i]) * 1000.0, device=dev)
+            v_all = [dit(x, t, c, kv_cache=cache).float() for c, cache in zip(contexts, caches)]
         if use_cfg:
-            v_u, v_c = v.chunk(2)
+            v_u, v_c = v_all
             v = v_u + guidance_scale * (v_c - v_u)
+        else:
+            v = v_all[0]
         x = x + (float(sigmas[i]) - float(sigmas[i + 1])) * v
         report(callback, stage="stage0", step=i + 1, total=steps)
     return x

@@ -1,0 +1,338 @@
+"""Plain vs optimised paths (issue #5): same outputs, switches that restore, analytic FLOPs, benchmark script.
+
+Tiny random models only; every test runs in well under a second except the
+end-to-end ``--tiny`` benchmark run (a few seconds).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from actionmesh_core import perf
+from actionmesh_core.models.layers import active_attention_backend, get_attention_backend, set_attention_backend
+from actionmesh_core.sampling.stage1 import masked_flow_sampling
+from actionmesh_core.sampling.stage2 import decode_stage2
+from actionmesh_core.sampling.triposg import sample_image_to_3d
+from tiny_models import tiny_autoencoder, tiny_denoiser, tiny_dit, tiny_vae
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "benchmarks" / "bench_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_pipeline", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bp = _bench()
+N, C, S, DC = 6, 8, 5, 12
+FLAG_OFF = [dict(cache_cross_kv=False), dict(fused_qkv=False), dict(batch_targets=False), dict(token_major=False)]
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _stage1_inputs(t=4):
+    init = torch.randn(1, t, N, C, generator=_gen(1))
+    mask = torch.zeros(1, t)
+    mask[0, 0] = 1
+    ctx = torch.randn(1, t, S, DC, generator=_gen(2))
+    return init, mask, ctx, torch.arange(float(t))[None]
+
+
+def _sphere_query(v=30):
+    q = bp.sphere_query(v)
+    return q
+
+
+@pytest.fixture(autouse=True)
+def _restore_flags():
+    before = perf.get_flags().__dict__.copy()
+    backend = get_attention_backend()
+    yield
+    perf.set_flags(**before)
+    set_attention_backend(backend)
+
+
+# --------------------------------------------------------------------------- same outputs
+
+
+def test_plain_and_optimised_stage1_agree_and_token_major_is_bitwise():
+    den = tiny_denoiser()
+    args = _stage1_inputs()
+    opt = masked_flow_sampling(den, *args, steps=3)
+    with perf.plain_mode():
+        plain = masked_flow_sampling(den, *args, steps=3)
+    torch.testing.assert_close(opt, plain, rtol=1e-5, atol=1e-5)
+    with perf.perf_flags(token_major=False):
+        other_layout = masked_flow_sampling(den, *args, steps=3)
+    assert torch.equal(opt, other_layout), "the token-major QK norm/RoPE layout must not change a single bit"
+
+
+@pytest.mark.parametrize("off", FLAG_OFF, ids=lambda d: next(iter(d)))
+def test_each_switch_keeps_the_denoiser_and_samplers_exact(off):
+    den, dit = tiny_denoiser(), tiny_dit()
+    args = _stage1_inputs()
+    ctx0 = torch.randn(1, S, DC, generator=_gen(3))
+    ref1 = masked_flow_sampling(den, *args, steps=2)
+    ref0 = sample_image_to_3d(dit, ctx0, steps=2, num_tokens=7)
+    with perf.perf_flags(**off):
+        out1 = masked_flow_sampling(den, *args, steps=2)
+        out0 = sample_image_to_3d(dit, ctx0, steps=2, num_tokens=7)
+    torch.testing.assert_close(out1, ref1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out0, ref0, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_and_optimised_stage2_agree():
+    ae = tiny_autoencoder()
+    lat = torch.randn(7, N, C, generator=_gen(4))
+    query = _sphere_query(23)
+    opt = decode_stage2(ae, lat, query, chunk_size=10)
+    with perf.plain_mode():
+        plain = decode_stage2(ae, lat, query, chunk_size=10)
+    with perf.perf_flags(target_batch=100):  # all six targets in one pass
+        batched = decode_stage2(ae, lat, query, chunk_size=10, batch_targets=True)
+    assert opt.shape == (7, 23, 3)
+    torch.testing.assert_close(opt, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(opt[0], query[:, :3]), "the anchor frame keeps the query vertices"
+    assert (opt[1:] - query[:, :3]).abs().max() > 1e-3, "targets must move (the test would be vacuous)"
+
+
+def test_target_batch_groups_and_static_chunks_are_exact():
+    ae, vae = tiny_autoencoder(), tiny_vae()
+    lat = torch.randn(9, N, C, generator=_gen(5))
+    query = _sphere_query(23)
+    ref = decode_stage2(ae, lat, query, chunk_size=10)
+    with perf.perf_flags(target_batch=3, static_chunks=True):
+        grouped = decode_stage2(ae, lat, query, chunk_size=10)
+    torch.testing.assert_close(grouped, ref, rtol=1e-6, atol=1e-6)
+    latent = torch.randn(1, N, C, generator=_gen(6))
+    pts = torch.rand(1, 50, 3, generator=_gen(7)) * 2 - 1
+    field = vae.decode(latent, pts, chunk_size=16)
+    with perf.perf_flags(static_chunks=True):
+        padded = vae.decode(latent, pts, chunk_size=16)
+    with perf.plain_mode():
+        plain = vae.decode(latent, pts, chunk_size=16)
+    torch.testing.assert_close(padded, field, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(plain, field, rtol=1e-5, atol=1e-6)
+
+
+def test_cfg_split_flag_is_the_default_of_both_samplers():
+    den, dit = tiny_denoiser(), tiny_dit()
+    args = _stage1_inputs()
+    ctx0 = torch.randn(1, S, DC, generator=_gen(8))
+    a1, a0 = masked_flow_sampling(den, *args, steps=2), sample_image_to_3d(dit, ctx0, steps=2, num_tokens=7)
+    with perf.perf_flags(cfg_batch_split=True):
+        b1, b0 = masked_flow_sampling(den, *args, steps=2), sample_image_to_3d(dit, ctx0, steps=2, num_tokens=7)
+    torch.testing.assert_close(a1, b1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a0, b0, rtol=1e-5, atol=1e-5)
+    # unguided sampling differs from guided (so the CFG branches really run)
+    c0 = sample_image_to_3d(dit, ctx0, steps=2, num_tokens=7, guidance_scale=1.0)
+    assert (c0 - a0).abs().max() > 1e-4
+
+
+# --------------------------------------------------------------------------- switches
+
+
+def test_plain_mode_sets_and_restores_every_switch():
+    set_attention_backend("math")
+    with pytest.raises(RuntimeError):
+        with perf.plain_mode() as flags:
+            assert (flags.cache_cross_kv, flags.fused_qkv, flags.batch_targets, flags.token_major) == (False,) * 4
+            assert active_attention_backend() == "sdpa" and get_attention_backend() == "math"
+            raise RuntimeError("boom")
+    flags = perf.get_flags()
+    assert (flags.cache_cross_kv, flags.fused_qkv, flags.batch_targets, flags.token_major) == (True,) * 4
+    assert active_attention_backend() == "math"
+
+
+def test_bad_flags_are_rejected():
+    with pytest.raises(ValueError, match="unknown perf flag"):
+        perf.set_flags(fuse_everything=True)
+    with pytest.raises(TypeError, match="bool"):
+        perf.set_flags(fused_qkv=1)
+    with pytest.raises(ValueError, match="attention_backend"):
+        perf.set_flags(attention_backend="magic")
+    with pytest.raises(ValueError, match="target_batch"):
+        perf.set_flags(target_batch=0)
+    assert perf.get_flags().fused_qkv is True
+
+
+def test_offload_moves_in_and_out_even_on_error():
+    model = tiny_vae()
+    with perf.offload(model, "cpu", home="meta") as m:
+        assert m is model and next(model.parameters()).device.type == "cpu"
+    assert next(model.parameters()).device.type == "meta"
+    other = tiny_vae()
+    with pytest.raises(KeyError):
+        with perf.offload(other, "cpu", home="meta"):
+            raise KeyError("stage failed")
+    assert next(other.parameters()).device.type == "meta"
+    kept = tiny_vae()
+    with perf.offload(kept, "meta", enabled=False):
+        assert next(kept.parameters()).device.type == "cpu"
+    with pytest.raises(TypeError, match="nn.Module"):
+        with perf.offload(object(), "cpu"):
+            pass
+    assert perf.module_bytes(kept) == sum(p.numel() * 4 for p in kept.parameters())
+
+
+def test_compile_blocks_refuses_cpu_and_can_be_undone():
+    den = tiny_denoiser()
+    with pytest.raises(RuntimeError, match="CUDA"):
+        perf.compile_blocks(den)
+    assert perf.compile_blocks(den, allow_cpu=True) == den.num_layers  # lazy: nothing compiles until a call
+    assert perf.uncompile_blocks(den) == den.num_layers
+    assert perf.uncompile_blocks(den) == 0
+    assert perf.peak_memory("cpu") is None
+
+
+# --------------------------------------------------------------------------- analytic FLOPs
+
+
+def _counted(fn):
+    # explicit-matmul attention, which FlopCounterMode sees (it skips the CPU SDPA kernel)
+    with perf.perf_flags(attention_backend="math"), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["optimised", "plain"])
+def test_analytic_flops_match_counted_matmuls(plain):
+    sz = bp.tiny_sizes()
+    models = bp.build_models(sz, torch.device("cpu"), torch.float32, torch.float32)
+    inputs = bp.synthetic_inputs(sz, torch.device("cpu"))
+    fns = bp.make_stage_fns(models, sz, inputs, "default", torch.device("cpu"))
+    for stage in ("stage0", "stage1", "stage2", "meshing"):
+        with (perf.plain_mode() if plain else perf.perf_flags()):
+            counted = _counted(fns[stage])
+        assert counted == pytest.approx(bp.stage_flops(sz, stage, "default", plain), rel=1e-9), stage
+
+
+@pytest.mark.parametrize("flags", [dict(target_batch=3), dict(batch_targets=True, static_chunks=True),
+                                   dict(cache_cross_kv=False, static_chunks=True)], ids=str)
+def test_analytic_flops_follow_the_switches(flags):
+    sz = bp.tiny_sizes()
+    models = bp.build_models(sz, torch.device("cpu"), torch.float32, torch.float32)
+    inputs = bp.synthetic_inputs(sz, torch.device("cpu"))
+    fns = bp.make_stage_fns(models, sz, inputs, "default", torch.device("cpu"))
+    with perf.perf_flags(**flags):
+        for stage in ("stage2", "meshing"):
+            assert _counted(fns[stage]) == pytest.approx(bp.stage_flops(sz, stage, "default", False), rel=1e-9)
+
+
+def test_stage2_targets_per_pass_policy():
+    assert perf.stage2_targets_per_pass(15, 16 * 2049, "cpu") == 1
+    assert perf.stage2_targets_per_pass(15, 16 * 2049, "cuda") == perf.STAGE2_CUDA_TOKEN_BUDGET // (16 * 2049) == 3
+    assert perf.stage2_targets_per_pass(15, 16 * 129, "cuda") == 15
+    assert perf.stage2_targets_per_pass(15, 10 ** 7, "cuda") == 1
+    with perf.perf_flags(target_batch=4):
+        assert perf.stage2_targets_per_pass(15, 16 * 2049, "cpu") == 4
+        assert perf.stage2_targets_per_pass(2, 16 * 2049, "cpu") == 2
+    with perf.plain_mode():
+        assert perf.stage2_targets_per_pass(15, 16, "cuda") == 1
+    with pytest.raises(ValueError):
+        perf.stage2_targets_per_pass(0, 16, "cpu")
+
+
+def test_analytic_dino_flops_match_counted():
+    from transformers import Dinov2Config, Dinov2Model
+
+    sz = bp.tiny_sizes()
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(**sz.dino, attn_implementation="eager")).eval()
+    enc = bp.DinoV2Encoder(model)
+    images = torch.rand(3, 64, 64, 3, generator=_gen(9))
+    counted = _counted(lambda: enc(images))
+    assert counted == pytest.approx(bp.dino_flops(sz.dino, 3), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- the benchmark script
+
+
+def test_benchmark_tiny_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    results = bp.main(["--tiny", "--repeats", "1", "--threads", "0", "--markdown", "--json", str(out)])
+    assert [r.stage for r in results] == list(bp.STAGES)
+    for r in results:
+        assert r.plain.seconds > 0 and r.opt.seconds > 0 and r.flops_plain >= r.flops_opt > 0
+        assert r.max_abs_diff <= 1e-4 * max(1.0, r.max_abs_ref), r.stage
+        assert r.plain.peak_bytes is None  # CPU: no peak figure
+    text = capsys.readouterr().out
+    assert "| stage2 |" in text and "| total |" in text
+    payload = json.loads(out.read_text())
+    assert payload["environment"]["sizes"] == "tiny" and len(payload["results"]) == len(bp.STAGES)
+    assert payload["results"][2]["flops_plain"] > payload["results"][2]["flops_optimised"]  # no K/V cache
+
+
+def test_benchmark_refuses_gpu_only_options_on_cpu():
+    with pytest.raises(SystemExit, match="CUDA"):
+        bp.main(["--tiny", "--threads", "0", "--device", "cpu", "--compile"])
+    with pytest.raises(SystemExit, match="stage"):
+        bp.main(["--tiny", "--threads", "0", "--stages", "stage9"])
+
+
+def test_low_vram_run_offloads_and_restores_the_models():
+    """The GPU-only low-VRAM branch of the benchmark, exercised with the CPU as 'device'."""
+    import contextlib
+
+    sz = bp.tiny_sizes()
+    cpu = torch.device("cpu")
+    models = bp.build_models(sz, cpu, torch.float32, torch.float32)
+    inputs = bp.synthetic_inputs(sz, cpu)
+    fns = bp.make_stage_fns(models, sz, inputs, "default", cpu)
+    ref = fns["meshing"]()
+    meas = bp._low_vram_run(models, models.vae, fns["meshing"], cpu, contextlib.nullcontext)
+    assert torch.equal(meas.output, ref) and meas.seconds > 0 and meas.peak_bytes is None
+    assert all(next(m.parameters()).device == cpu for m in (models.dit, models.vae, models.denoiser))
+
+
+@pytest.mark.parametrize("mode", ["plain", "optimised"])
+def test_both_paths_match_the_reference_vectors(mode):
+    """The parity vectors (reference implementation outputs) hold in the plain and the optimised path."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from actionmesh_core.checkpoints import load_model
+
+    folder = Path(os.environ.get("ACTIONMESH_PARITY_DIR", ROOT / ".." / "shared" / "parity"))
+    if not (folder / "denoiser_forward").exists():
+        pytest.skip(f"parity vectors not found at {folder} (set ACTIONMESH_PARITY_DIR)")
+
+    def case(name):
+        spec = json.loads((folder / name / "case.json").read_text())
+        return spec, load_file(str(folder / name / "io.safetensors")), load_model(folder / name / "checkpoint",
+                                                                                  kind=spec["model"])
+
+    with (perf.plain_mode() if mode == "plain" else perf.perf_flags()), torch.no_grad():
+        spec, io, den = case("denoiser_forward")
+        out = den(io["hidden_states"], io["context"], io["framestep"], io["diffusion_time"], io["mask"])
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, ae = case("autoencoder_forward")
+        tgt = io["target_alphas"]
+        out = torch.cat([ae(io["latent"], io["framestep"], io["source_alpha"], tgt[:, i:i + 1], io["query"])
+                         for i in range(tgt.shape[1])], dim=1)  # one pass per target, as stage II runs it
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, dit = case("triposg_dit_forward")
+        out = dit(io["hidden_states"], io["timestep"], io["encoder_hidden_states"])
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, den = case("denoiser_sampling")
+        smp = spec["sampler"]
+        out = masked_flow_sampling(den, io["init_latent"], io["source_mask"], io["context"], io["framestep"],
+                                   steps=smp["steps"], shift=smp["shift"], guidance_scale=smp["guidance_scale"])
+        torch.testing.assert_close(out, io["expected"], rtol=spec["tolerance"]["rtol"], atol=spec["tolerance"]["atol"])
+        spec, io, vae = case("vae_encode_decode")
+        sdf = vae.decode(io["latent"], io["sdf_points"], chunk_size=7)
+        torch.testing.assert_close(sdf, io["expected_sdf"], rtol=spec["tolerance"]["rtol"],
+                                   atol=spec["tolerance"]["atol"])
