@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--mode", default="stage2", choices=["stage2", "attention-chain"],
                    help="decoding: stage II autoencoder (default) or training-free attention chains")
+    v.add_argument("--chain-reinforce", action="store_true",
+                   help="attention-chain mode: reinforce confident correspondences in the last steps (long clips)")
     v.add_argument("--octree-depth", type=int, default=8, help="SDF meshing coarse depth (default 8)")
     v.add_argument("--refine-depth", type=int, default=9, help="SDF meshing refined depth (default 9)")
     v.add_argument("--fps", type=float, default=24.0, help="animation frames per second")
@@ -50,7 +52,7 @@ def _video_to_4d(args) -> int:
         raise SystemExit(f"error: --out must end in .glb, got {out}")
     cfg = PipelineConfig(seed=args.seed, anchor_frame=args.anchor_frame, device=args.device, dtype=args.dtype,
                          mode=args.mode, octree_depth=args.octree_depth, refine_depth=args.refine_depth,
-                         fps=args.fps, low_memory=args.low_memory)
+                         fps=args.fps, low_memory=args.low_memory, chain_reinforce=args.chain_reinforce)
     if args.fast:
         cfg = cfg.fast()
     if args.steps is not None:

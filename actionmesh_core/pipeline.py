@@ -46,6 +46,7 @@ class PipelineConfig:
         fps: frames per second of the animation.
         mode: "stage2" (temporal autoencoder) or "attention-chain" (training-free fast decoding).
         chain_steps: stage I steps in attention-chain mode (4, as published).
+        chain_reinforce: attention-chain long-sequence reinforcement (§4.3).
     """
 
     steps: int = 30
@@ -68,6 +69,7 @@ class PipelineConfig:
     fps: float = 24.0
     mode: str = "stage2"
     chain_steps: int = 4
+    chain_reinforce: bool = False
 
     def fast(self) -> "PipelineConfig":
         """The fast preset: 15 stage I steps and 50 TripoSG steps."""
@@ -297,7 +299,8 @@ class ActionMeshPipeline:
                 faces.numpy(), cfg.anchor_frame, steps=cfg.chain_steps, shift=cfg.shift,
                 guidance_scale=cfg.guidance_scale, seed=cfg.seed, noise_correlation=cfg.noise_correlation,
                 window=cfg.window, slide=cfg.slide, octree_depth=max(cfg.octree_depth - 1, 4),
-                refine_depth=max(cfg.refine_depth - 1, 5), callback=self._callback)
+                refine_depth=max(cfg.refine_depth - 1, 5), reinforce=cfg.chain_reinforce,
+                callback=self._callback)
             latents, positions = chain.latents, torch.as_tensor(chain.animation.positions)
             timings["stage1+chain"] = time.perf_counter() - t0
         else:

@@ -417,13 +417,16 @@ class ActionMeshAttentionChainAnimate:
                                          "tooltip": "Meshing depth of each frame's candidate surface points."}),
                 "window": ("INT", {"default": 16, "min": 2, "max": 128, "tooltip": "Frames per window."}),
                 "slide": ("INT", {"default": 15, "min": 1, "max": 127, "tooltip": "Frames between window starts."}),
+                "reinforce": ("BOOLEAN", {"default": False,
+                                          "tooltip": "Reinforce confident correspondences during the last half of "
+                                                     "the steps (reduces drift on long clips; paper §4.3)."}),
                 "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.01,
                                   "tooltip": "Playback frame rate; 0 = the frame rate set in Prepare Frames."}),
             }
         }
 
     def animate(self, denoiser, vae, context, anchor, reference, steps, guidance, seed, num_landmarks,
-                octree_depth, window, slide, fps):
+                octree_depth, window, slide, reinforce, fps):
         """Run ``actionmesh_core.attention_chain.capture.attention_chain_decode`` on the reference mesh.
 
         Returns (AnimatedMesh, LatentSequence). Raises ValueError for a bad window/slide or an anchor
@@ -442,7 +445,7 @@ class ActionMeshAttentionChainAnimate:
                 denoiser, vae, context.features.to(device=device, dtype=host.module_dtype(denoiser)),
                 anchor.latents[frame].to(device), np.asarray(reference.vertices), np.asarray(reference.faces), frame,
                 steps=steps, guidance_scale=guidance, seed=seed, window=window, slide=slide,
-                octree_depth=octree_depth, refine_depth=octree_depth + 1,
+                octree_depth=octree_depth, refine_depth=octree_depth + 1, reinforce=reinforce,
                 config=AttentionChainConfig(num_landmarks=num_landmarks), callback=progress.callback)
         anim = reference.to_animated_mesh(result.animation.positions)
         rate = float(fps) if fps > 0 else float(context.fps or 24.0)

@@ -1,6 +1,7 @@
 """Attention capture inside the frozen models: exact probabilities, outputs unchanged."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,3 +56,66 @@ def test_denoiser_capture_leaves_sampling_unchanged_and_rows_normalised():
 def test_capture_rejects_non_inflated_layer():
     with pytest.raises(ValueError, match="not inflated"):
         DenoiserTokenAttention(tiny_denoiser(), layers=[1])
+
+
+def test_row_bias_adds_to_the_logits_of_chosen_rows_only():
+    from actionmesh_core.models.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, 2, qk_norm=True).eval()
+    x = torch.randn(1, 7, 16)
+    plain = attn(x)
+    attn.row_bias = (2, torch.zeros(3, 7))
+    torch.testing.assert_close(attn(x), plain)
+    # -inf on key 0 for rows 2..4: those rows equal attention over keys 1..6 only
+    bias = torch.zeros(3, 7)
+    bias[:, 0] = float("-inf")
+    attn.row_bias = (2, bias)
+    out = attn(x)
+    torch.testing.assert_close(out[:, :2], plain[:, :2])
+    torch.testing.assert_close(out[:, 5:], plain[:, 5:])
+    h, d = attn.heads, attn.head_dim
+    qkv = torch.cat([attn.to_q(x), attn.to_k(x), attn.to_v(x)], -1).view(1, 7, h, 3 * d)
+    q, k, v = (t.transpose(1, 2) for t in qkv.split(d, -1))
+    q, k = attn.norm_q(q), attn.norm_k(k)
+    probs = torch.softmax(q[:, :, 2:5] @ k[:, :, 1:].transpose(-1, -2) / d ** 0.5, -1)
+    expected = attn.to_out[0]((probs @ v[:, :, 1:]).transpose(1, 2).reshape(1, 3, 16))
+    torch.testing.assert_close(out[:, 2:5], expected, rtol=1e-5, atol=1e-6)
+    attn.row_bias = (2, torch.zeros(3, 9))  # other key length: not applied
+    torch.testing.assert_close(attn(x), plain)
+
+
+def _blob_vae():
+    """Tiny VAE whose field crosses zero (so every latent has a surface to mesh)."""
+    from actionmesh_core.weights import _calibrate_vae
+
+    vae = tiny_vae()
+    _calibrate_vae(vae, 10, 8)
+    return vae
+
+
+@pytest.mark.parametrize("reinforce", [False, True])
+def test_attention_chain_decode_on_tiny_models(reinforce):
+    import trimesh
+
+    from actionmesh_core.attention_chain.capture import attention_chain_decode
+    from actionmesh_core.attention_chain.pipeline import AttentionChainConfig
+
+    den, vae = tiny_denoiser(), _blob_vae()
+    sphere = trimesh.creation.icosphere(2, radius=0.5)
+    ctx = torch.randn(5, 5, 12, generator=torch.Generator().manual_seed(3))
+    anchor = torch.randn(10, 8, generator=torch.Generator().manual_seed(4))
+    cfg = AttentionChainConfig(num_landmarks=40, k_nn=8, min_valid_fraction=0.01)
+    result = attention_chain_decode(den, vae, ctx, anchor, sphere.vertices, sphere.faces, anchor_frame=1, steps=4,
+                                    window=4, slide=3, octree_depth=4, refine_depth=5, num_candidates=500,
+                                    reinforce=reinforce, config=cfg)
+    pos = result.animation.positions
+    assert pos.shape == (5, len(sphere.vertices), 3) and np.isfinite(pos).all()
+    np.testing.assert_allclose(pos[1], sphere.vertices, atol=1e-6)
+    assert torch.equal(result.latents[1], anchor)
+    assert all(m.row_bias is None for m in (den.blocks[0].sub("s_attn"), den.blocks[2].sub("s_attn")))
+    if reinforce:
+        plain = attention_chain_decode(den, vae, ctx, anchor, sphere.vertices, sphere.faces, anchor_frame=1,
+                                       steps=4, window=4, slide=3, octree_depth=4, refine_depth=5,
+                                       num_candidates=500, config=cfg)
+        assert (plain.latents - result.latents).abs().max() > 1e-6, "reinforcement changes the sampling"

@@ -29,6 +29,7 @@ from ..sampling.stage1 import masked_flow_sampling
 from ..sampling.windows import plan_windows
 from .attention import attention_rows
 from .pipeline import AttentionChainConfig, AttentionChainResult, animate_landmarks, plan_landmarks, track_landmarks
+from .reinforcement import confidence_gain, reinforcement_logit_bias, trace_token_pairs
 
 __all__ = ["vae_point_attention", "DenoiserTokenAttention", "attention_chain_decode", "ChainDecodeResult"]
 
@@ -130,6 +131,57 @@ class DenoiserTokenAttention:
         return torch.stack(list(self._per_layer.values())).mean(0)
 
 
+def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: int, octree_depth: int,
+                      refine_depth: int, num_candidates: int, rng: np.random.Generator) -> Dict[int, np.ndarray]:
+    """Candidate surface points (P_f, 3) of each frame's latent: its SDF mesh vertices, subsampled."""
+    from ..geometry.meshing import sdf_to_meshes
+
+    meshes = sdf_to_meshes(vae.field_fn(latents), len(frames), octree_depth=octree_depth,
+                           refine_depth=refine_depth, inside=vae.inside_sign, allow_empty=True)
+    out = {}
+    for f, mesh in zip(frames, meshes):
+        pts = np.asarray(mesh.vertices, dtype=np.float32)
+        if f != skip and len(pts) == 0:
+            raise ValueError(f"frame {f}: its latent has no surface to match the anchor against")
+        if len(pts) > num_candidates:
+            pts = pts[np.sort(rng.choice(len(pts), num_candidates, replace=False))]
+        out[f] = pts
+    return out
+
+
+def _track_window(vae, latents: torch.Tensor, frames: Sequence[int], src: int, src_positions: np.ndarray,
+                  token_maps: torch.Tensor, candidates: Dict[int, np.ndarray], cfg: AttentionChainConfig):
+    """Chain the landmarks of frame ``src`` to every frame of a window (§4.1).
+
+    Returns (LandmarkTracks over the window's frames, a_va_za (L, N), a_vf_zf callable)."""
+    a_va_za = vae_point_attention(vae, latents[src], torch.as_tensor(src_positions, dtype=torch.float32))
+
+    def a_vf_zf(j):
+        return vae_point_attention(vae, latents[frames[j]], torch.as_tensor(candidates[frames[j]]))
+
+    tracks = track_landmarks(a_va_za, token_maps.to(a_va_za.device), a_vf_zf, [candidates[f] for f in frames],
+                             list(frames).index(src), src_positions, config=cfg)
+    return tracks, a_va_za, a_vf_zf
+
+
+def _reinforcement_bias(tracks, a_va_za: torch.Tensor, token_maps: torch.Tensor, a_vf_zf, src_local: int,
+                        num_tokens: int) -> torch.Tensor:
+    """Logit bias (N, T_w·(N+1)) of the source-frame token rows that reinforces each frame's
+    main token pairs by their confidence (attention-chains §4.3 eq. 5)."""
+    frames = token_maps.shape[0]
+    n1 = num_tokens + 1
+    bias = torch.zeros(num_tokens, frames, n1, device=a_va_za.device)
+    for j in range(frames):
+        if j == src_local:
+            continue
+        best = torch.as_tensor(tracks.best_index[j], device=a_va_za.device)
+        a_best = a_vf_zf(j)[best]
+        pairs = trace_token_pairs(a_va_za, token_maps[j].to(a_va_za.device), a_best)
+        gain = confidence_gain(torch.as_tensor(tracks.confidence[j], dtype=torch.float32))
+        bias[:, j, 1:] = reinforcement_logit_bias(pairs, gain, (num_tokens, num_tokens), device=a_va_za.device)
+    return bias.reshape(num_tokens, frames * n1)
+
+
 @dataclass
 class ChainDecodeResult:
     """Output of :func:`attention_chain_decode`.
@@ -137,12 +189,10 @@ class ChainDecodeResult:
     Attributes:
         latents: (T, N, C) stage I latents (few steps).
         animation: the :class:`AttentionChainResult` (``positions`` (T, V, 3)).
-        candidates: per-frame (P_f, 3) candidate surface points used.
     """
 
     latents: torch.Tensor
     animation: AttentionChainResult
-    candidates: List[np.ndarray]
 
 
 @torch.no_grad()
@@ -166,6 +216,7 @@ def attention_chain_decode(
     octree_depth: int = 7,
     refine_depth: int = 8,
     num_candidates: int = 20000,
+    reinforce: bool = False,
     config: Optional[AttentionChainConfig] = None,
     callback: Optional[ProgressCallback] = None,
 ) -> ChainDecodeResult:
@@ -177,6 +228,8 @@ def attention_chain_decode(
     through V_a -> Z_a -> Z_f -> V_f and the anchor mesh is animated by
     geodesic rigid skinning. Later windows chain from their source frame, whose
     landmark positions were tracked by an earlier window. No stage II.
+    Frames are meshed window by window (candidate points) right after each
+    window is generated.
 
     Args:
         denoiser, vae: the frozen models.
@@ -188,6 +241,11 @@ def attention_chain_decode(
         layers: inflated layers read for A(Z_a -> Z_f) (default: first three inflated).
         octree_depth, refine_depth: meshing depth for candidate surface points.
         num_candidates: candidate points per frame (random subset of the mesh vertices).
+        reinforce: long-sequence correspondence reinforcement (§4.3 eq. 5): the
+            first ``steps // 2`` steps run normally; then the correspondences of
+            a look-ahead clean estimate are traced back to their main token pairs,
+            whose attention logits (source-frame rows) get ``log(gain)`` added
+            (gain = confidence / mean confidence) for the remaining steps.
         config: :class:`AttentionChainConfig` (published defaults).
         callback: progress/cancel callback (stage "stage1", then "chain").
 
@@ -199,8 +257,6 @@ def attention_chain_decode(
             landmark surviving outlier rejection.
         SamplingCancelled: cancelled by the callback.
     """
-    from ..geometry.meshing import sdf_to_meshes
-
     cfg = config or AttentionChainConfig()
     verts = np.asarray(anchor_vertices, dtype=np.float64)
     faces = np.asarray(anchor_faces, dtype=np.int64)
@@ -209,63 +265,66 @@ def attention_chain_decode(
     dev = next(denoiser.parameters()).device
     landmark_index = plan_landmarks(verts, faces, cfg, seed=seed)
 
-    # ---- stage I with capture at each window's last step
+    # ---- stage I with capture at each window's last step (and, optionally, reinforcement)
     capture = DenoiserTokenAttention(denoiser, layers)
     latents = seeded_noise((num_frames, n, c), seed, noise_correlation).to(dev)
     latents[anchor_frame] = anchor_latent.reshape(n, c).to(dev, torch.float32)
     known = torch.zeros(num_frames, dtype=torch.bool)
     known[anchor_frame] = True
     plan = plan_windows(num_frames, anchor_frame, window, slide)
-    maps: Dict[int, torch.Tensor] = {}
+    rng = np.random.default_rng(seed)
+    raw = np.full((num_frames, len(landmark_index), 3), np.nan)
+    conf = np.ones((num_frames, len(landmark_index)))
+    raw[anchor_frame] = verts[landmark_index]
+    reinforce_step = steps // 2 if reinforce else 0
     for w_idx, win in enumerate(plan):
         idx = list(win.frames)
-        src_local = idx.index(win.nearest_source)
+        src = win.nearest_source
+        src_local = idx.index(src)
+        known_idx = known[idx]
 
         def hook(info, _cap=capture):
             _cap.active = info["step"] == steps - 1
             report(callback, **info)
 
-        with capture.window(len(idx), n, src_local):
-            capture.active = steps == 1
-            out = masked_flow_sampling(
-                denoiser, latents[idx][None], known[idx].float()[None], context[idx][None],
-                torch.tensor(idx, dtype=torch.float32)[None], steps=steps, shift=shift,
-                guidance_scale=guidance_scale, callback=hook,
-                progress_info={"window": w_idx + 1, "num_windows": len(plan)})[0]
-            maps[w_idx] = capture.result().cpu()
+        def before(i, t_i, x, velocity, _idx=idx, _src=src, _known=known_idx):
+            if i != reinforce_step or i == 0:
+                return
+            # look ahead: the guided velocity at step i gives the attention maps and a clean estimate
+            was_active, capture.active = capture.active, True
+            v = velocity(x, t_i)
+            capture.active = was_active
+            x0 = torch.where(_known.to(x.device)[None, :, None, None], x, x + t_i / 1000.0 * v)[0]
+            early = latents.clone()
+            early[_idx] = x0
+            cands = _candidate_points(vae, x0, _idx, _src, octree_depth, refine_depth, num_candidates, rng)
+            maps_i = capture.result()
+            tracks, a_va_za, a_vf_zf = _track_window(vae, early, _idx, _src, raw[_src], maps_i, cands, cfg)
+            bias = _reinforcement_bias(tracks, a_va_za, maps_i, a_vf_zf, _idx.index(_src), n)
+            for module in capture.modules:
+                module.row_bias = (_idx.index(_src) * (n + 1) + 1, bias.to(dev))
+
+        try:
+            with capture.window(len(idx), n, src_local):
+                capture.active = steps == 1
+                out = masked_flow_sampling(
+                    denoiser, latents[idx][None], known_idx.float()[None], context[idx][None],
+                    torch.tensor(idx, dtype=torch.float32)[None], steps=steps, shift=shift,
+                    guidance_scale=guidance_scale, callback=hook, before_step=before,
+                    progress_info={"window": w_idx + 1, "num_windows": len(plan)})[0]
+                token_maps = capture.result().cpu()
+        finally:
+            for module in capture.modules:
+                module.row_bias = None
         latents[idx] = out
         known[idx] = True
-
-    # ---- candidate surface points of every frame (one batched meshing)
-    meshes = sdf_to_meshes(vae.field_fn(latents), num_frames, octree_depth=octree_depth,
-                           refine_depth=refine_depth, inside=vae.inside_sign)
-    gen = np.random.default_rng(seed)
-    candidates: List[np.ndarray] = []
-    for f, mesh in enumerate(meshes):
-        pts = np.asarray(mesh.vertices, dtype=np.float32)
-        if f != anchor_frame and len(pts) == 0:
-            raise ValueError(f"frame {f}: its latent has no surface to match the anchor against")
-        if len(pts) > num_candidates:
-            pts = pts[np.sort(gen.choice(len(pts), num_candidates, replace=False))]
-        candidates.append(pts)
-
-    # ---- landmark tracking, window by window, chaining from each window's source frame
-    raw = np.full((num_frames, len(landmark_index), 3), np.nan)
-    conf = np.ones((num_frames, len(landmark_index)))
-    raw[anchor_frame] = verts[landmark_index]
-    for w_idx, win in enumerate(plan):
-        idx = list(win.frames)
-        src = win.nearest_source
-        src_local = idx.index(src)
-        a_va_za = vae_point_attention(vae, latents[src], torch.as_tensor(raw[src], dtype=torch.float32))
-        tracks = track_landmarks(
-            a_va_za, maps[w_idx].to(a_va_za.device),
-            lambda j: vae_point_attention(vae, latents[idx[j]], torch.as_tensor(candidates[idx[j]])),
-            [candidates[f] for f in idx], src_local, raw[src], config=cfg)
+        # ---- landmark tracking of this window, chained from its source frame
+        cands = _candidate_points(vae, out, idx, src, octree_depth, refine_depth, num_candidates, rng)
+        tracks, _, _ = _track_window(vae, latents, idx, src, raw[src], token_maps, cands, cfg)
         for j, f in enumerate(idx):
             if f in win.targets:
                 raw[f] = tracks.positions[j]
                 conf[f] = tracks.confidence[j]
         report(callback, stage="chain", step=w_idx + 1, total=len(plan))
     result = animate_landmarks(verts, faces, landmark_index, raw, anchor_frame, confidence=conf, config=cfg)
-    return ChainDecodeResult(latents=latents, animation=result, candidates=candidates)
+    return ChainDecodeResult(latents=latents, animation=result)

@@ -249,6 +249,9 @@ class Attention(nn.Module):
     ``capture``: optional callable ``capture(q, k)`` receiving the normalised,
     rotated (B, H, S, D) query and (B, H, L, D) key just before the attention
     kernel; used to read attention maps without changing outputs.
+    ``row_bias``: optional ``(start, bias)`` with bias (R, L): the query rows
+    ``start..start+R`` get ``bias`` added to their logits (applied only when
+    the key length is L). None (the default) leaves the attention untouched.
     """
 
     def __init__(
@@ -278,6 +281,7 @@ class Attention(nn.Module):
             self.norm_q = self.norm_k = None
         self.norm_cross = FP32LayerNorm(kv_dim, eps=1e-5) if norm_cross else None
         self.capture: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None
+        self.row_bias: Optional[Tuple[int, torch.Tensor]] = None
 
     def _fused(self, x: torch.Tensor, layers) -> torch.Tensor:
         """Concatenated projections ``[layer_0(x) | layer_1(x) | ...]`` (the fused head-split input).
@@ -370,6 +374,12 @@ class Attention(nn.Module):
         if self.capture is not None:
             self.capture(q, k)
         out = scaled_dot_product_attention(q, k, v)
+        if self.row_bias is not None and self.row_bias[1].shape[-1] == k.shape[2]:
+            # additive logit bias on a block of query rows (attention-chain reinforcement, §4.3 eq. 5)
+            start, bias = self.row_bias
+            rows = slice(start, start + bias.shape[0])
+            out = out.clone()
+            out[:, :, rows] = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=bias.to(q.dtype))
         out = out.transpose(1, 2).reshape(b, s, h * d)
         return self.to_out[0](out)
 

@@ -5,7 +5,7 @@ S image tokens per frame, Dc image feature width.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -31,6 +31,7 @@ def masked_flow_sampling(
     cfg_batch_split: Optional[bool] = None,
     callback: Optional[ProgressCallback] = None,
     progress_info: Optional[dict] = None,
+    before_step: Optional[Callable] = None,
 ) -> torch.Tensor:
     """Masked flow matching with classifier-free guidance over one window.
 
@@ -55,6 +56,10 @@ def masked_flow_sampling(
             memory, same result); None = ``perf.get_flags().cfg_batch_split``.
         callback: ``callback(info) -> bool|None`` after each step; False cancels.
         progress_info: extra keys merged into every callback ``info``.
+        before_step: optional ``before_step(i, t_i, x, velocity)`` called before
+            step ``i`` with the current (B, T, N, C) latents and the guided
+            velocity function ``velocity(x, t) -> (B, T, N, C)`` (used by the
+            attention-chain reinforcement to look ahead and set attention biases).
 
     Returns:
         (B, T, N, C) float32 latents.
@@ -84,16 +89,23 @@ def masked_flow_sampling(
         caches = [None] * len(contexts)
     b = x.shape[0]
     fs = framestep.to(dev)
-    for i in range(steps):
-        t_now = torch.full((b,), float(times[i]), device=dev)
+
+    def velocity(x_in: torch.Tensor, t_value: float) -> torch.Tensor:
+        """Guided velocity (B, T, N, C) at flow time ``t_value`` for latents ``x_in``."""
+        t_now = torch.full((b,), float(t_value), device=dev)
         if len(caches) == 1:
             reps = 2 if use_cfg else 1
-            v = denoiser(x.repeat(reps, 1, 1, 1), contexts[0], fs.repeat(reps, 1), t_now.repeat(reps),
-                         mask.repeat(reps, 1), kv_cache=caches[0]).float()
-            v_all = v.chunk(reps, 0)
+            v_out = denoiser(x_in.repeat(reps, 1, 1, 1), contexts[0], fs.repeat(reps, 1), t_now.repeat(reps),
+                             mask.repeat(reps, 1), kv_cache=caches[0]).float()
+            v_all = v_out.chunk(reps, 0)
         else:
-            v_all = [denoiser(x, c, fs, t_now, mask, kv_cache=cache).float() for c, cache in zip(contexts, caches)]
-        v = v_all[0] + guidance_scale * (v_all[1] - v_all[0]) if use_cfg else v_all[0]
+            v_all = [denoiser(x_in, c, fs, t_now, mask, kv_cache=cache).float() for c, cache in zip(contexts, caches)]
+        return v_all[0] + guidance_scale * (v_all[1] - v_all[0]) if use_cfg else v_all[0]
+
+    for i in range(steps):
+        if before_step is not None:
+            before_step(i, float(times[i]), x, velocity)
+        v = velocity(x, float(times[i]))
         x = x + (float(times[i]) - float(times[i + 1])) / 1000.0 * v
         x = torch.where(keep, source, x)
         report(callback, **{"stage": "stage1", "step": i + 1, "total": steps, **(progress_info or {})})
