@@ -24,8 +24,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..sampling.common import ProgressCallback, report, seeded_noise
-from ..sampling.stage1 import masked_flow_sampling
+from ..sampling.common import ProgressCallback, report
+from ..sampling.stage1 import initial_latents, masked_flow_sampling
 from ..sampling.windows import plan_windows
 from .attention import attention_rows
 from .pipeline import AttentionChainConfig, AttentionChainResult, animate_landmarks, plan_landmarks, track_landmarks
@@ -267,10 +267,8 @@ def attention_chain_decode(
 
     # ---- stage I with capture at each window's last step (and, optionally, reinforcement)
     capture = DenoiserTokenAttention(denoiser, layers)
-    latents = seeded_noise((num_frames, n, c), seed, noise_correlation).to(dev)
-    latents[anchor_frame] = anchor_latent.reshape(n, c).to(dev, torch.float32)
-    known = torch.zeros(num_frames, dtype=torch.bool)
-    known[anchor_frame] = True
+    latents, known = initial_latents(num_frames, {anchor_frame: anchor_latent.reshape(n, c)}, seed,
+                                     noise_correlation, dev)
     plan = plan_windows(num_frames, anchor_frame, window, slide)
     rng = np.random.default_rng(seed)
     raw = np.full((num_frames, len(landmark_index), 3), np.nan)

@@ -14,7 +14,7 @@ from .common import ProgressCallback, report, seeded_noise
 from .schedules import flow_timesteps
 from .windows import plan_windows
 
-__all__ = ["masked_flow_sampling", "sample_stage1"]
+__all__ = ["masked_flow_sampling", "sample_stage1", "initial_latents"]
 
 
 @torch.no_grad()
@@ -112,6 +112,26 @@ def masked_flow_sampling(
     return x
 
 
+def initial_latents(num_frames: int, source_latents: Dict[int, torch.Tensor], seed: int,
+                    noise_correlation: float, device) -> "tuple[torch.Tensor, torch.Tensor]":
+    """Seeded noise for every frame with the known source latents written in (REFERENCE §3).
+
+    Args:
+        num_frames: T. source_latents: {frame: (N, C)} (at least one).
+        seed, noise_correlation: see :func:`~actionmesh_core.sampling.common.seeded_noise`.
+
+    Returns:
+        latents (T, N, C) float32 on ``device``, known (T,) bool CPU mask of the source frames.
+    """
+    n, c = next(iter(source_latents.values())).shape
+    latents = seeded_noise((num_frames, n, c), seed, noise_correlation).to(device)
+    known = torch.zeros(num_frames, dtype=torch.bool)
+    for f, lat in source_latents.items():
+        latents[int(f)] = lat.to(device, torch.float32)
+        known[int(f)] = True
+    return latents, known
+
+
 @torch.no_grad()
 def sample_stage1(
     denoiser,
@@ -180,12 +200,7 @@ def sample_stage1(
     if anchor not in source_latents:
         raise ValueError(f"anchor_frame {anchor} has no source latent")
     dev = next(denoiser.parameters()).device
-    noise = seeded_noise((num_frames, n, c), seed, noise_correlation).to(dev)
-    latents = noise.clone()
-    known = torch.zeros(num_frames, dtype=torch.bool)
-    for f, lat in source_latents.items():
-        latents[int(f)] = lat.to(dev, torch.float32)
-        known[int(f)] = True
+    latents, known = initial_latents(num_frames, source_latents, seed, noise_correlation, dev)
     plan = plan_windows(num_frames, anchor, window, slide)
     for w_idx, win in enumerate(plan):
         idx = list(win.frames)
