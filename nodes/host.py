@@ -201,6 +201,7 @@ def list_models(folder: str, prefer: Sequence[str] = ()) -> List[str]:
 
 
 def _inside(root: Path, target: Path) -> bool:
+    """True when ``target`` resolves (symlinks followed) inside ``root``: for paths we write to."""
     try:
         root_r, target_r = os.path.realpath(root), os.path.realpath(target)
         return os.path.commonpath([root_r, target_r]) == root_r
@@ -208,8 +209,25 @@ def _inside(root: Path, target: Path) -> bool:
         return False
 
 
+def _lexically_inside(root: Path, target: Path) -> bool:
+    """True when ``target`` is inside ``root`` as written (``..`` collapsed, symlinks NOT followed).
+
+    For paths we only read (models, input files): a model or input folder that
+    the user symlinked into ``models/`` or ``input/`` (weights on another
+    drive) is allowed, while names that climb out with ``..`` are not.
+    """
+    try:
+        root_a, target_a = os.path.abspath(root), os.path.abspath(target)
+        return os.path.commonpath([root_a, target_a]) == root_a
+    except ValueError:  # different drives on Windows
+        return False
+
+
 def resolve_model(folder: str, name: str) -> Path:
     """Full path of a model entry listed by ``list_models``.
+
+    Model folders symlinked into the model folder (weights kept on another
+    drive) resolve like real ones; only the name itself may not leave the folder.
 
     Raises:
         ValueError: empty name or a name that points outside the model folders.
@@ -223,7 +241,7 @@ def resolve_model(folder: str, name: str) -> Path:
     roots = model_roots(folder)
     for root in roots:
         candidate = root / name
-        if candidate.exists() and _inside(root, candidate):
+        if candidate.exists() and _lexically_inside(root, candidate):
             return candidate
     where = ", ".join(str(r) for r in roots)
     raise FileNotFoundError(f"{folder} model {name!r} not found in {where}; download it there (see README, 'Models')")
@@ -272,7 +290,7 @@ def resolve_input_file(name: str) -> Path:
         raise ValueError(f"input file {name!r} must be a path relative to the input folder")
     root = input_directory()
     path = root / name
-    if not _inside(root, path):
+    if not _lexically_inside(root, path):
         raise ValueError(f"input file {name!r} resolves outside the input folder")
     if not path.is_file():
         raise FileNotFoundError(f"input file {name!r} not found in {root}")

@@ -151,6 +151,33 @@ def test_model_listing_and_resolution(host, host_dirs):
     assert host.list_models("dinov2") == []
 
 
+def test_symlinked_model_and_input_folders_resolve(host, host_dirs, tmp_path):
+    # users keep weights on another drive and symlink them into models/ (found running in ComfyUI 0.27)
+    elsewhere = tmp_path / "big_drive" / "TripoSG"
+    for folder in ("vae", "transformer"):
+        (elsewhere / folder).mkdir(parents=True)
+        (elsewhere / folder / "config.json").write_text("{}")
+        (elsewhere / folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    root = host_dirs["models"] / "triposg"
+    root.mkdir()
+    (root / "TripoSG").symlink_to(elsewhere, target_is_directory=True)
+    listing = host.list_models("triposg", ("vae",))
+    assert listing == ["TripoSG/vae", "TripoSG/transformer"]
+    for name in listing:  # every listed entry must load
+        resolved = host.resolve_model("triposg", name)
+        assert resolved == root / name and (resolved / "config.json").is_file()
+    with pytest.raises(ValueError):
+        host.resolve_model("triposg", "TripoSG/../../big_drive/TripoSG/vae")
+    meshes = tmp_path / "mesh_drive"
+    meshes.mkdir()
+    (meshes / "cow.glb").write_bytes(b"glb")
+    (host_dirs["input"] / "3d").symlink_to(meshes, target_is_directory=True)
+    assert host.list_input_meshes() == ["3d/cow.glb"]
+    assert host.resolve_input_file("3d/cow.glb").read_bytes() == b"glb"
+    with pytest.raises(ValueError):
+        host.resolve_input_file("3d/../../mesh_drive/cow.glb")
+
+
 def test_mesh_batches_round_trip(host):
     import trimesh
 
