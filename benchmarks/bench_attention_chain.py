@@ -5,11 +5,14 @@ Full size (attention-chains app. C): anchor mesh ~20k vertices (40k faces),
 ~20k, k = 120 geodesic neighbours.  Attention matrices are synthetic (random
 softmax rows); only the cost is measured, not the quality.  The paper's Table 3
 reports, on an H100: FPS landmarks 0.46 s, correspondence 0.16 s, geodesic
-animation 0.005-0.8 s; ActionMesh stage II ~15 s (learned decoder).  Stage II
-itself lives in the model code: time it with the pipeline's stage-II benchmark
-on the same machine to compare.
+animation 0.005-0.8 s; ActionMesh stage II ~15 s (learned decoder).  With
+``--stage2`` (default on CUDA) the same run also times stage II decoding of the
+same anchor mesh with a random-weight autoencoder at the released size (width
+1024, 16+1 layers, 8 heads; bf16 on CUDA), so the two decoding modes are
+compared side by side; ``--stage2-width``/``--stage2-layers`` shrink it for a
+CPU ratio.
 
-Usage: python3 benchmarks/bench_attention_chain.py [--device cuda] [--vertices-faces 40000] [--frames 16]
+Usage: python3 benchmarks/bench_attention_chain.py [--device cuda] [--faces 40000] [--frames 16] [--stage2]
 Prints one table row per stage (seconds, best of --repeat runs).
 """
 from __future__ import annotations
@@ -62,6 +65,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--candidates", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--stage2", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time stage II decoding (default: on for CUDA)")
+    ap.add_argument("--stage2-width", type=int, default=1024)
+    ap.add_argument("--stage2-layers", type=int, default=16)
     args = ap.parse_args()
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -106,12 +113,38 @@ def main() -> None:
     t, _ = _timed(lambda: animate_landmarks(v, f, lm, traj, 0, config=cfg), args.repeat, sync)
     rows.append(("animate_landmarks total (reject+smooth+skin+smooth)", t))
 
+    chain_total = sum(sec for name, sec in rows if not name.startswith(("animate_landmarks", "landmark smoothing",
+                                                                          "rigid", "final", "geodesic")))
+    chain_total += next(sec for name, sec in rows if name.startswith("animate_landmarks"))
+    rows.append(("attention-chain decoding total (excl. stage I, meshing)", chain_total))
+    if args.stage2 if args.stage2 is not None else dev.type == "cuda":
+        rows.append(_stage2_row(v, f, args, dev, sync))
+        rows.append(("stage II / attention-chain time ratio", rows[-1][1] / chain_total))
+
     print(f"device={dev} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"V={len(v)} F={len(f)} L={num_l} N={n} T={num_t} P_f={args.candidates}")
     print(f"{'stage':<62} {'seconds':>9}")
     print("-" * 72)
     for name, sec in rows:
         print(f"{name:<62} {sec:>9.3f}")
+
+
+def _stage2_row(v, f, args, dev, sync):
+    """Stage II decoding of the same mesh over T frames with a random autoencoder (released size by default)."""
+    from actionmesh_core.models import TemporalAutoencoder
+    from actionmesh_core.sampling.stage2 import decode_stage2, vertex_normals
+
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    heads = max(1, args.stage2_width // 128)
+    ae = TemporalAutoencoder(width=args.stage2_width, num_layers=args.stage2_layers, num_attention_heads=heads)
+    ae = ae.to(dev, dtype).eval().keep_query_path_fp32()
+    verts = torch.as_tensor(v, dtype=torch.float32)
+    faces = torch.as_tensor(f, dtype=torch.long)
+    query = torch.cat([verts, vertex_normals(verts, faces)], -1).to(dev)
+    latents = torch.randn(args.frames, args.tokens, 64, device=dev)
+    t, _ = _timed(lambda: decode_stage2(ae, latents, query, faces=faces), args.repeat, sync)
+    return (f"stage II decode (width {args.stage2_width}, {args.stage2_layers}+1 layers, {args.frames} frames)", t)
 
 
 if __name__ == "__main__":
