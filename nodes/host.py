@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import json
 import os
 import re
 from pathlib import Path
@@ -198,6 +199,19 @@ def list_models(folder: str, prefer: Sequence[str] = ()) -> List[str]:
         return (0 if any(p in entry.lower() for p in prefer) else 1, entry.lower())
 
     return sorted(found, key=rank)
+
+
+def is_transformers_model(folder: str, name: str) -> bool:
+    """True when the entry ``name`` of ``folder`` is a transformers model folder (its config has
+    ``model_type``), e.g. TripoSG's bundled ``image_encoder_dinov2``: not a diffusers/ActionMesh checkpoint."""
+    for root in model_roots(folder):
+        config = root / name / "config.json"
+        if config.is_file():
+            try:
+                return "model_type" in json.loads(config.read_text())
+            except (OSError, ValueError):
+                return False
+    return False
 
 
 def _inside(root: Path, target: Path) -> bool:

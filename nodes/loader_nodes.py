@@ -31,7 +31,8 @@ class _CheckpointLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (host.list_models(cls.FOLDER, cls.PREFER), {
+                "model_name": ([m for m in host.list_models(cls.FOLDER, cls.PREFER)
+                                if not host.is_transformers_model(cls.FOLDER, m)], {
                     "tooltip": f"{cls.WHAT}: a model folder (config.json + weights) or a .safetensors file "
                                f"under models/{cls.FOLDER}/."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),

@@ -383,3 +383,16 @@ def test_encode_reference_mesh_node(pack, host, monkeypatch):
         node.encode(_FakeVAE(), 0, "3d/x.glb", 0, True, 0, mesh=mesh)
     with pytest.raises(ValueError, match="no mesh given"):
         node.encode(_FakeVAE(), 0, "none", 0, True, 0)
+
+
+def test_checkpoint_loaders_hide_transformers_folders(pack, host_dirs):
+    """TripoSG ships its DINOv2 (a transformers folder) next to vae/ and transformer/: not offered to the VAE loader."""
+    import json
+
+    root = host_dirs["models"] / "triposg" / "TripoSG"
+    for name, cfg in (("vae", {"_class_name": "TripoSGVAEModel"}), ("image_encoder_dinov2", {"model_type": "dinov2"})):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text(json.dumps(cfg))
+        (root / name / "model.safetensors").write_bytes(b"")
+    choices = pack.NODE_CLASS_MAPPINGS["ActionMeshLoadTripoSGVAE"].INPUT_TYPES()["required"]["model_name"][0]
+    assert choices == ["TripoSG/vae"]
