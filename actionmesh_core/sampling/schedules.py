@@ -11,6 +11,14 @@ def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigma / (1.0 + (shift - 1.0) * sigma)
 
 
+def _check_schedule(steps: int, shift: float) -> None:
+    """Raise ValueError for steps < 1 or shift <= 0 (shared by both schedules)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+
+
 def flow_timesteps(steps: int, shift: float = 3.0, num_train_timesteps: int = 1000) -> torch.Tensor:
     """Stage I flow times: ``steps + 1`` values in (0, 1000], decreasing.
 
@@ -29,10 +37,7 @@ def flow_timesteps(steps: int, shift: float = 3.0, num_train_timesteps: int = 10
     Raises:
         ValueError: steps < 1 or shift <= 0.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if shift <= 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
+    _check_schedule(steps, shift)
     n = float(num_train_timesteps)
     s = torch.tensor(1.0 / n, dtype=torch.float64)
     sigma_min = shift_sigma(s, shift)
@@ -49,9 +54,6 @@ def triposg_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
     Raises:
         ValueError: steps < 1 or shift <= 0.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if shift <= 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
+    _check_schedule(steps, shift)
     s = 1.0 - torch.arange(steps, dtype=torch.float64) / steps
     return torch.cat([shift_sigma(s, shift), torch.zeros(1, dtype=torch.float64)])
