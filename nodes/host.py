@@ -214,25 +214,19 @@ def is_transformers_model(folder: str, name: str) -> bool:
     return False
 
 
-def _inside(root: Path, target: Path) -> bool:
-    """True when ``target`` resolves (symlinks followed) inside ``root``: for paths we write to."""
-    try:
-        root_r, target_r = os.path.realpath(root), os.path.realpath(target)
-        return os.path.commonpath([root_r, target_r]) == root_r
-    except ValueError:  # different drives on Windows
-        return False
+def _inside(root: Path, target: Path, follow_symlinks: bool = True) -> bool:
+    """True when ``target`` lies inside ``root``.
 
-
-def _lexically_inside(root: Path, target: Path) -> bool:
-    """True when ``target`` is inside ``root`` as written (``..`` collapsed, symlinks NOT followed).
-
-    For paths we only read (models, input files): a model or input folder that
-    the user symlinked into ``models/`` or ``input/`` (weights on another
-    drive) is allowed, while names that climb out with ``..`` are not.
+    ``follow_symlinks=True`` resolves symlinks first: for paths we write to.
+    ``follow_symlinks=False`` only collapses ``..``: for paths we read (models,
+    input files), so a folder the user symlinked into ``models/`` or ``input/``
+    (weights on another drive) is allowed while names that climb out with
+    ``..`` are not.
     """
+    norm = os.path.realpath if follow_symlinks else os.path.abspath
     try:
-        root_a, target_a = os.path.abspath(root), os.path.abspath(target)
-        return os.path.commonpath([root_a, target_a]) == root_a
+        root_n, target_n = norm(root), norm(target)
+        return os.path.commonpath([root_n, target_n]) == root_n
     except ValueError:  # different drives on Windows
         return False
 
@@ -255,7 +249,7 @@ def resolve_model(folder: str, name: str) -> Path:
     roots = model_roots(folder)
     for root in roots:
         candidate = root / name
-        if candidate.exists() and _lexically_inside(root, candidate):
+        if candidate.exists() and _inside(root, candidate, follow_symlinks=False):
             return candidate
     where = ", ".join(str(r) for r in roots)
     raise FileNotFoundError(f"{folder} model {name!r} not found in {where}; download it there (see README, 'Models')")
@@ -304,7 +298,7 @@ def resolve_input_file(name: str) -> Path:
         raise ValueError(f"input file {name!r} must be a path relative to the input folder")
     root = input_directory()
     path = root / name
-    if not _lexically_inside(root, path):
+    if not _inside(root, path, follow_symlinks=False):
         raise ValueError(f"input file {name!r} resolves outside the input folder")
     if not path.is_file():
         raise FileNotFoundError(f"input file {name!r} not found in {root}")
