@@ -155,5 +155,3 @@ def _calibrate_vae(vae, num_tokens: int, latent_channels: int) -> None:
     vals = torch.cat(values)
     # the field is the negated decoder output: subtracting its median from -bias centres it on 0
     vae.decoder.proj_out.bias += vals.median()
-    # make the inside a blob around the origin: add a radial term through the bias-free path is not
-    # possible with linear weights, so we only centre the distribution (shapes stay meaningless).
