@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
+
+import data_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "actionmesh_pack"
@@ -44,23 +45,20 @@ def host(pack):
     return sys.modules[PACK_NAME + ".nodes.host"]
 
 
-def _fixtures_dir() -> Path:
-    env = os.environ.get("ACTIONMESH_FIXTURES_DIR")
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT / "tests" / "fixtures", ROOT.parent / "shared" / "fixtures"]
-    for candidate in candidates:
-        if (candidate / "davis_camel").is_dir():
-            return candidate
-    return candidates[0]
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Folder with the real RGBA frame sequences ``davis_camel/`` and ``spring/`` (``$ACTIONMESH_FIXTURES_DIR``,
+    default ``tests/data/fixtures``); missing data fails the test, it is never skipped."""
+    path = data_dirs.fixtures_dir()
+    for clip in ("davis_camel", "spring"):
+        assert (path / clip).is_dir(), f"frame fixture {path / clip} missing (ACTIONMESH_FIXTURES_DIR)"
+    return path
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    """Folder with the real RGBA frame sequences ``davis_camel/`` and ``spring/`` (``$ACTIONMESH_FIXTURES_DIR``)."""
-    path = _fixtures_dir()
-    if not (path / "davis_camel").is_dir():
-        pytest.skip(f"real frame fixtures not found (set ACTIONMESH_FIXTURES_DIR); looked in {path}")
-    return path
+def parity_dir() -> Path:
+    """Parity vector folder (``$ACTIONMESH_PARITY_DIR``, default ``tests/data/parity``)."""
+    return data_dirs.parity_dir()
 
 
 @pytest.fixture()

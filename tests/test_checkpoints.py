@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import data_dirs
+
 from actionmesh_core.checkpoints import CheckpointError, detect_kind, load_model, save_model
 from tiny_models import tiny_autoencoder, tiny_denoiser, tiny_dit, tiny_vae
 
-PARITY_DIR = Path(os.environ.get("ACTIONMESH_PARITY_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "parity"))
+PARITY_DIR = data_dirs.parity_dir()
 
 
 def _copy_case(tmp_path, case):

@@ -1,6 +1,6 @@
 """Parity with the reference implementation on every case of the parity vector set.
 
-The vector folder comes from ``ACTIONMESH_PARITY_DIR`` (default ``../shared/parity``).
+The vector folder comes from ``ACTIONMESH_PARITY_DIR`` (default ``tests/data/parity``).
 Every size is read from the case's checkpoint config and ``io.safetensors``,
 so the same tests run against other vector sets (other sizes, seeds, layers).
 Checkpoints are loaded through :func:`actionmesh_core.checkpoints.load_model`,
@@ -9,19 +9,19 @@ the same path users' released weights take.
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import data_dirs
+
 from actionmesh_core.checkpoints import load_model
 from actionmesh_core.sampling.schedules import flow_timesteps
 from actionmesh_core.sampling.stage1 import masked_flow_sampling
 
-PARITY_DIR = Path(os.environ.get("ACTIONMESH_PARITY_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "parity"))
+PARITY_DIR = data_dirs.parity_dir()
 CASES = ["denoiser_forward", "denoiser_sampling", "autoencoder_forward", "vae_encode_decode", "triposg_dit_forward"]
 
 

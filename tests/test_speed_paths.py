@@ -300,15 +300,13 @@ def test_low_vram_run_offloads_and_restores_the_models():
 @pytest.mark.parametrize("mode", ["plain", "optimised"])
 def test_both_paths_match_the_reference_vectors(mode):
     """The parity vectors (reference implementation outputs) hold in the plain and the optimised path."""
-    import os
-
     from safetensors.torch import load_file
 
     from actionmesh_core.checkpoints import load_model
 
-    folder = Path(os.environ.get("ACTIONMESH_PARITY_DIR", ROOT / ".." / "shared" / "parity"))
-    if not (folder / "denoiser_forward").exists():
-        pytest.skip(f"parity vectors not found at {folder} (set ACTIONMESH_PARITY_DIR)")
+    import data_dirs
+
+    folder = data_dirs.parity_dir()
 
     def case(name):
         spec = json.loads((folder / name / "case.json").read_text())
