@@ -52,17 +52,20 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 @dataclass
 class PreparedFrames:
-    """Model-ready frames: object-centred, composited on white, square.
+    """Model-ready frames: object-centred, composited on white, (nearly) square.
 
     Attributes:
-        rgb: (T, S, S, 3) float32 tensor in [0, 1], composited on white.
-        masks: (T, S, S) float32 tensor in [0, 1], the object mask of each
-            output pixel (0 outside the input image).
+        rgb: (T, H', W', 3) float32 tensor of 8-bit values (k / 255),
+            composited on white; H' and W' differ by at most one pixel (the
+            release's crop), S x S when a ``size`` was asked for.
+        masks: (T, H', W') float32 tensor in [0, 1], the object mask of each
+            output pixel (0 in the white padding).
         bbox: (x0, y0, x1, y1) union bounding box of the object in input
             pixels, half-open like a Python slice (``x0 <= x < x1``).
-        crop_box: (x0, y0, x1, y1) the square window that was cut from the
-            input, in input pixels, half-open; may extend past the image
-            borders (that part is white).
+        crop_box: (x0, y0, x1, y1) the window of the output in input pixels,
+            half-open (output pixel (i, j) is input pixel (y0 + i, x0 + j)
+            before any resize); only ``bbox`` is taken from the input, the
+            rest of the window is white padding.
         num_frames: T.
         frame_indices: indices of these frames in the caller's sequence
             (after ``select_frames``), default ``range(T)``.
@@ -83,8 +86,8 @@ class PreparedFrames:
 
     @property
     def size(self) -> int:
-        """Side S of the square frames in pixels."""
-        return int(self.rgb.shape[1])
+        """Longer side of the frames in pixels (S for square frames)."""
+        return int(max(self.rgb.shape[1], self.rgb.shape[2]))
 
 
 def _natural_key(name: str):
@@ -302,6 +305,60 @@ def estimate_background_masks(rgb: torch.Tensor, threshold: float = 0.1, border:
     return torch.from_numpy(opened.astype(np.float32))
 
 
+def _release_crop_box(bbox: tuple, margin: float) -> tuple:
+    """The release's crop window around the union box ``(x0, y0, x1, y1)`` (half-open, input pixels).
+
+    ``pad = int(margin * max(w, h))`` (floored), then ``pad + (max - w) // 2``
+    columns left and right and ``pad + (max - h) // 2`` rows above and below,
+    so the window is one pixel short of square when ``max - w`` (or
+    ``max - h``) is odd, as in the release.
+    """
+    x0, y0, x1, y1 = bbox
+    w, h = x1 - x0, y1 - y0
+    longest = max(w, h)
+    pad = int(margin * longest)
+    pad_x, pad_y = pad + (longest - w) // 2, pad + (longest - h) // 2
+    return (x0 - pad_x, y0 - pad_y, x1 + pad_x, y1 + pad_y)
+
+
+def _crop_and_pad(composite: torch.Tensor, alpha: torch.Tensor, bbox: tuple, crop_box: tuple):
+    """Cut the union box out of (T, H, W, 3) ``composite`` / (T, H, W) ``alpha`` and pad it with white.
+
+    Only the box's own pixels are kept (the padding is white with mask 0, even
+    where the window covers image pixels), as the release pads the crop.
+    Returns rgb (T, H', W', 3) and mask (T, H', W') float32.
+    """
+    x0, y0, x1, y1 = bbox
+    sx0, sy0, sx1, sy1 = crop_box
+    num_frames = composite.shape[0]
+    out_rgb = torch.ones((num_frames, sy1 - sy0, sx1 - sx0, 3), dtype=torch.float32)
+    out_mask = torch.zeros((num_frames, sy1 - sy0, sx1 - sx0), dtype=torch.float32)
+    out_rgb[:, y0 - sy0:y1 - sy0, x0 - sx0:x1 - sx0] = composite[:, y0:y1, x0:x1]
+    out_mask[:, y0 - sy0:y1 - sy0, x0 - sx0:x1 - sx0] = alpha[:, y0:y1, x0:x1]
+    return out_rgb, out_mask
+
+
+def _release_unit_scale(values: torch.Tensor) -> torch.Tensor:
+    """8-bit values ``k / 255`` re-expressed as the release computes them: ``k * float32(1 / 255)``.
+
+    The release converts its 8-bit images with a multiplication by 1/255,
+    which differs from a division by 255 in the last float32 bit for some k;
+    after compositing and 8-bit truncation that is one 8-bit step on a few
+    pixels. Inputs that are not 8-bit (16-bit PNGs, soft masks) are returned
+    unchanged.
+    """
+    scaled = values * 255.0
+    levels = scaled.round()
+    if values.numel() and float((scaled - levels).abs().max()) > 1e-3:
+        return values
+    return levels * (1.0 / 255.0)
+
+
+def _to_8bit(rgb: torch.Tensor) -> torch.Tensor:
+    """The release's 8-bit step: ``floor(x * 255) / 255`` in float32 (truncation, not rounding)."""
+    return (rgb * 255.0).to(torch.uint8).to(torch.float32) / 255.0
+
+
 def prepare_frames(
     images,
     masks: Optional[ArrayLike] = None,
@@ -312,14 +369,16 @@ def prepare_frames(
     fps: Optional[float] = None,
     frame_indices: Optional[Sequence[int]] = None,
 ) -> PreparedFrames:
-    """Composite on white, crop with the union object box, pad to a square.
+    """Composite on white, crop with the union object box, pad with white (the release's frame preprocessing).
 
-    Implements ActionMesh pre-processing (REFERENCE §4): composite each frame
-    on white with its mask/alpha, take the bounding box of the object over
-    *all* frames (so the crop is the same for every frame and the motion is
-    kept), centre a square window on it whose side is the box's longer side
-    plus ``margin`` of it on each side, fill everything outside the input
-    with white, and optionally resize to ``size``.
+    Implements ActionMesh pre-processing (REFERENCE §4) exactly as the
+    release does it: composite each frame on white with its mask/alpha, take
+    the bounding box of the object over *all* frames (so the crop is the same
+    for every frame and the motion is kept), cut that box and pad it with
+    white: ``pad = int(margin * longer side)`` (floored) on each side plus
+    half the difference of the sides (floored) on the shorter axis, so the
+    result is square or one pixel short of square; then truncate to 8 bits
+    (``floor(x * 255) / 255``). No resize unless ``size`` is given.
 
     Args:
         images: (T, H, W, 3|4) float array/tensor in [0, 1], or a list of T
@@ -330,12 +389,16 @@ def prepare_frames(
             (used only without mask and without a meaningful alpha).
         margin: white margin on each side, as a fraction of the box's longer
             side (0.1 = 10 %), >= 0.
-        size: output side S in pixels (None = the crop's own resolution).
+        size: output side S in pixels (None = the crop's own resolution, as
+            the release; a one-pixel non-square crop is first padded white at
+            its right/bottom edge to a square).
         fps: frame rate to record on the result (optional).
         frame_indices: indices of these frames in the caller's sequence.
 
     Returns:
-        PreparedFrames with ``rgb`` (T, S, S, 3) and ``masks`` (T, S, S).
+        PreparedFrames with ``rgb`` (T, H', W', 3) (8-bit values as float32;
+        H' and W' differ by at most one pixel; S x S with ``size``) and
+        ``masks`` (T, H', W').
 
     Raises:
         TypeError: non-float input (e.g. uint8: divide by 255 first).
@@ -387,29 +450,25 @@ def prepare_frames(
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
 
-    longest = max(x1 - x0, y1 - y0)
-    pad = int(round(margin * longest))
-    side = longest + 2 * pad
-    cx2, cy2 = x0 + x1, y0 + y1  # twice the centre, keeps integers exact
-    sx0 = (cx2 - side) // 2
-    sy0 = (cy2 - side) // 2
-    crop_box = (sx0, sy0, sx0 + side, sy0 + side)
+    crop_box = _release_crop_box((x0, y0, x1, y1), margin)
+    weight = _release_unit_scale(alpha)[..., None]
+    composite = _release_unit_scale(rgb) * weight + (1.0 - weight)
+    out_rgb, out_mask = _crop_and_pad(composite, alpha, (x0, y0, x1, y1), crop_box)
 
-    composite = rgb * alpha[..., None] + (1.0 - alpha[..., None])
-    out_rgb = torch.ones((num_frames, side, side, 3), dtype=torch.float32)
-    out_mask = torch.zeros((num_frames, side, side), dtype=torch.float32)
-    ix0, iy0 = max(sx0, 0), max(sy0, 0)
-    ix1, iy1 = min(sx0 + side, width), min(sy0 + side, height)
-    out_rgb[:, iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0] = composite[:, iy0:iy1, ix0:ix1]
-    out_mask[:, iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0] = alpha[:, iy0:iy1, ix0:ix1]
-
-    if size is not None and int(size) != side:
+    if size is not None:
         size = int(size)
-        stacked = torch.cat([out_rgb, out_mask[..., None]], dim=-1).permute(0, 3, 1, 2)
-        resized = F.interpolate(stacked, size=(size, size), mode="bilinear", align_corners=False,
-                                antialias=size < side)
-        resized = resized.clamp_(0.0, 1.0).permute(0, 2, 3, 1).contiguous()
-        out_rgb, out_mask = resized[..., :3].contiguous(), resized[..., 3].contiguous()
+        side = max(out_rgb.shape[1], out_rgb.shape[2])
+        stacked = torch.cat([out_rgb, out_mask[..., None]], dim=-1)
+        if stacked.shape[1] != stacked.shape[2]:  # the release's 1-px non-square crop: pad white at the far edge
+            square = torch.cat([torch.ones(num_frames, side, side, 3), torch.zeros(num_frames, side, side, 1)], -1)
+            square[:, :stacked.shape[1], :stacked.shape[2]] = stacked
+            stacked = square
+        if size != side:
+            resized = F.interpolate(stacked.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                    align_corners=False, antialias=size < side)
+            stacked = resized.clamp_(0.0, 1.0).permute(0, 2, 3, 1)
+        out_rgb, out_mask = stacked[..., :3].contiguous(), stacked[..., 3].contiguous()
+    out_rgb = _to_8bit(out_rgb)
 
     return PreparedFrames(
         rgb=out_rgb, masks=out_mask, bbox=(x0, y0, x1, y1), crop_box=crop_box, num_frames=num_frames,

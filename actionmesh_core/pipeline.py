@@ -252,7 +252,8 @@ class ActionMeshPipeline:
         import time
 
         from .sampling.stage1 import sample_stage1
-        from .sampling.stage2 import decode_stage2, vertex_normals
+        from .geometry.reference import query_normals
+        from .sampling.stage2 import decode_stage2
 
         cfg = self.config
         if cfg.mode not in ("stage2", "attention-chain"):
@@ -311,7 +312,7 @@ class ActionMeshPipeline:
             self._stage_done("denoiser")
             timings["stage1"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            query = torch.cat([verts, vertex_normals(verts, faces)], dim=-1).to(self.device)
+            query = torch.cat([verts, query_normals(verts, faces)], dim=-1).to(self.device)
             positions = decode_stage2(self.model("autoencoder"), latents, query, faces=faces,
                                       anchor_frame=cfg.anchor_frame, window=cfg.window, slide=cfg.slide,
                                       callback=self._callback)

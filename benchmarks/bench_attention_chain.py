@@ -132,7 +132,8 @@ def main() -> None:
 def _stage2_row(v, f, args, dev, sync):
     """Stage II decoding of the same mesh over T frames with a random autoencoder (released size by default)."""
     from actionmesh_core.models import TemporalAutoencoder
-    from actionmesh_core.sampling.stage2 import decode_stage2, vertex_normals
+    from actionmesh_core.geometry.reference import query_normals
+    from actionmesh_core.sampling.stage2 import decode_stage2
 
     torch.manual_seed(0)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -141,7 +142,7 @@ def _stage2_row(v, f, args, dev, sync):
     ae = ae.to(dev, dtype).eval().keep_query_path_fp32()
     verts = torch.as_tensor(v, dtype=torch.float32)
     faces = torch.as_tensor(f, dtype=torch.long)
-    query = torch.cat([verts, vertex_normals(verts, faces)], -1).to(dev)
+    query = torch.cat([verts, query_normals(verts, faces)], -1).to(dev)
     latents = torch.randn(args.frames, args.tokens, 64, device=dev)
     t, _ = _timed(lambda: decode_stage2(ae, latents, query, faces=faces), args.repeat, sync)
     return (f"stage II decode (width {args.stage2_width}, {args.stage2_layers}+1 layers, {args.frames} frames)", t)

@@ -1,4 +1,4 @@
-"""Frame input (REFERENCE §4): loading, masks, union-box crop, square padding, clear errors."""
+"""Frame input (REFERENCE §4): loading, masks, union-box crop, the release's padding and 8-bit step, clear errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -76,30 +76,65 @@ def test_load_frames_errors(tmp_path):
 
 
 def test_union_box_crop_and_margin_on_real_frames(camel):
+    """The release's crop: union box, floored 10 % margin, shorter side padded by half the difference (floored)."""
     alpha = camel[..., 3].numpy()
     x0, y0, x1, y1 = _union_box(alpha > 0)
     prepared = prepare_frames(camel)
     assert prepared.bbox == (x0, y0, x1, y1)
-    longest = max(x1 - x0, y1 - y0)
-    pad = round(0.1 * longest)
-    side = longest + 2 * pad
-    assert prepared.rgb.shape == (16, side, side, 3) and prepared.masks.shape == (16, side, side)
-    sx0, sy0, sx1, sy1 = prepared.crop_box
-    assert sx1 - sx0 == side and sy1 - sy0 == side
-    # The window is centred on the box (to the pixel) ...
-    assert abs((sx0 + sx1) - (x0 + x1)) <= 1 and abs((sy0 + sy1) - (y0 + y1)) <= 1
-    # ... and the object's union box sits at the margin along the longer side.
-    out_box = _union_box(prepared.masks.numpy() > 0)
-    if x1 - x0 >= y1 - y0:
-        assert out_box[0] == pad and out_box[2] == side - pad
-    else:
-        assert out_box[1] == pad and out_box[3] == side - pad
-    # Every frame is cut with the same window: the masks are the alphas, shifted.
+    w, h = x1 - x0, y1 - y0
+    longest = max(w, h)
+    pad = int(0.1 * longest)  # floored, not rounded
+    pad_x, pad_y = pad + (longest - w) // 2, pad + (longest - h) // 2
+    out_h, out_w = h + 2 * pad_y, w + 2 * pad_x
+    assert abs(out_h - out_w) <= 1
+    assert prepared.rgb.shape == (16, out_h, out_w, 3) and prepared.masks.shape == (16, out_h, out_w)
+    assert prepared.crop_box == (x0 - pad_x, y0 - pad_y, x1 + pad_x, y1 + pad_y)
+    # the object's union box sits at the margin on every side
+    assert _union_box(prepared.masks.numpy() > 0) == (pad_x, pad_y, pad_x + w, pad_y + h)
+    # every frame is cut with the same box: the masks are the alphas, shifted, zero in the padding
     for t in (0, 7, 15):
-        window = np.zeros((side, side), np.float32)
-        ix0, iy0, ix1, iy1 = max(sx0, 0), max(sy0, 0), min(sx1, 512), min(sy1, 512)
-        window[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0] = alpha[t, iy0:iy1, ix0:ix1]
+        window = np.zeros((out_h, out_w), np.float32)
+        window[pad_y:pad_y + h, pad_x:pad_x + w] = alpha[t, y0:y1, x0:x1]
         np.testing.assert_array_equal(prepared.masks[t].numpy(), window)
+
+
+def test_crop_is_one_pixel_short_of_square_when_the_side_difference_is_odd():
+    """Box 10 x 7 (difference 3): pad 1, pad_y = 1 + 1 -> 12 wide, 11 high, as the release."""
+    frames = np.zeros((2, 40, 40, 4), np.float32)
+    frames[:, 5:12, 3:13, 3] = 1.0  # opaque black box, rows 5..11, columns 3..12
+    prepared = prepare_frames(frames)
+    assert prepared.bbox == (3, 5, 13, 12)
+    assert prepared.rgb.shape == (2, 11, 12, 3)
+    assert prepared.crop_box == (2, 3, 14, 14)
+    np.testing.assert_array_equal(prepared.rgb[0, 2:9, 1:11].numpy(), 0.0)
+    assert float(prepared.rgb[0, :2].min()) == 1.0 and float(prepared.rgb[0, :, :1].min()) == 1.0
+    assert prepare_frames(frames, size=16).rgb.shape == (2, 16, 16, 3)
+
+
+def test_padding_is_white_even_where_the_window_covers_image_pixels():
+    """Only the box is taken from the input (a soft mask <= 0.5 outside the box does not leak in)."""
+    frames = np.zeros((2, 40, 40, 3), np.float32)
+    masks = np.zeros((2, 40, 40), np.float32)
+    masks[:, 10:30, 10:30] = 1.0
+    masks[:, 5:10, 10:30] = 0.4  # soft, below the foreground threshold: outside the box
+    prepared = prepare_frames(frames, masks)
+    assert prepared.bbox == (10, 10, 30, 30)
+    pad = 2
+    np.testing.assert_array_equal(prepared.rgb[:, :pad].numpy(), 1.0)
+    np.testing.assert_array_equal(prepared.masks[:, :pad].numpy(), 0.0)
+
+
+def test_output_holds_8bit_values_truncated():
+    """floor(x * 255) / 255, not round: 0.5 * 200/255 + 0.5 = 227.5/255 -> 227/255."""
+    frames = np.ones((2, 8, 8, 4), np.float32)
+    frames[..., :3] = 200 / 255
+    frames[..., 3] = 0.0
+    frames[:, 2:6, 2:6, 3] = 128 / 255
+    prepared = prepare_frames(frames)
+    values = prepared.rgb.numpy() * 255
+    np.testing.assert_array_equal(values, np.round(values))
+    centre = prepared.rgb[0, prepared.rgb.shape[1] // 2, prepared.rgb.shape[2] // 2, 0].item() * 255
+    assert round(centre) == int(200 * (128 / 255) + 255 * (1 - 128 / 255))
 
 
 def test_composite_on_white(camel):

@@ -8,7 +8,8 @@ from actionmesh_core.models.layers import get_attention_backend, set_attention_b
 from actionmesh_core.sampling import SamplingCancelled, triposg_sigmas
 from actionmesh_core.sampling.common import seeded_noise
 from actionmesh_core.sampling.stage1 import masked_flow_sampling, sample_stage1
-from actionmesh_core.sampling.stage2 import decode_stage2, vertex_normals
+from actionmesh_core.geometry.reference import query_normals
+from actionmesh_core.sampling.stage2 import decode_stage2
 from actionmesh_core.sampling.triposg import sample_image_to_3d
 from tiny_models import tiny_autoencoder, tiny_denoiser, tiny_dit
 
@@ -94,9 +95,9 @@ def _mesh():
     return verts, faces
 
 
-def test_vertex_normals_point_outward():
+def test_query_normals_point_outward():
     verts, faces = _mesh()
-    n = vertex_normals(verts, faces)
+    n = query_normals(verts, faces)
     centroid = verts.mean(0)
     assert ((n * (verts - centroid)).sum(-1) > 0).all()
     torch.testing.assert_close(n.norm(dim=-1), torch.ones(4))
@@ -105,7 +106,7 @@ def test_vertex_normals_point_outward():
 def test_stage2_windows_batched_equals_plain():
     ae = tiny_autoencoder()
     verts, faces = _mesh()
-    query = torch.cat([verts, vertex_normals(verts, faces)], -1)
+    query = torch.cat([verts, query_normals(verts, faces)], -1)
     lat = torch.randn(11, N, C)
     a = decode_stage2(ae, lat, query, faces=faces, anchor_frame=4, window=6, slide=5)
     b = decode_stage2(ae, lat, query, faces=faces, anchor_frame=4, window=6, slide=5, batch_targets=False,

@@ -26,7 +26,7 @@ from ..io.mesh_io import as_mesh, load_mesh
 from .cleanup import validate_mesh
 from .sampling import farthest_point_sampling
 
-__all__ = ["ReferenceMesh", "prepare_reference_mesh", "merge_by_position", "sample_surface"]
+__all__ = ["ReferenceMesh", "prepare_reference_mesh", "merge_by_position", "sample_surface", "query_normals"]
 
 
 def merge_by_position(vertices: np.ndarray, digits: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +81,46 @@ def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np
     return np.asarray(points, np.float64), np.asarray(normals, np.float64), np.asarray(face_index, np.int64)
 
 
+def query_normals(vertices, faces):
+    """Unit vertex normals of the stage II queries, as the release computes them (REFERENCE §2.9).
+
+    trimesh's ``Trimesh.vertex_normals`` of ``(vertices, faces)`` (angle-weighted
+    face normals, computed in float64 from the float32 vertices), then
+    L2-normalised in float32. This is the one implementation used for every
+    stage II query: the anchor mesh (user mesh or TripoSG anchor) and the
+    source mesh that each later window deforms. Area-weighted normals differ
+    by tens of degrees on irregular meshes and move stage II positions.
+
+    Args:
+        vertices: (V, 3) positions (numpy array or torch tensor, model units);
+            rounded to float32 first, as the decoded positions are.
+        faces: (F, 3) integer vertex indices (numpy or torch).
+
+    Returns:
+        (V, 3) float32 unit normals, same type (and device for torch) as
+        ``vertices``; a vertex in no face (or only in zero-area faces) gets
+        (0, 0, 0).
+
+    Raises:
+        ValueError: ``vertices`` not (V, 3), ``faces`` not (F, 3), or a face
+            index outside [0, V).
+    """
+    is_torch = isinstance(vertices, torch.Tensor)
+    v = vertices.detach().to("cpu", torch.float32).numpy() if is_torch else np.asarray(vertices, np.float32)
+    f = faces.detach().to("cpu", torch.int64).numpy() if isinstance(faces, torch.Tensor) else np.asarray(faces, np.int64)
+    if v.ndim != 2 or v.shape[-1] != 3:
+        raise ValueError(f"query_normals: vertices must be (V, 3), got {v.shape}")
+    if f.ndim != 2 or f.shape[-1] != 3:
+        raise ValueError(f"query_normals: faces must be (F, 3) triangles, got {f.shape}")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"query_normals: face indices must be in [0, {len(v) - 1}], got [{f.min()}, {f.max()}]")
+    mesh = trimesh.Trimesh(v.astype(np.float64), f, process=False, validate=False)
+    normals = torch.nn.functional.normalize(torch.from_numpy(np.asarray(mesh.vertex_normals, np.float32)), dim=-1)
+    if is_torch:
+        return normals.to(vertices.device)
+    return normals.numpy()
+
+
 @dataclass
 class ReferenceMesh:
     """A user mesh prepared as ActionMesh anchor (REFERENCE §4, "A user mesh as anchor").
@@ -90,7 +130,8 @@ class ReferenceMesh:
             centered at 0, longest side 2 (so inside [-1, 1]^3).
         faces: (F', 3) int64 faces on the merged vertices (faces collapsed by
             the merge and duplicates dropped).
-        vertex_normals: (V', 3) float32 unit normals of the merged mesh.
+        vertex_normals: (V', 3) float32 unit normals of the merged mesh (:func:`query_normals`:
+            trimesh angle-weighted, the stage II query normals).
         to_original: (V,) int64; original vertex ``i`` is merged vertex
             ``to_original[i]``, so ``merged_positions[:, to_original]`` expands
             an animation of merged vertices back to the original order (UV seams).
@@ -326,7 +367,7 @@ def prepare_reference_mesh(
     model = (merged - center) * scale
     norm_mesh = trimesh.Trimesh(model, faces, process=False)
     validate_mesh(norm_mesh, "prepare_reference_mesh (merged)")
-    vnormals = np.asarray(norm_mesh.vertex_normals, np.float64)
+    vnormals = query_normals(model.astype(np.float32), faces)
 
     # 3. surface samples + FPS query points
     points, normals, _ = sample_surface(norm_mesh, int(num_surface_points), seed=seed)
@@ -341,7 +382,7 @@ def prepare_reference_mesh(
     return ReferenceMesh(
         vertices=model.astype(np.float32),
         faces=faces.astype(np.int64),
-        vertex_normals=vnormals.astype(np.float32),
+        vertex_normals=vnormals,
         to_original=to_merged,
         original_faces=orig_faces.copy(),
         uv=uv,

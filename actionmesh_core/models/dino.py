@@ -1,8 +1,8 @@
 """DINOv2 image encoder (through ``transformers``) with the ActionMesh preprocessing.
 
-REFERENCE §4: resize the shortest edge to 256 (bicubic), center-crop 224,
-ImageNet mean/std; the context is ``last_hidden_state`` (T, 257, 1024) for
-DINOv2-L/14.
+REFERENCE §4: resize the shortest edge to 256 (PIL bicubic on 8-bit images,
+as the release's transformers image processor), center-crop 224, ImageNet
+mean/std; the context is ``last_hidden_state`` (T, 257, 1024) for DINOv2-L/14.
 
 Shape legend: T images, H/W pixels, S tokens (1 + (224/14)^2 = 257), Dc width.
 """
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["DinoV2Encoder", "preprocess_images", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -23,35 +23,51 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def preprocess_images(images: torch.Tensor, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """DINOv2 preprocessing of RGB images.
+    """DINOv2 preprocessing of RGB images, as the release does it (REFERENCE §4).
+
+    The release feeds 8-bit images to the transformers ``BitImageProcessor``
+    of ``facebook/dinov2-large``: PIL bicubic resize (``resample=3``, PIL's
+    own antialiasing filter, result rounded to 8 bits) so the shortest edge is
+    ``resize`` and the other ``int(resize * long / short)``; centre crop
+    ``crop`` (top/left ``(size - crop) // 2``); ``/ 255``; ImageNet mean/std.
+    Frames from :func:`~actionmesh_core.frames.prepare_frames` hold 8-bit
+    values already, so ``round(x * 255)`` gives the release's input exactly.
 
     Args:
         images: (T, H, W, 3) float in [0, 1] (channels last, as ComfyUI IMAGE).
-        resize: shortest-edge size after bicubic resize (256).
-        crop: center-crop size (224).
+        resize: shortest-edge size after the bicubic resize (256).
+        crop: centre-crop size (224), <= ``resize``.
 
     Returns:
-        (T, 3, crop, crop) float32, ImageNet-normalised.
+        (T, 3, crop, crop) float32 on the device of ``images``, ImageNet-normalised.
 
     Raises:
-        ValueError: not (T, H, W, 3), or values outside [0, 1].
+        ValueError: not (T, H, W, 3), values outside [0, 1], or ``crop > resize``.
     """
+    from PIL import Image
+
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (T, H, W, 3) RGB in [0, 1], got {tuple(images.shape)}; "
                          "composite RGBA frames on white first (frames.prepare_frames)")
-    x = images.float()
+    if crop > resize:
+        raise ValueError(f"DINOv2 crop {crop} must not exceed the resize {resize}")
+    x = images.detach().float()
     if x.numel() and (x.min() < -1e-3 or x.max() > 1.0 + 1e-3):
         raise ValueError("images must hold values in [0, 1]")
-    x = x.permute(0, 3, 1, 2)
-    h, w = x.shape[-2:]
-    scale = resize / min(h, w)
-    size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
-    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
-    x = x[:, :, top:top + crop, left:left + crop]
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    pixels = (x.clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).numpy()
+    h, w = pixels.shape[1:3]
+    short, long = min(h, w), max(h, w)
+    other = int(resize * long / short)
+    size_wh = (resize, other) if w <= h else (other, resize)
+    out = []
+    for frame in pixels:
+        resized = np.asarray(Image.fromarray(frame).resize(size_wh, resample=Image.BICUBIC))
+        top, left = (resized.shape[0] - crop) // 2, (resized.shape[1] - crop) // 2
+        out.append(resized[top:top + crop, left:left + crop])
+    batch = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((batch - mean) / std).to(images.device)
 
 
 class DinoV2Encoder(nn.Module):

@@ -4,32 +4,55 @@ Shape legend: T frames, N latent tokens, C latent channels, V vertices, F faces.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
 from ..perf import FLAGS as _PERF
 from ..perf import stage2_targets_per_pass
 from .common import ProgressCallback, report
-from .windows import plan_windows
+from ..geometry.reference import query_normals
+from .windows import Window, plan_windows
 
-__all__ = ["decode_stage2", "vertex_normals"]
+__all__ = ["decode_stage2", "stage2_source_frame", "release_written_frames"]
 
 
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals.
+def stage2_source_frame(win: Window) -> int:
+    """The frame whose mesh a stage II window deforms (the release's choice).
+
+    The release runs each window in its own frame order and deforms the mesh
+    at the window's FIRST frame: the anchor for the anchor window, the
+    smallest frame of a right-going window (its overlap frame farthest from
+    the new frames), the largest frame of a left-going one (whose frames run
+    downwards). That frame is always already decoded when the window runs.
 
     Args:
-        vertices: (V, 3). faces: (F, 3) int64.
+        win: a :class:`~actionmesh_core.sampling.windows.Window` of :func:`plan_windows`.
 
     Returns:
-        (V, 3) unit normals (zero-area neighbourhoods get (0, 0, 0)).
+        global frame index.
     """
-    v = vertices.float()
-    tri = v[faces]
-    face_n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    acc = torch.zeros_like(v).index_add_(0, faces.reshape(-1), face_n.repeat_interleave(3, dim=0))
-    return torch.nn.functional.normalize(acc, dim=-1)
+    if win.direction == "anchor":
+        return win.sources[0]
+    return win.frames[0] if win.direction == "right" else win.frames[-1]
+
+
+def release_written_frames(num_frames: int, anchor_frame: int = 0, window: int = 16, slide: int = 15) -> List[int]:
+    """Frames the official release outputs for a clip (for comparisons with it).
+
+    A release window writes the frames ``min+1 .. max`` of the window (its
+    smallest frame never), first write wins; the anchor frame holds the
+    anchor mesh. So the release lacks frame 0 whenever ``anchor_frame != 0``.
+    :func:`decode_stage2` decodes every frame (README "Differences from the
+    official release").
+
+    Returns:
+        sorted frame indices.
+    """
+    written = {anchor_frame}
+    for win in plan_windows(num_frames, anchor_frame, window, slide):
+        written.update(range(min(win.frames) + 1, max(win.frames) + 1))
+    return sorted(written)
 
 
 def _alphas(frames) -> torch.Tensor:
@@ -55,15 +78,25 @@ def decode_stage2(
     """Predict the reference mesh's vertex positions at every frame (ActionMesh §3.3).
 
     The first window deforms the anchor-frame mesh (``query``) to the window's
-    other frames; each later window deforms the mesh already decoded at its
-    overlap frame nearest to its targets (normals recomputed from ``faces``
-    when given). Alphas are frame times normalised to [0, 1] over the window.
+    other frames; each later window deforms the mesh already decoded at the
+    release's source frame (:func:`stage2_source_frame`: the window's first
+    frame in the release's order), with query normals recomputed from
+    ``faces`` by :func:`~actionmesh_core.geometry.reference.query_normals`
+    (trimesh angle-weighted, as the release). Alphas are frame times
+    normalised to [0, 1] over the window. A frame is decoded once, by the
+    first window that holds it (as the release: first write wins); unlike
+    the release, every frame is decoded, frame 0 included when the anchor is
+    not frame 0 (:func:`release_written_frames` lists the frames the release
+    outputs).
 
     Args:
         autoencoder: :class:`~actionmesh_core.models.TemporalAutoencoder`.
         latents: (T, N, C) per-frame shape latents (stage I output).
-        query: (V, 6) anchor-frame vertices (model space, [-1, 1]) + unit normals.
-        faces: optional (F, 3) faces used to recompute normals of later windows.
+        query: (V, 6) anchor-frame vertices (model space, [-1, 1]) + unit
+            normals (``query_normals(vertices, faces)``).
+        faces: (F, 3) faces of the reference mesh, used to recompute the
+            normals of each later window's source mesh (None: later windows
+            reuse the anchor normals; only for meshes without faces).
         anchor_frame: the frame ``query`` is at.
         window, slide: window plan (16 / 15).
         chunk_size: vertices per query chunk (None = all).
@@ -95,18 +128,19 @@ def decode_stage2(
     num_frames = latents.shape[0]
     plan = plan_windows(num_frames, anchor_frame, window, slide)
     positions = torch.zeros(num_frames, query.shape[0], 3, device=dev)
-    normals = torch.zeros_like(positions)
     positions[anchor_frame] = query[:, :3].to(dev, torch.float32)
-    normals[anchor_frame] = query[:, 3:].to(dev, torch.float32)
+    anchor_normals = query[:, 3:].to(dev, torch.float32)
     faces_dev = None if faces is None else faces.to(dev, torch.long)
     for w_idx, win in enumerate(plan):
         frames = list(win.frames)
         targets = list(win.targets)
-        src = win.nearest_source
+        src = stage2_source_frame(win)
         if targets:
             alphas = _alphas(frames)
             local = {f: i for i, f in enumerate(frames)}
-            q = torch.cat([positions[src], normals[src]], dim=-1)[None]
+            reuse = src == anchor_frame or faces_dev is None
+            normals = anchor_normals if reuse else query_normals(positions[src], faces_dev)
+            q = torch.cat([positions[src], normals], dim=-1)[None]
             lat = latents[frames][None].to(dev)
             step = torch.tensor(frames, dtype=torch.float32, device=dev)[None]
             src_alpha = alphas[local[src]].reshape(1).to(dev)
@@ -119,7 +153,5 @@ def decode_stage2(
             out = torch.cat([autoencoder(lat, step, src_alpha, tgt_alpha[None, g:g + group], q,
                                          chunk_size=chunk_size)[0] for g in range(0, n_t, group)])
             positions[targets] = out.float()
-            for j, f in enumerate(targets):
-                normals[f] = vertex_normals(out[j], faces_dev) if faces_dev is not None else normals[src]
         report(callback, stage="stage2", step=w_idx + 1, total=len(plan), window=w_idx + 1, num_windows=len(plan))
     return positions
