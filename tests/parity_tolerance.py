@@ -1,28 +1,44 @@
-"""Parity comparison shared by the parity tests: max abs error printed, tight tolerance asserted."""
+"""Parity comparison shared by the parity tests: the case's own tolerance and our tighter one.
+
+Each comparison must pass the tolerance its ``case.json`` states AND a tighter one of ours:
+``atol = TIGHT[kind] * max|expected|`` (no rtol). The factors are two to four times the largest
+error measured on the shipped vector set (float32 rounding of the reference's operation order);
+scaling by the magnitude keeps them meaningful for vector sets of other sizes and seeds. They are
+tight enough that a small real change fails: the QK-RMSNorm epsilon 1e-6 -> 1e-5 raises the
+denoiser/DiT errors five- to ten-fold and fails denoiser_forward, denoiser_sampling,
+triposg_dit_forward, stage1_windows and triposg_sampling.
+"""
 from __future__ import annotations
 
 import torch
 
-# (rtol, atol) per kind of computation, placeholders while measuring
-TOLERANCES = {
-    "normals": (0.0, 1e-4),
-    "stage2": (0.0, 1e-4),
-    "stage1": (0.0, 1e-3),
-    "frames": (0.0, 1e-6),
-    "pixels": (0.0, 1e-4),
-    "forward": (0.0, 1e-4),
-    "schedule": (0.0, 1e-4),
-    "sampling": (0.0, 1e-4),
+# atol / max|expected| per kind of computation
+TIGHT = {
+    "exact": 0.0,  # integer-valued results (8-bit frames) and closed-form schedules
+    "rounding": 1e-6,  # one float32 rounding (normals, resized pixels)
+    "forward": 3e-6,  # one model forward (measured <= 1.1e-6; QK-RMSNorm eps 1e-5: 5e-6 .. 1e-5)
+    "sampling": 4e-6,  # stage I flow matching in one window (measured 1.1e-6; eps 1e-5: 9.8e-6)
+    "stage1": 6e-6,  # stage I over windows (measured 1.6e-6; eps 1e-5: 2.0e-5)
+    "triposg_sampling": 2e-5,  # TripoSG loop, 7.5x guidance (measured 8.8e-6; eps 1e-5: 3.5e-5)
+    "stage2": 8e-5,  # stage II windows after the first: decoded sources (measured 3.2e-5)
 }
 
 
-def check(actual: torch.Tensor, expected: torch.Tensor, kind: str, label: str) -> float:
-    """Assert ``actual`` matches ``expected`` within the tolerance of ``kind``; return the max abs error."""
-    rtol, atol = TOLERANCES[kind]
+def check(actual: torch.Tensor, expected: torch.Tensor, spec: dict, kind: str, label: str) -> float:
+    """Assert ``actual`` matches ``expected`` (both tolerances); print and return the max abs error.
+
+    Raises:
+        AssertionError: shapes differ or an element is outside either tolerance.
+    """
     actual, expected = actual.detach().float().cpu(), expected.detach().float().cpu()
     assert actual.shape == expected.shape, f"{label}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     err = (actual - expected).abs().max().item() if actual.numel() else 0.0
-    print(f"PARITY {label}: max abs error {err:.3e} (|expected| max {expected.abs().max().item():.3g}, "
-          f"rtol {rtol:g}, atol {atol:g})")
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{label}: {m}")
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    atol = TIGHT[kind] * scale
+    print(f"PARITY {label}: max abs error {err:.3e} = {err / max(scale, 1e-30):.2e} x max|expected| {scale:.3g}; "
+          f"tight atol {atol:.2e}, case tolerance {spec['tolerance']}")
+    tol = spec["tolerance"]
+    torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["atol"],
+                               msg=lambda m: f"{label} (case tolerance): {m}")
+    assert err <= atol, f"{label}: max abs error {err:.3e} exceeds the tight tolerance {atol:.3e} ({kind})"
     return err

@@ -16,13 +16,15 @@ import torch
 from safetensors.torch import load_file
 
 import data_dirs
+from parity_tolerance import check
 
 from actionmesh_core.checkpoints import load_model
 from actionmesh_core.sampling.schedules import flow_timesteps
 from actionmesh_core.sampling.stage1 import masked_flow_sampling
 
 PARITY_DIR = data_dirs.parity_dir()
-CASES = ["denoiser_forward", "denoiser_sampling", "autoencoder_forward", "vae_encode_decode", "triposg_dit_forward"]
+CASES = ["denoiser_forward", "denoiser_sampling", "autoencoder_forward", "vae_encode_decode", "triposg_dit_forward",
+         "stage2_windows", "stage1_windows", "frames_preprocess", "dino_preprocess", "triposg_sampling"]
 
 
 def _case(name):
@@ -35,11 +37,8 @@ def _case(name):
     return spec, io, model
 
 
-def _check(actual, expected, spec, label):
-    tol = spec["tolerance"]
-    err = (actual.float() - expected.float()).abs().max().item()
-    print(f"{label}: max abs error {err:.3e}")
-    torch.testing.assert_close(actual.float(), expected.float(), rtol=tol["rtol"], atol=tol["atol"])
+def _check(actual, expected, spec, label, kind="forward"):
+    check(actual, expected, spec, kind, label)
 
 
 def test_parity_dir_has_all_cases():
@@ -86,7 +85,7 @@ def test_denoiser_sampling():
     out = masked_flow_sampling(model, io["init_latent"], io["source_mask"], io["context"], io["framestep"],
                                steps=sampler["steps"], shift=sampler["shift"],
                                guidance_scale=sampler["guidance_scale"])
-    _check(out, io["expected"], spec, "denoiser_sampling")
+    _check(out, io["expected"], spec, "denoiser_sampling", "sampling")
     keep = io["source_mask"][..., None, None].expand_as(out) > 0.5
     assert torch.equal(out[keep], io["init_latent"][keep]), "source latents must stay exactly as given"
 

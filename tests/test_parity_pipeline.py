@@ -71,9 +71,9 @@ def stage2_case():
 
 
 def test_stage2_query_normals_are_trimesh_angle_weighted(stage2_case):
-    _, io, _ = stage2_case
+    spec, io, _ = stage2_case
     normals = query_normals(io["anchor_vertices"], io["anchor_faces"])
-    check(normals, io["anchor_normals_angle_weighted"], "normals", "stage2_windows query normals")
+    check(normals, io["anchor_normals_angle_weighted"], spec, "rounding", "stage2_windows query normals")
     # the area-weighted normals the release does not use differ clearly (this test would catch a swap)
     assert (normals - io["anchor_normals_area_weighted"]).abs().max() > 1e-2
     same_numpy = query_normals(io["anchor_vertices"].numpy(), io["anchor_faces"].numpy())
@@ -99,7 +99,13 @@ def test_stage2_windows(stage2_case, key):
     out = decode_stage2(model, latents, query, faces=faces, anchor_frame=anchor,
                         window=spec["window"], slide=spec["slide"])
     assert out.shape == io[f"{key}_expected"].shape
-    check(out[mask], io[f"{key}_expected"][mask], "stage2", f"stage2_windows {key}")
+    first = torch.zeros_like(mask)
+    first[list(plan[0].targets)] = True  # decoded from the anchor mesh itself: one forward's rounding
+    check(out[mask & first], io[f"{key}_expected"][mask & first], spec, "forward",
+          f"stage2_windows {key} anchor window")
+    later = mask & ~first
+    if later.any():  # decoded from meshes decoded before: their rounding is amplified
+        check(out[later], io[f"{key}_expected"][later], spec, "stage2", f"stage2_windows {key} later windows")
     assert torch.equal(out[anchor], verts), "the anchor frame holds the anchor vertices unchanged"
 
     # Our extra frames (the release never writes them: frame 0 when the anchor is not 0): decoded by the
@@ -162,7 +168,7 @@ def test_stage1_windows(stage1_case, key):
                         shift=smp["shift"], guidance_scale=smp["guidance_scale"], seed=sub["noise_seed"],
                         window=spec["window"], slide=spec["slide"], anchor_frame=anchor)
     assert out.shape == (num_frames,) + tuple(io[f"{key}_source_latent"].shape)
-    check(out, io[f"{key}_expected"], "stage1", f"stage1_windows {key}")
+    check(out, io[f"{key}_expected"], spec, "stage1", f"stage1_windows {key}")
     assert torch.equal(out[anchor], io[f"{key}_source_latent"]), "the anchor latent stays exactly as given"
 
 
@@ -175,7 +181,7 @@ def test_frames_preprocess():
     prepared = prepare_frames(rgba.float() / 255.0)
     expected = io["expected"]
     assert tuple(prepared.rgb.shape) == tuple(expected.shape), "crop size (floored margin, non-square padding)"
-    check(prepared.rgb, expected.float() / 255.0, "frames", "frames_preprocess")
+    check(prepared.rgb, expected.float() / 255.0, spec, "exact", "frames_preprocess")
     # exact 8-bit values: the truncation step, not rounding
     assert torch.equal((prepared.rgb * 255).round().to(torch.uint8), expected)
     values = spec.get("values")
@@ -199,10 +205,10 @@ def test_frames_8bit_step_is_truncation():
 
 
 def test_dino_preprocess_pixel_values():
-    _, _, io = _case("dino_preprocess")
+    _, spec, io = _case("dino_preprocess")
     frames = io["frames"].float() / 255.0
     pixels = preprocess_images(frames)
-    check(pixels, io["expected_pixel_values"], "pixels", "dino_preprocess pixel_values")
+    check(pixels, io["expected_pixel_values"], spec, "rounding", "dino_preprocess pixel_values")
 
 
 def test_dino_features():
@@ -210,7 +216,7 @@ def test_dino_features():
     encoder = DinoV2Encoder.from_pretrained(folder / "checkpoint")
     assert encoder.hidden_size == spec["config"]["hidden_size"]
     feats = encoder(io["frames"].float() / 255.0)
-    check(feats, io["expected_features"], "forward", "dino_preprocess features")
+    check(feats, io["expected_features"], spec, "forward", "dino_preprocess features")
 
 
 def test_dino_normalisation_constants_match_transformers_and_the_release_config():
@@ -252,10 +258,10 @@ def test_triposg_sampling():
     shift = read_scheduler_shift(folder / "scheduler")
     assert shift == smp["shift"]
     sigmas = triposg_sigmas(smp["steps"], shift)
-    check(sigmas.float(), io["sigmas"], "schedule", "triposg_sampling sigmas")
-    check(sigmas[:-1].float() * 1000.0, io["timesteps"], "schedule", "triposg_sampling timesteps")
+    check(sigmas.float(), io["sigmas"], spec, "exact", "triposg_sampling sigmas")
+    check(sigmas[:-1].float() * 1000.0, io["timesteps"], spec, "exact", "triposg_sampling timesteps")
     noise = io["noise"]
     assert torch.equal(seeded_noise(tuple(noise.shape), smp["noise_seed"]), noise)
     out = sample_image_to_3d(model, io["context"], steps=smp["steps"], shift=shift,
                              guidance_scale=smp["guidance_scale"], seed=smp["noise_seed"], num_tokens=noise.shape[1])
-    check(out, io["expected"], "sampling", "triposg_sampling")
+    check(out, io["expected"], spec, "triposg_sampling", "triposg_sampling")
