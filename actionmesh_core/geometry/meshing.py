@@ -92,7 +92,10 @@ def _log_once(key, level, message) -> None:
 
 def _warp_usable() -> bool:
     try:
-        import warp.geometry  # noqa: F401
+        import warp
+
+        warp.config.quiet = True  # no banner on stdout
+        import warp.geometry
 
         return hasattr(warp.geometry, "sparse_marching_cubes_from_cells")
     except Exception:  # pragma: no cover - depends on the host
@@ -514,8 +517,8 @@ def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: fl
 
     occ = sign * (lv.corner_values(cells)[field] - level)
     occ = occ[:, _WARP_ORDER].contiguous()
-    # warp extracts where the field crosses the threshold with its own orientation; we pass -occ (inside < 0,
-    # an SDF) and the winding is checked on a sphere in the tests (outward = positive volume)
+    # given an SDF (inside < 0, here -occ) warp winds faces counter-clockwise seen from outside
+    # (tests: positive volume and the same faces as scikit-image, on the CPU, where warp runs the same kernels)
     device = "cpu" if cells.device.type == "cpu" else f"cuda:{cells.device.index or 0}"
     wcells = wp.from_torch(cells.to(torch.int32).contiguous(), dtype=wp.int32) if device != "cpu" else \
         cells.to(torch.int32).cpu().numpy()
@@ -524,31 +527,7 @@ def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: fl
                                                           threshold=0.0, device=device)
     v = verts.numpy().astype(np.float64).reshape(-1, 3)
     f = indices.numpy().astype(np.int64).reshape(-1, 3)
-    return v, f[:, ::-1].copy() if _WARP_FLIP else f
-
-
-_WARP_FLIP = False  # set from the winding probe below (first use)
-
-
-def _warp_winding_probe() -> None:
-    """warp does not document its winding: mesh a tiny sphere once and flip if its volume comes out negative."""
-    global _WARP_FLIP, _WARP_PROBED
-    if _WARP_PROBED:
-        return
-    _WARP_PROBED = True
-    import warp.geometry as wg
-
-    n = 8
-    g = torch.arange(n)
-    cells = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    corners = (cells[:, None, :] + _CORNERS[None]).reshape(-1, 8, 3).float()
-    sdf = (corners - n / 2).norm(dim=-1) - n / 3  # inside < 0
-    v, i = wg.sparse_marching_cubes_from_cells(cells.int().numpy(), sdf[:, _WARP_ORDER].numpy(), device="cpu")
-    mesh = trimesh.Trimesh(v.numpy().reshape(-1, 3), i.numpy().reshape(-1, 3), process=False)
-    _WARP_FLIP = bool(mesh.volume < 0)
-
-
-_WARP_PROBED = False
+    return v, f
 
 
 # --------------------------------------------------------------------------- public API
@@ -682,8 +661,6 @@ def sdf_to_meshes(
     elif backend == "warp" and not _warp_usable():
         raise RuntimeError("sdf_to_meshes: backend='warp' needs warp-lang >= 1.19 (pip install warp-lang); "
                            "or use backend='skimage'")
-    if backend == "warp":
-        _warp_winding_probe()
     sign = 1.0 if inside == "positive" else -1.0
     level = float(level)
     d0, d1 = int(octree_depth), int(refine_depth)
