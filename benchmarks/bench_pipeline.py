@@ -578,14 +578,8 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
 @contextlib.contextmanager
 def _opt_context(flags: dict, tf32: bool):
     """The optimised path's switches (and TF32 matmuls when asked), restored on exit."""
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    if tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        with perf.perf_flags(**flags):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    with perf.perf_flags(**flags, tf32=tf32), perf.tf32_matmuls():
+        yield
 
 
 def synthetic_inputs(sz: Sizes, device: torch.device, seed: int = 0) -> dict:

@@ -193,7 +193,9 @@ class _Evaluator:
         return out
 
     def _call(self, pts: torch.Tensor, half_dtype) -> torch.Tensor:
-        with torch.no_grad():
+        from ..perf import tf32_matmuls
+
+        with torch.no_grad(), tf32_matmuls():  # TF32 only when opted in (perf flag ``tf32``)
             if half_dtype is not None:
                 with torch.autocast(device_type=pts.device.type, dtype=half_dtype):
                     vals = self.field_fn(pts)
