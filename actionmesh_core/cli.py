@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding: stage II autoencoder (default) or training-free attention chains")
     v.add_argument("--chain-reinforce", action="store_true",
                    help="attention-chain mode: reinforce confident correspondences in the last steps (long clips)")
-    v.add_argument("--octree-depth", type=int, default=8, help="SDF meshing coarse depth (default 8)")
+    v.add_argument("--octree-depth", type=int, default=6, help="SDF meshing dense coarse depth (default 6; = --refine-depth: dense grid)")
     v.add_argument("--refine-depth", type=int, default=9, help="SDF meshing refined depth (default 9)")
     v.add_argument("--fps", type=float, default=24.0, help="animation frames per second")
     v.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"])

@@ -34,6 +34,12 @@ Memory/compile options (off by default, identical results):
 - ``target_batch``: stage II target times per pass when batching
   (``None`` = automatic, see :func:`stage2_targets_per_pass`).
 
+Numerics option (off by default, opt-in, CUDA only): ``tf32`` lets the fp32
+query paths (the SDF field evaluated for meshing, see
+:func:`actionmesh_core.geometry.meshing.sdf_to_meshes`, and anything run inside
+:func:`tf32_matmuls`) use TF32 tensor cores: ~8x the fp32 matmul rate on
+an H100, 10-bit mantissa products (not bit-identical to fp32).
+
 Helpers: :func:`offload` (low-VRAM mode: a model lives on the device only
 while its stage runs), :func:`compile_blocks` (``torch.compile`` of the
 transformer blocks, CUDA only), :func:`reset_peak_memory` / :func:`peak_memory`.
@@ -65,6 +71,7 @@ __all__ = [
     "reset_peak_memory",
     "peak_memory",
     "module_bytes",
+    "tf32_matmuls",
 ]
 
 
@@ -84,6 +91,7 @@ class PerfFlags:
         static_chunks: bool, default False.
         target_batch: None (automatic) or int >= 1, see
             :func:`stage2_targets_per_pass`.
+        tf32: bool, default False: TF32 matmuls inside :func:`tf32_matmuls`.
     """
 
     cache_cross_kv: bool = True
@@ -94,10 +102,12 @@ class PerfFlags:
     cfg_batch_split: bool = False
     static_chunks: bool = False
     target_batch: Optional[int] = None
+    tf32: bool = False
 
 
 FLAGS = PerfFlags()
-_BOOL_FLAGS = ("cache_cross_kv", "fused_qkv", "batch_targets", "token_major", "cfg_batch_split", "static_chunks")
+_BOOL_FLAGS = ("cache_cross_kv", "fused_qkv", "batch_targets", "token_major", "cfg_batch_split", "static_chunks",
+               "tf32")
 
 
 def get_flags() -> PerfFlags:
@@ -160,12 +170,31 @@ def plain_mode() -> "contextlib.AbstractContextManager[PerfFlags]":
 
     Disables cross-attention K/V caching, the fused QKV GEMM, stage II target
     batching, the token-major QK norm/RoPE layout, static chunk padding and
-    CFG splitting, and forces PyTorch SDPA
+    CFG splitting and TF32, and forces PyTorch SDPA
     attention. Everything else (models, samplers, schedules) is the same code.
     """
     return perf_flags(cache_cross_kv=False, fused_qkv=False, batch_targets=False, token_major=False,
                       attention_backend="sdpa",
-                      cfg_batch_split=False, static_chunks=False, target_batch=None)
+                      cfg_batch_split=False, static_chunks=False, target_batch=None, tf32=False)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: Optional[bool] = None) -> Iterator[bool]:
+    """Context manager: fp32 matmuls/convolutions may use TF32 inside the block (CUDA), restored after.
+
+    Args:
+        enabled: True/False, or None to follow the ``tf32`` flag (off by default).
+
+    Yields:
+        whether TF32 is on inside the block. No effect on the CPU.
+    """
+    on = FLAGS.tf32 if enabled is None else bool(enabled)
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield on
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 # --------------------------------------------------------------------------- stage II target batching

@@ -38,7 +38,7 @@ class PipelineConfig:
         seed: noise seed. anchor_frame: frame the anchor mesh is made from.
         noise_correlation: stage I cross-frame noise correlation [0, 1].
         window, slide: autoregressive windows (16 / 15).
-        octree_depth, refine_depth: SDF meshing grid (8 -> 9).
+        octree_depth, refine_depth: SDF meshing: dense coarse grid 2^6, narrow band up to 2^9 cells per axis.
         target_faces: anchor mesh decimation budget (40k).
         num_surface_points: samples for encoding a user mesh (16384).
         device: "auto" | "cpu" | "cuda" | "mps". dtype: "auto" (bf16 on CUDA, fp32 otherwise) | fp32 | bf16 | fp16.
@@ -59,7 +59,7 @@ class PipelineConfig:
     noise_correlation: float = 0.0
     window: int = 16
     slide: int = 15
-    octree_depth: int = 8
+    octree_depth: int = 6
     refine_depth: int = 9
     target_faces: int = 40000
     num_surface_points: int = 16384
@@ -115,6 +115,7 @@ class ActionMeshPipeline:
         self._models: Dict[str, Any] = {}
         self._progress = progress
         self._bars: Dict[str, Any] = {}
+        self.timings: Dict[str, float] = {}  # seconds per step of the last run (see run())
 
     # ------------------------------------------------------------------ model lifetime
 
@@ -191,7 +192,10 @@ class ActionMeshPipeline:
         """Stage 0 with TripoSG: anchor latent (1, N, C) and cleaned anchor mesh (model space)."""
         from .sampling.triposg import read_scheduler_shift, sample_image_to_3d
 
+        import time
+
         cfg = self.config
+        t0 = time.perf_counter()
         ctx = self.image_features(rgb[cfg.anchor_frame:cfg.anchor_frame + 1], "triposg_dinov2")
         num_tokens = int(self._num_tokens())
         latent = sample_image_to_3d(self.model("transformer"), ctx, steps=cfg.stage0_steps,
@@ -199,6 +203,7 @@ class ActionMeshPipeline:
                                     guidance_scale=cfg.stage0_guidance, seed=cfg.seed, num_tokens=num_tokens,
                                     callback=self._callback)
         self._stage_done("transformer")
+        self.timings["stage0 sampling"] = time.perf_counter() - t0
         return latent, self.latent_to_mesh(latent)[0]
 
     def _num_tokens(self) -> int:
@@ -208,17 +213,27 @@ class ActionMeshPipeline:
         return int(cfg.get("num_tokens_nominal", 2048))
 
     def latent_to_mesh(self, latents: torch.Tensor, clean: bool = True) -> list:
-        """SDF meshing of (B, N, C) latents -> list of B trimesh meshes (REFERENCE §4)."""
+        """SDF meshing of (B, N, C) latents -> list of B trimesh meshes (REFERENCE §4).
+
+        Adds "meshing" (VAE field + narrow-band marching cubes, on the model's
+        device) and "clean-up" seconds to :attr:`timings`.
+        """
+        import time
+
         from .geometry.cleanup import clean_mesh
         from .geometry.meshing import sdf_to_meshes
 
+        t0 = time.perf_counter()
         vae = self.model("vae")
         meshes = sdf_to_meshes(vae.field_fn(latents.to(self.device, torch.float32)), latents.shape[0],
                                octree_depth=self.config.octree_depth, refine_depth=self.config.refine_depth,
-                               inside=vae.inside_sign)
+                               inside=vae.inside_sign, device=self.device)
         self._stage_done("vae")
+        self.timings["meshing"] = self.timings.get("meshing", 0.0) + time.perf_counter() - t0
         if clean:
+            t0 = time.perf_counter()
             meshes = [clean_mesh(m, target_faces=self.config.target_faces) for m in meshes]
+            self.timings["clean-up"] = self.timings.get("clean-up", 0.0) + time.perf_counter() - t0
         return meshes
 
     def encode_mesh(self, reference) -> torch.Tensor:
@@ -259,7 +274,7 @@ class ActionMeshPipeline:
         if cfg.mode not in ("stage2", "attention-chain"):
             raise ValueError(f"mode must be 'stage2' or 'attention-chain', got {cfg.mode!r}")
         self.layout.check("video+mesh" if mesh is not None else "video")
-        timings: Dict[str, float] = {}
+        timings = self.timings = {}
         t0 = time.perf_counter()
         prepared = self.prepare(frames)
         rgb = torch.as_tensor(prepared.rgb, dtype=torch.float32)
@@ -283,6 +298,8 @@ class ActionMeshPipeline:
             import trimesh
 
             anchor_mesh = trimesh.Trimesh(np.asarray(reference.vertices), np.asarray(reference.faces), process=False)
+        # "stage0" = the whole anchor step; with TripoSG it splits into "stage0 sampling" (DINOv2 of the anchor
+        # frame + rectified flow), "meshing" and "clean-up" (recorded inside)
         timings["stage0"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

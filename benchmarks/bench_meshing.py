@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""Benchmark: SDF meshing (refined vs dense grid) and animated GLB sizes.
+"""Benchmark: narrow-band SDF meshing (library) vs the previous dense-then-refine extractor, side by side.
 
-Prints two tables:
+One run prints, per field (sphere + thin plate, torus, tiny random-weight
+TripoSG VAE field), for the *old* extractor (dense 2^8 grid refined to 2^9,
+kept in ``benchmarks/_baseline_meshing.py`` only as this baseline) and the
+*new* one (``actionmesh_core.geometry.meshing.sdf_to_meshes`` at its
+defaults: 2^6 coarse grid, narrow band up to 2^9):
 
-1. ``sdf_to_meshes`` on analytic fields at octree depth 8 -> 9 (the default)
-   and other depths: field evaluations of the refined grid vs the dense grid
-   at the final resolution (the count ratio is what a neural decoder pays),
-   wall time, mesh size; on CPU and, when CUDA is available, on the GPU
-   (``diso`` marching cubes when installed).
-2. GLB size of a 20k-vertex, 16-frame animation (the clean-up output of a
-   depth-9 mesh at the 40k-face budget) for STEP with normals, without
-   normals, and textured; plus the per-frame static GLBs.
+- points evaluated (field evaluations);
+- wall time and its ratio to one dense 257^3 scikit-image marching-cubes
+  pass over the same field, timed in the same run (the reference);
+- max distance from the mesh vertices to the analytic surface, in voxels of
+  the final grid (analytic fields);
+- whether the thin plate is present (mesh vertices on both faces of it, far
+  from the sphere);
+- peak memory: Python-heap peak of the extraction (``tracemalloc`` sees
+  numpy and torch CPU buffers only through their allocations; RSS growth is
+  printed beside it).
 
-Usage: ``python3 benchmarks/bench_meshing.py [--depths 8:9,7:9,9:9] [--fields sphere,torus,blobs] [--skip-glb]``
-(``9:9`` = dense depth 9: 135M evaluations, several GB of memory; ``--check-dense 9`` compares
-dense depth 9 with 8 -> 9 on the torus).
+``--cli`` also times the 16-frame default CLI run with tiny weights old vs new
+end to end (the old run passes ``--octree-depth 8`` and swaps the library's
+extractor for the baseline; each run in its own process, peak RSS from
+``resource``).
+
+Usage: ``python3 benchmarks/bench_meshing.py [--fields sphere_plate,torus,vae] [--repeat 1] [--cli]``
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,16 +39,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from actionmesh_core.geometry.cleanup import clean_mesh  # noqa: E402
-from actionmesh_core.geometry.meshing import available_backends, sdf_to_meshes  # noqa: E402
-from actionmesh_core.io.animated_mesh import AnimatedMesh  # noqa: E402
-from actionmesh_core.io.glb import export_animated_glb, export_static_glbs  # noqa: E402
+from actionmesh_core.geometry.meshing import sdf_to_meshes  # noqa: E402
+
+BOUNDS = 1.005
+PLATE = dict(x0=0.75, x1=0.98, half_thickness=0.004)  # 2 final voxels thick, thinner than a 2^8 cell
 
 
-def sphere(p):
-    return p.norm(dim=-1) - 0.8
+def sphere_plate(p):
+    """Sphere r=0.6 plus a thin plate |z| < 0.004 at x in [0.55, 0.98] touching it (exact-ish SDF: min of both)."""
+    s = p.norm(dim=-1) - 0.6
+    qx = torch.maximum(0.55 - p[:, 0], p[:, 0] - PLATE["x1"])
+    qy = p[:, 1].abs() - 0.3
+    qz = p[:, 2].abs() - PLATE["half_thickness"]
+    q = torch.stack([qx, qy, qz], -1)
+    box = q.clamp_min(0).norm(dim=-1) + q.max(-1).values.clamp_max(0)
+    return torch.minimum(s, box)
 
 
 def torus(p):
@@ -45,133 +65,158 @@ def torus(p):
     return q.norm(dim=-1) - 0.25
 
 
-_CENTERS = torch.tensor([[0.3, 0.2, 0.1], [-0.4, 0.1, -0.2], [0.0, -0.5, 0.3], [0.1, 0.4, -0.5], [-0.3, -0.3, -0.4]])
-_RADII = torch.tensor([0.35, 0.3, 0.25, 0.2, 0.22])
+def plate_present(mesh) -> bool:
+    """Vertices on both faces of the plate beyond the sphere (x > 0.75), and the plate spans to x ~ 0.98."""
+    v = np.asarray(mesh.vertices)
+    far = v[(v[:, 0] > PLATE["x0"]) & (np.abs(v[:, 1]) < 0.25)]
+    if len(far) == 0:
+        return False
+    return bool((far[:, 2] > 0).any() and (far[:, 2] < 0).any() and far[:, 0].max() > PLATE["x1"] - 0.02)
 
 
-def blobs(p):
-    """Smooth union of 5 spheres (an organic, non-convex shape)."""
-    c = _CENTERS.to(p.device)
-    d = (p[:, None, :] - c[None]).norm(dim=-1) - _RADII.to(p.device)[None]
-    k = 0.1
-    return -k * torch.logsumexp(-d / k, dim=1)
+def tiny_vae_field():
+    """The tiny random-weight TripoSG VAE field of the CLI's tiny weights, calibrated to cross zero."""
+    from actionmesh_core.weights import make_tiny_weights
+    from actionmesh_core.checkpoints import load_model
+
+    tmp = Path(tempfile.mkdtemp())
+    root = make_tiny_weights(tmp / "w", seed=0)
+    vae = load_model(Path(root) / "TripoSG" / "vae", "triposg_vae", device="cpu", dtype=torch.float32)
+    # a random latent like the ones the tiny weights are calibrated on (8 channels, 64 tokens)
+    latent = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(0))
+    return vae.field_fn(latent), vae.inside_sign
 
 
-FIELDS = {"sphere": sphere, "torus": torus, "blobs": blobs}
+def reference_mc(fn):
+    """One dense 257^3 scikit-image marching-cubes pass over the field (evaluation not timed)."""
+    from skimage.measure import marching_cubes
+
+    ax = torch.linspace(-BOUNDS, BOUNDS, 257)
+    with torch.no_grad():
+        vol = torch.cat([fn(c) for c in torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)
+                         .reshape(-1, 3).split(2**18)], -1).reshape(257, 257, 257).numpy()
+    lvl = 0.0 if vol.min() < 0 < vol.max() else float(np.median(vol))
+    t0 = time.perf_counter()
+    marching_cubes(vol, level=lvl)
+    return time.perf_counter() - t0
 
 
-def bench_meshing(depths, fields, devices, repeat=3):
-    """Time each configuration ``repeat`` times; report the best and median wall time (shared CPUs are noisy)."""
+def _rss_mb():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(extractor, fn, inside, **kw):
+    import tracemalloc
+
+    rss0 = _rss_mb()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    mesh = extractor(lambda p: fn(p).reshape(1, -1), 1, inside=inside, **kw)[0]
+    dt = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return mesh, dt, peak, _rss_mb() - rss0
+
+
+def bench(fields, repeat):
+    import _baseline_meshing as old
+
     rows = []
-    for device in devices:
-        backend = "diso" if "diso" in available_backends(device) else "skimage"
-        for name in fields:
-            fn = FIELDS[name]
-            for d0, d1 in depths:
-                times = []
-                for _ in range(repeat):
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    mesh = sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=d1,
-                                         device=device, backend=backend)[0]
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    times.append(time.perf_counter() - t0)
-                st = mesh.metadata["meshing"]
-                rows.append((device, st["backend"], name, f"{d0}->{d1}", st["points_evaluated"], st["dense_points"],
-                             st["ratio"], min(times), float(np.median(times)), len(mesh.vertices), len(mesh.faces)))
-                print("  done", rows[-1][:4], " ".join(f"{t:.2f}s" for t in times), flush=True)
-    head = ("device", "mc", "field", "depth", "evaluated", "dense(final)", "ratio", "best_s", "median_s", "verts",
-            "faces")
+    for name in fields:
+        if name == "vae":
+            fn, inside = tiny_vae_field()
+            analytic = None
+        else:
+            fn = {"sphere_plate": sphere_plate, "torus": torus}[name]
+            inside, analytic = "negative", fn
+        ref = min(reference_mc(fn) for _ in range(repeat))
+        for label, extractor, kw in (("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)),
+                                     ("new 6->9 narrow band", sdf_to_meshes, {})):
+            best = None
+            for _ in range(repeat):
+                mesh, dt, peak, drss = run(extractor, fn, inside, **kw)
+                best = dt if best is None else min(best, dt)
+            st = mesh.metadata["meshing"]
+            dist = "n/a"
+            if analytic is not None:
+                d = analytic(torch.from_numpy(np.asarray(mesh.vertices)).float()).abs().max().item()
+                dist = f"{d / st['voxel_size']:.3f}"
+            plate = ("yes" if plate_present(mesh) else "NO") if name == "sphere_plate" else "-"
+            rows.append((name, label, st["points_evaluated"], best, ref, best / ref, dist, plate, peak, drss,
+                         len(mesh.faces), bool(mesh.is_watertight)))
+            print("  done", rows[-1], flush=True)
     print()
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+    print("| field | extractor | points evaluated | time (s) | ref 257^3 MC (s) | time / ref | max dist (voxels) "
+          "| thin plate | peak heap (MB) | RSS growth (MB) | faces | watertight |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,} | {r[5]:,} | {r[6]:.4f} | {r[7]:.2f} | {r[8]:.2f} "
-              f"| {r[9]:,} | {r[10]:,} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f}x | {r[6]} | {r[7]} | {r[8]:.0f} "
+              f"| {r[9]:.0f} | {r[10]:,} | {r[11]} |")
 
 
-def check_dense(field_name, depth):
-    """Refined (depth-1 -> depth) vs dense grid at ``depth``: same mesh? evaluation counts and times."""
-    fn = FIELDS[field_name]
-    out = {}
-    for label, d0 in (("dense", depth), ("refined", depth - 1)):
-        t0 = time.perf_counter()
-        m = sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=depth)[0]
-        out[label] = (m, time.perf_counter() - t0)
-    (md, td), (mr, tr) = out["dense"], out["refined"]
-    key = lambda m: np.sort(np.sort(m.vertices[m.faces].reshape(-1, 9), axis=1), axis=0)  # noqa: E731
-    same = len(md.faces) == len(mr.faces) and np.abs(key(md) - key(mr)).max() < 1e-9
-    ed, er = md.metadata["meshing"]["points_evaluated"], mr.metadata["meshing"]["points_evaluated"]
-    print()
-    print(f"dense vs refined at depth {depth} ({field_name}): identical mesh = {same}; "
-          f"evaluations {er:,} / {ed:,} = {er / ed:.4f}; time refined {tr:.2f}s vs dense {td:.2f}s")
+_OLD_CLI = """
+import sys, runpy
+sys.path.insert(0, {bench!r})
+import _baseline_meshing, actionmesh_core.geometry.meshing as m
+m.sdf_to_meshes = _baseline_meshing.sdf_to_meshes
+sys.argv = ["actionmesh_core"] + {args!r}
+runpy.run_module("actionmesh_core", run_name="__main__")
+"""
 
 
-def _uv_texture(size=1024):
-    from PIL import Image
-
-    y, x = np.mgrid[0:size, 0:size]
-    img = np.stack([(x * 255 // size), (y * 255 // size), ((x // 64 + y // 64) % 2) * 200], -1).astype(np.uint8)
-    return Image.fromarray(img)
-
-
-def bench_glb(num_frames=16):
-    mesh = sdf_to_meshes(lambda p: blobs(p)[None], 1, octree_depth=8, refine_depth=9)[0]
-    mesh = clean_mesh(mesh, target_faces=40000)
-    v0 = np.asarray(mesh.vertices, np.float32)
-    t = np.linspace(0, 1, num_frames, dtype=np.float32)[:, None, None]
-    frames = v0[None] + 0.1 * np.sin(4 * v0[None, :, 1:2] + 6 * t) * np.array([1, 0, 0.5], np.float32)
-    anim = AnimatedMesh(mesh.faces, frames.astype(np.float32))
-    # a textured variant: spherical UVs + a 1024^2 texture
-    c = v0 - v0.mean(0)
-    uv = np.stack([0.5 + np.arctan2(c[:, 1], c[:, 0]) / (2 * np.pi),
-                   0.5 + np.arcsin(np.clip(c[:, 2] / np.linalg.norm(c, axis=1), -1, 1)) / np.pi], 1)
-    textured = AnimatedMesh(mesh.faces, anim.vertices, uv=uv.astype(np.float32), texture=_uv_texture())
-    rows = []
+def bench_cli(frames: str, threads: int):
+    """16-frame default CLI run with tiny weights: old extractor (dense 8 -> 9) vs new, each in its own process."""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for label, a, kw in [
-            ("STEP, normals", anim, {}),
-            ("STEP, no normals", anim, {"include_normals": False}),
-            ("LINEAR, normals", anim, {"interpolation": "LINEAR"}),
-            ("STEP, normals, UV + 1024^2 PNG texture", textured, {}),
-        ]:
+        from actionmesh_core.weights import make_tiny_weights
+
+        weights = make_tiny_weights(Path(tmp) / "w", seed=0)
+        rows = []
+        for label, extra, old in (("old (dense 8 -> 9)", ["--octree-depth", "8"], True), ("new (band 6 -> 9)", [], False)):
+            args = ["video-to-4d", frames, "--weights", str(weights), "--out", str(Path(tmp) / "o.glb"),
+                    "--device", "cpu"] + extra
+            code = _OLD_CLI.format(bench=str(ROOT / "benchmarks"), args=args) if old else \
+                f"import sys, runpy; sys.argv = ['actionmesh_core'] + {args!r}; runpy.run_module('actionmesh_core', run_name='__main__')"
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
             t0 = time.perf_counter()
-            p = export_animated_glb(a, tmp / "a.glb", fps=24, **kw)
-            rows.append((label, p.stat().st_size, time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        paths = export_static_glbs(anim, tmp / "frames", prefix="f")
-        rows.append((f"{num_frames} static per-frame GLBs (total)", sum(q.stat().st_size for q in paths),
-                     time.perf_counter() - t0))
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+            dt = time.perf_counter() - t0
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            if proc.returncode:
+                print(proc.stdout[-2000:], proc.stderr[-2000:])
+                raise SystemExit(f"CLI run failed ({label})")
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("wrote")][-1]
+            rows.append((label, dt, rss if rss > before / 1024 else float("nan"), line))
+            print("  done", rows[-1], flush=True)
     print()
-    print(f"GLB sizes: {anim.num_vertices:,} vertices, {len(anim.faces):,} faces, {anim.num_frames} frames")
-    print("| file | size (MB) | write time (s) |")
-    print("|---|---|---|")
-    for label, size, dt in rows:
-        print(f"| {label} | {size / 1e6:.2f} | {dt:.2f} |")
+    print("| CLI run (16 frames, tiny weights, CPU) | wall (s) | peak RSS (MB) | CLI timing line |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.0f} | {r[3]} |")
+    print(f"\nend-to-end speed-up: {rows[0][1] / rows[1][1]:.1f}x")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--depths", default="8:9,7:9", help="comma list of octree:refine depth pairs")
-    ap.add_argument("--fields", default="sphere,torus,blobs")
-    ap.add_argument("--skip-glb", action="store_true")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per configuration (best and median shown)")
-    ap.add_argument("--cpu-only", action="store_true")
-    ap.add_argument("--check-dense", type=int, default=0, metavar="DEPTH",
-                    help="also mesh the sphere on the dense grid at DEPTH and compare with DEPTH-1 -> DEPTH")
+    ap.add_argument("--fields", default="sphere_plate,torus,vae")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (best shown)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: shared machines)")
+    ap.add_argument("--cli", action="store_true", help="also time the 16-frame default CLI run old vs new")
+    ap.add_argument("--skip-fields", action="store_true")
+    ap.add_argument("--frames", default=str(ROOT.parent / "shared" / "fixtures" / "davis_camel"),
+                    help="RGBA frame folder for --cli (16 frames used as given)")
     args = ap.parse_args()
-    depths = [tuple(int(x) for x in pair.split(":")) for pair in args.depths.split(",")]
-    fields = args.fields.split(",")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, devices {devices}")
-    bench_meshing(depths, fields, devices, repeat=max(1, args.repeat))
-    if args.check_dense:
-        check_dense("torus", args.check_dense)
-    if not args.skip_glb:
-        bench_glb()
+    torch.set_num_threads(max(1, args.threads))
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if not args.skip_fields:
+        bench(args.fields.split(","), max(1, args.repeat))
+    if args.cli:
+        bench_cli(args.frames, args.threads)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ the same inputs:
 - DINOv2-L features of the 16 frames (a control row: no switch affects it);
 - stage I: masked flow matching with CFG over a 16-frame window (30; fast 15);
 - stage II: 15 target times decoded on ~20k query vertices;
-- SDF meshing of the anchor latent: VAE field on a dense grid + marching cubes.
+- SDF meshing of the anchor latent: the library's narrow-band extractor (VAE field + marching cubes).
 
 Per stage it prints wall time, the analytically counted FLOPs (matmuls of the
 linear and attention layers; elementwise work is not counted) and achieved
@@ -82,7 +82,7 @@ class Sizes:
     tokens: int            # N latent tokens per frame
     frames: int            # T frames (one 16-frame window)
     vertices: int          # V stage II query vertices
-    grid: int              # SDF grid points per axis (2^depth + 1)
+    grid: int              # SDF final grid points per axis (2^depth + 1); narrow band from 2^(depth-3)
     steps0: Dict[str, int]  # TripoSG steps per preset
     steps1: Dict[str, int]  # stage I steps per preset
     image: int = 256       # input frame size (pixels)
@@ -91,7 +91,7 @@ class Sizes:
 
 
 def released_sizes() -> Sizes:
-    """The released sizes (REFERENCE.md §1): ~20k query vertices, dense depth-8 grid."""
+    """The released sizes (REFERENCE.md §1): ~20k query vertices, meshing up to depth 9 (513^3 points)."""
     den = dict(in_channels=64, width=2048, num_layers=21, num_attention_heads=16, cross_attention_dim=1024,
                mlp_ratio=4.0, inflated_layers=list(range(21)))
     return Sizes(
@@ -103,7 +103,7 @@ def released_sizes() -> Sizes:
                  num_layers_encoder=8, num_layers_decoder=16, embed_frequency=8),
         dino=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4,
                   patch_size=14, image_size=518),
-        tokens=2048, frames=16, vertices=20000, grid=257,
+        tokens=2048, frames=16, vertices=20000, grid=513,
         steps0={"default": 100, "fast": 50}, steps1={"default": 30, "fast": 15},
     )
 
@@ -263,11 +263,15 @@ def vae_field_flops(cfg: dict, tokens: int, points: int, chunk: int, cache_kv: b
     return f
 
 
+MESHING_POINTS: Dict[int, int] = {}  # grid -> field evaluations of the last meshing run (narrow band)
+
+
 def meshing_flops(sz: Sizes, plain: bool) -> float:
-    """SDF field on the dense ``grid``^3 lattice, with the current perf flags."""
+    """SDF field at the points the narrow-band extractor evaluated (dense ``grid``^3 before the first run)."""
     with (perf.plain_mode() if plain else contextlib.nullcontext()):
         flags = perf.get_flags()
-        return vae_field_flops(sz.vae, sz.tokens, sz.grid ** 3, sz.field_chunk, cache_kv=flags.cache_cross_kv,
+        points = MESHING_POINTS.get(sz.grid, sz.grid ** 3)
+        return vae_field_flops(sz.vae, sz.tokens, points, sz.field_chunk, cache_kv=flags.cache_cross_kv,
                                static_chunks=flags.static_chunks)
 
 
@@ -342,23 +346,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def marching_cubes(field: torch.Tensor, res: int):
-    """Marching cubes of a (res^3,) field at level 0 (the field's median if 0 is not crossed).
-
-    Returns (vertices (V, 3) float32 in [-1.005, 1.005], faces (F, 3), level used).
-    """
-    import numpy as np
-    from skimage.measure import marching_cubes as mc
-
-    vol = field.reshape(res, res, res).float().cpu().numpy()
-    level = 0.0 if vol.min() < 0.0 < vol.max() else float(np.median(vol))
-    if not vol.min() < level < vol.max():
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), level
-    spacing = (2.01 / (res - 1),) * 3
-    verts, faces, _, _ = mc(vol, level=level, spacing=spacing)
-    return (verts - 1.005).astype(np.float32), faces.astype(np.int64), level
-
-
 def make_stage_fns(models: Models, sz: Sizes, inputs: dict, preset: str, device: torch.device,
                    seed: int = 0) -> Dict[str, Callable[[int], torch.Tensor]]:
     """Stage callables ``fn(steps_override=0) -> output tensor`` on the given inputs.
@@ -382,12 +369,20 @@ def make_stage_fns(models: Models, sz: Sizes, inputs: dict, preset: str, device:
         return decode_stage2(models.autoencoder, inputs["latents"], inputs["query"], chunk_size=sz.stage2_chunk)
 
     def meshing(steps_override: int = 0) -> torch.Tensor:
+        # the library's extractor (narrow band from 2^(d-3) up to 2^d cells, d = log2(grid - 1)), as the
+        # pipeline runs it; returns the field on a 17^3 probe grid (to compare the plain and optimised paths)
+        from actionmesh_core.geometry.meshing import sdf_to_meshes
+
         vdtype = next(models.vae.parameters()).dtype
         field = models.vae.field_fn(inputs["anchor"].to(device, vdtype), chunk_size=sz.field_chunk)
-        values = field(grid_points(sz.grid, device))[0]
-        verts, faces, level = marching_cubes(values, sz.grid)
-        inputs["last_mesh"] = (len(verts), len(faces), level)
-        return values
+        probe = field(grid_points(17, device))[0]
+        level = 0.0 if probe.min() < 0.0 < probe.max() else float(probe.float().median())  # random weights
+        depth = int(round(math.log2(sz.grid - 1)))
+        mesh = sdf_to_meshes(field, 1, octree_depth=max(depth - 3, 1), refine_depth=depth, level=level,
+                             inside=models.vae.inside_sign, device=device, allow_empty=True)[0]
+        MESHING_POINTS[sz.grid] = mesh.metadata["meshing"]["points_evaluated"]
+        inputs["last_mesh"] = (len(mesh.vertices), len(mesh.faces), level)
+        return probe
 
     return dict(stage0=stage0, dinov2=dinov2, stage1=stage1, stage2=stage2, meshing=meshing)
 
@@ -578,14 +573,8 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
 @contextlib.contextmanager
 def _opt_context(flags: dict, tf32: bool):
     """The optimised path's switches (and TF32 matmuls when asked), restored on exit."""
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    if tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        with perf.perf_flags(**flags):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    with perf.perf_flags(**flags, tf32=tf32), perf.tf32_matmuls():
+        yield
 
 
 def synthetic_inputs(sz: Sizes, device: torch.device, seed: int = 0) -> dict:

@@ -45,7 +45,8 @@ def _mesh_latents(vae, latents: torch.Tensor, octree_depth: int, refine_depth: i
     with torch.inference_mode(), host.on_device(vae) as device:
         field_fn = vae.field_fn(latents.to(device=device, dtype=host.module_dtype(vae)))
         meshes = sdf_to_meshes(field_fn, count, octree_depth=octree_depth, refine_depth=refine_depth,
-                               inside=getattr(vae, "inside_sign", "negative"), callback=progress.callback)
+                               inside=getattr(vae, "inside_sign", "negative"), callback=progress.callback,
+                               device=device)
     cleaned = []
     for i, mesh in enumerate(meshes):
         host.check_interrupted()
@@ -90,8 +91,9 @@ class ActionMeshImageTo3DAnchor:
                 "seed": _seed_input("Random seed of the initial noise."),
                 "num_tokens": ("INT", {"default": 2048, "min": 256, "max": 8192, "step": 256,
                                        "tooltip": "Latent tokens of the shape (2048 at inference)."}),
-                "octree_depth": ("INT", {"default": 8, "min": 5, "max": 10,
-                                         "tooltip": "Dense grid depth of the SDF meshing (8 = 256^3)."}),
+                "octree_depth": ("INT", {"default": 6, "min": 4, "max": 11,
+                                         "tooltip": "Dense coarse grid depth of the SDF meshing (6 = 64^3); a narrow "
+                                                    "band refines it up to refine_depth (equal = dense grid)."}),
                 "refine_depth": ("INT", {"default": 9, "min": 5, "max": 11,
                                          "tooltip": "Depth of the refinement near the surface (9 = 512^3 there)."}),
                 "target_faces": ("INT", {"default": 40000, "min": 0, "max": 2000000, "step": 1000,
@@ -300,8 +302,9 @@ class ActionMeshSDFMeshing:
             "required": {
                 "vae": (T.TRIPOSG_VAE, {"tooltip": "TripoSG shape VAE from Load TripoSG VAE."}),
                 "latents": (T.LATENTS, {"tooltip": "Latent sequence from Temporal Denoise."}),
-                "octree_depth": ("INT", {"default": 8, "min": 5, "max": 10,
-                                         "tooltip": "Dense grid depth of the SDF meshing (8 = 256^3)."}),
+                "octree_depth": ("INT", {"default": 6, "min": 4, "max": 11,
+                                         "tooltip": "Dense coarse grid depth of the SDF meshing (6 = 64^3); a narrow "
+                                                    "band refines it up to refine_depth (equal = dense grid)."}),
                 "refine_depth": ("INT", {"default": 9, "min": 5, "max": 11,
                                          "tooltip": "Depth of the refinement near the surface."}),
                 "target_faces": ("INT", {"default": 40000, "min": 0, "max": 2000000, "step": 1000,
@@ -414,7 +417,8 @@ class ActionMeshAttentionChainAnimate:
                 "num_landmarks": ("INT", {"default": 1000, "min": 3, "max": 20000,
                                           "tooltip": "Farthest-point landmarks tracked on the anchor mesh (published 1000)."}),
                 "octree_depth": ("INT", {"default": 7, "min": 4, "max": 10,
-                                         "tooltip": "Meshing depth of each frame's candidate surface points."}),
+                                         "tooltip": "Meshing of each frame's candidate surface points: 2^(value+1) "
+                                                    "cells per axis (narrow band from a 2^(value-2) coarse grid)."}),
                 "window": ("INT", {"default": 16, "min": 2, "max": 128, "tooltip": "Frames per window."}),
                 "slide": ("INT", {"default": 15, "min": 1, "max": 127, "tooltip": "Frames between window starts."}),
                 "reinforce": ("BOOLEAN", {"default": False,
@@ -445,7 +449,7 @@ class ActionMeshAttentionChainAnimate:
                 denoiser, vae, context.features.to(device=device, dtype=host.module_dtype(denoiser)),
                 anchor.latents[frame].to(device), np.asarray(reference.vertices), np.asarray(reference.faces), frame,
                 steps=steps, guidance_scale=guidance, seed=seed, window=window, slide=slide,
-                octree_depth=octree_depth, refine_depth=octree_depth + 1, reinforce=reinforce,
+                octree_depth=max(octree_depth - 2, 4), refine_depth=octree_depth + 1, reinforce=reinforce,
                 config=AttentionChainConfig(num_landmarks=num_landmarks), callback=progress.callback)
         anim = reference.to_animated_mesh(result.animation.positions)
         rate = float(fps) if fps > 0 else float(context.fps or 24.0)

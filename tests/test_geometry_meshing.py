@@ -1,4 +1,4 @@
-"""SDF meshing: analytic sphere/torus fields, refined vs dense grids, conventions, errors."""
+"""SDF meshing (narrow band): analytic sphere/torus/thin plate, band vs dense grid, backends, half precision, errors."""
 import math
 
 import numpy as np
@@ -29,6 +29,24 @@ def torus_sdf(big=0.6, small=0.25):
     return f
 
 
+def box_sdf(p, center, half):
+    q = (p - torch.tensor(center).to(p)).abs() - torch.tensor(half).to(p)
+    return q.clamp_min(0).norm(dim=-1) + q.max(-1).values.clamp_max(0)
+
+
+def sphere_with_plate(half_thickness):
+    """Sphere r=0.5 plus a plate |z - 0.013| < t, x in [0.4, 0.95], |y| < 0.2 touching it."""
+    def f(p):
+        return torch.minimum(p.norm(dim=-1) - 0.5, box_sdf(p, (0.675, 0.0, 0.013), (0.275, 0.2, half_thickness)))
+
+    return f
+
+
+def mesh_key(m):
+    """Order-free key of a triangle soup (faces as sorted vertex triples)."""
+    return np.sort(np.sort(m.vertices[m.faces].reshape(-1, 9), axis=1), axis=0)
+
+
 def surface_to_mesh_distance(mesh, true_points, samples=200_000):
     """Upper bound of the distance from points to the mesh (dense surface samples + vertices)."""
     pts, _ = trimesh.sample.sample_surface(mesh, samples, seed=0)
@@ -45,13 +63,13 @@ def fibonacci_sphere(n, radius):
 
 def test_sphere_hausdorff_below_one_voxel():
     r = 0.63
-    mesh = sdf_to_mesh(sphere_sdf(r, (0.05, -0.02, 0.01)), octree_depth=5, refine_depth=6)
+    mesh = sdf_to_mesh(sphere_sdf(r, (0.05, -0.02, 0.01)), octree_depth=3, refine_depth=6)
     h = voxel(6)
     v = mesh.vertices - np.array([0.05, -0.02, 0.01])
     mesh_to_surface = np.abs(np.linalg.norm(v, axis=1) - r).max()
     surface_to_mesh = surface_to_mesh_distance(mesh, fibonacci_sphere(3000, r) + [0.05, -0.02, 0.01]).max()
     assert mesh_to_surface < h and surface_to_mesh < h, (mesh_to_surface, surface_to_mesh, h)
-    assert mesh.is_watertight
+    assert mesh.is_watertight  # brick seams are welded
     assert mesh.volume > 0  # faces wind outward
     assert mesh.volume == pytest.approx(4 / 3 * math.pi * r**3, rel=0.02)
 
@@ -59,7 +77,7 @@ def test_sphere_hausdorff_below_one_voxel():
 def test_torus_hausdorff_below_one_voxel_and_genus_one():
     big, small = 0.6, 0.25
     f = torus_sdf(big, small)
-    mesh = sdf_to_mesh(f, octree_depth=5, refine_depth=6)
+    mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
     h = voxel(6)
     mesh_to_surface = np.abs(f(torch.from_numpy(mesh.vertices).float()).numpy()).max()
     u, w = np.meshgrid(np.linspace(0, 2 * np.pi, 80), np.linspace(0, 2 * np.pi, 40))
@@ -73,30 +91,52 @@ def test_torus_hausdorff_below_one_voxel_and_genus_one():
     assert mesh.volume == pytest.approx(2 * math.pi**2 * big * small**2, rel=0.03)
 
 
-@pytest.mark.parametrize("coarse", [5, 4])
-def test_refined_grid_matches_dense_grid_with_fewer_evaluations(coarse):
+@pytest.mark.parametrize("coarse,dilation", [(3, 0), (2, 0), (3, 1), (4, 2)])
+def test_band_matches_dense_grid_with_far_fewer_evaluations(coarse, dilation):
+    """The band meshes exactly the dense grid's triangles (octree_depth == refine_depth is the dense path)."""
     f = torus_sdf(0.55, 0.2)
     dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
-    refined = sdf_to_mesh(f, octree_depth=coarse, refine_depth=6)
-    assert len(refined.faces) == len(dense.faces)
-    key = lambda m: np.sort(np.sort(m.vertices[m.faces].reshape(-1, 9), axis=1), axis=0)  # noqa: E731
-    np.testing.assert_allclose(key(refined), key(dense), atol=1e-9)
-    stats_d, stats_r = dense.metadata["meshing"], refined.metadata["meshing"]
+    band = sdf_to_mesh(f, octree_depth=coarse, refine_depth=6, dilation=dilation)
+    assert len(band.faces) == len(dense.faces)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    assert len(band.vertices) == len(dense.vertices)  # seams welded: no duplicated vertex
+    stats_d, stats_b = dense.metadata["meshing"], band.metadata["meshing"]
     assert stats_d["points_evaluated"] == 65**3
-    ratio = stats_r["points_evaluated"] / stats_d["points_evaluated"]
-    print(f"refined {coarse}->6 evaluates {stats_r['points_evaluated']} of {65 ** 3} dense points (ratio {ratio:.3f})")
-    assert ratio < 0.5
-    assert stats_r["ratio"] == pytest.approx(ratio)
+    ratio = stats_b["points_evaluated"] / stats_d["points_evaluated"]
+    assert ratio < 0.5, ratio
+    assert stats_b["ratio"] == pytest.approx(ratio)
+
+
+def test_closure_follows_a_plate_the_coarse_grid_cannot_see():
+    """A plate thinner than a coarse cell, between coarse grid planes, touching a sphere: meshed whole."""
+    t = 0.6 * voxel(6)  # half thickness: 1.2 voxels of the final grid, invisible at depths 3..5
+    f = sphere_with_plate(t)
+    mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0)
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    np.testing.assert_allclose(mesh_key(mesh), mesh_key(dense), atol=1e-6)
+    v = mesh.vertices
+    tip = v[v[:, 0] > 0.9]
+    assert len(tip) and (tip[:, 2] > 0.013).any() and (tip[:, 2] < 0.013).any()  # both faces up to its end
+    assert mesh.is_watertight
+
+
+def test_default_depths_evaluate_under_4m_points_on_a_sphere():
+    mesh = sdf_to_mesh(sphere_sdf(0.8))  # defaults: 2^6 coarse, band up to 2^9 (the release's resolution)
+    st = mesh.metadata["meshing"]
+    assert (st["octree_depth"], st["refine_depth"]) == (6, 9)
+    assert st["points_evaluated"] < 4_000_000, st  # the release's GPU path: ~4.15 M; dense 513^3: 135 M
+    assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.8).max() < 0.05 * st["voxel_size"]
+    assert mesh.is_watertight
 
 
 def test_occupancy_convention_gives_same_outward_mesh():
     f = sphere_sdf(0.5)
-    sdf_mesh = sdf_to_mesh(f, octree_depth=4, refine_depth=5, inside="negative")
-    occ_mesh = sdf_to_mesh(lambda p: -3.0 * f(p), octree_depth=4, refine_depth=5, inside="positive")
+    sdf_mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=5, inside="negative")
+    occ_mesh = sdf_to_mesh(lambda p: -3.0 * f(p), octree_depth=3, refine_depth=5, inside="positive")
     assert occ_mesh.volume > 0 and sdf_mesh.volume > 0
     np.testing.assert_allclose(np.sort(occ_mesh.vertices, 0), np.sort(sdf_mesh.vertices, 0), atol=1e-6)
     # the wrong convention flips the winding: a clear sign the caller must set `inside`
-    flipped = sdf_to_mesh(f, octree_depth=4, refine_depth=5, inside="positive")
+    flipped = sdf_to_mesh(f, octree_depth=3, refine_depth=5, inside="positive")
     assert flipped.volume < 0
 
 
@@ -109,12 +149,13 @@ def test_batched_fields_one_mesh_per_frame_and_level():
         assert p.dtype == torch.float32
         return p.norm(dim=-1)[None, :] - radii[:, None]
 
-    meshes = sdf_to_meshes(field, 3, octree_depth=4, refine_depth=5, chunk_size=5000)
+    meshes = sdf_to_meshes(field, 3, octree_depth=3, refine_depth=5, chunk_size=5000)
     assert len(meshes) == 3
     assert all(shape[1] == 3 and shape[0] <= 5000 for shape in calls)
     for m, r in zip(meshes, radii.tolist()):
         assert np.abs(np.linalg.norm(m.vertices, axis=1) - r).max() < voxel(5)
-    shifted = sdf_to_mesh(sphere_sdf(0.4), octree_depth=4, refine_depth=5, level=0.1)
+        assert m.is_watertight  # each field meshes its own cells of the union band
+    shifted = sdf_to_mesh(sphere_sdf(0.4), octree_depth=3, refine_depth=5, level=0.1)
     assert np.linalg.norm(shifted.vertices, axis=1).mean() == pytest.approx(0.5, abs=voxel(5))
 
 
@@ -140,6 +181,10 @@ def test_bad_inputs_raise_clear_errors():
         sdf_to_mesh(f, octree_depth=3, refine_depth=3, inside="outside")
     with pytest.raises(ValueError, match="refine_depth"):
         sdf_to_mesh(f, octree_depth=5, refine_depth=4)
+    with pytest.raises(ValueError, match="precision"):
+        sdf_to_mesh(f, octree_depth=3, refine_depth=3, precision="int8")
+    with pytest.raises(ValueError, match="backend"):
+        sdf_to_mesh(f, octree_depth=3, refine_depth=3, backend="diso")
     with pytest.raises(TypeError, match="callable"):
         sdf_to_meshes("not a function")
     with pytest.raises(TypeError, match="torch.Tensor"):
@@ -148,23 +193,64 @@ def test_bad_inputs_raise_clear_errors():
     assert len(empty.faces) == 0
 
 
-def test_diso_backend_errors_without_cuda():
-    if "diso" in available_backends("cuda"):
-        pytest.skip("diso is usable here; the GPU test below covers it")
-    with pytest.raises(RuntimeError, match="diso"):
-        sdf_to_mesh(sphere_sdf(0.5), octree_depth=3, refine_depth=3, backend="diso")
+def test_auto_backend_is_scikit_image_on_cpu():
     mesh = sdf_to_mesh(sphere_sdf(0.5), octree_depth=3, refine_depth=4, backend="auto")
     assert mesh.metadata["meshing"]["backend"] == "skimage"
+    assert mesh.metadata["meshing"]["precision"] == "fp32"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU marching cubes needs a CUDA device")
-def test_gpu_backend_matches_cpu():
-    if "diso" not in available_backends("cuda"):
-        pytest.skip("diso is not installed (pip install diso) - GPU marching cubes unavailable")
+def test_warp_backend_matches_scikit_image():
+    """warp-lang's sparse marching cubes (the CUDA backend) runs the same kernels on the CPU: same surface."""
+    if "warp" not in available_backends("cpu"):
+        pytest.skip("warp-lang >= 1.19 is not installed (pip install warp-lang)")
     f = torus_sdf()
-    cpu = sdf_to_mesh(f, octree_depth=5, refine_depth=6, backend="skimage")
-    gpu = sdf_to_mesh(f, octree_depth=5, refine_depth=6, backend="diso", device="cuda")
-    assert gpu.metadata["meshing"]["backend"] == "diso"
-    assert gpu.volume > 0
-    d = cKDTree(cpu.vertices).query(gpu.vertices)[0]
-    assert d.max() < voxel(6)
+    cpu = sdf_to_mesh(f, octree_depth=4, refine_depth=6, backend="skimage")
+    wp_mesh = sdf_to_mesh(f, octree_depth=4, refine_depth=6, backend="warp")
+    assert wp_mesh.metadata["meshing"]["backend"] == "warp"
+    assert wp_mesh.is_watertight and wp_mesh.volume > 0  # outward winding
+    assert len(wp_mesh.faces) == len(cpu.faces)
+    assert wp_mesh.volume == pytest.approx(cpu.volume, rel=1e-4)
+    assert cKDTree(cpu.vertices).query(wp_mesh.vertices)[0].max() < 1e-5
+
+
+def _tiny_vae_field():
+    from actionmesh_core.models import TripoSGVAE
+    from actionmesh_core.weights import _calibrate_vae
+
+    torch.manual_seed(0)
+    vae = TripoSGVAE(latent_channels=8, num_attention_heads=2, width_encoder=32, width_decoder=32,
+                     num_layers_encoder=1, num_layers_decoder=1, embed_frequency=4).eval()
+    _calibrate_vae(vae, 64, 8)
+    latent = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(1))
+    return vae.field_fn(latent), vae.inside_sign
+
+
+def test_half_precision_keeps_every_sign_that_decides_the_surface():
+    """bf16 field evaluation (as on CUDA) with fp32 re-evaluation near the level: the same signs as fp32."""
+    field, inside = _tiny_vae_field()
+    # bf16 alone flips signs near the surface (otherwise this test would prove nothing)
+    ax = torch.linspace(-BOUNDS, BOUNDS, 65)
+    pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    exact = field(pts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        approx = field(pts).float()
+    assert ((exact > 0) != (approx > 0)).any(), "bf16 never flips a sign here: pick a harder field"
+    fp32 = sdf_to_mesh(field, inside=inside, octree_depth=4, refine_depth=6, precision="fp32")
+    half = sdf_to_mesh(field, inside=inside, octree_depth=4, refine_depth=6, precision="bf16")
+    st = half.metadata["meshing"]
+    assert st["precision"] == "bfloat16"
+    assert 0 < st["points_fp32"] < st["points_evaluated"]  # only the points near the level in fp32
+    # same sign-change cells, hence the same faces; vertices move by less than a voxel
+    assert len(half.faces) == len(fp32.faces)
+    assert st["band_cells"] == fp32.metadata["meshing"]["band_cells"]
+    assert cKDTree(fp32.vertices).query(half.vertices)[0].max() < voxel(6)
+
+
+def test_half_precision_on_cuda_by_default():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    mesh = sdf_to_mesh(sphere_sdf(0.5), octree_depth=4, refine_depth=6, device="cuda")
+    st = mesh.metadata["meshing"]
+    assert st["precision"] == "bfloat16"
+    assert st["backend"] == ("warp" if "warp" in available_backends("cuda") else "skimage")
+    assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.5).max() < voxel(6)

@@ -137,7 +137,8 @@ def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: i
     from ..geometry.meshing import sdf_to_meshes
 
     meshes = sdf_to_meshes(vae.field_fn(latents), len(frames), octree_depth=octree_depth,
-                           refine_depth=refine_depth, inside=vae.inside_sign, allow_empty=True)
+                           refine_depth=refine_depth, inside=vae.inside_sign, allow_empty=True,
+                           device=latents.device)
     out = {}
     for f, mesh in zip(frames, meshes):
         pts = np.asarray(mesh.vertices, dtype=np.float32)
@@ -213,7 +214,7 @@ def attention_chain_decode(
     window: int = 16,
     slide: int = 15,
     layers: Optional[Sequence[int]] = None,
-    octree_depth: int = 7,
+    octree_depth: int = 5,
     refine_depth: int = 8,
     num_candidates: int = 20000,
     reinforce: bool = False,

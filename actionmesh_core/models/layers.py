@@ -282,20 +282,54 @@ class Attention(nn.Module):
         self.norm_cross = FP32LayerNorm(kv_dim, eps=1e-5) if norm_cross else None
         self.capture: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None
         self.row_bias: Optional[Tuple[int, torch.Tensor]] = None
+        self._fused_cache: dict = {}  # number of fused layers -> (key, weight, bias); see _fused_weight
 
     def _fused(self, x: torch.Tensor, layers) -> torch.Tensor:
         """Concatenated projections ``[layer_0(x) | layer_1(x) | ...]`` (the fused head-split input).
 
-        Optimised path: one GEMM with the concatenated weight (concatenating
-        the weights per call costs a few MB of copies, far below the GEMM,
-        and keeps no second copy of the weights). Plain path
-        (``perf.plain_mode``): one GEMM per projection, outputs concatenated.
+        Optimised path: one GEMM with the concatenated weight, cached (see
+        :meth:`_fused_weight`). Plain path (``perf.plain_mode``): one GEMM per
+        projection, outputs concatenated.
         """
         if not _PERF.fused_qkv:
             return torch.cat([layer(x) for layer in layers], dim=-1)
-        weight = torch.cat([layer.weight for layer in layers], 0)
-        bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers], 0)
+        weight, bias = self._fused_weight(layers)
         return F.linear(x, weight, bias)
+
+    def _fused_weight(self, layers) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The concatenated weight/bias of ``layers``, built once and reused while the weights are unchanged.
+
+        The cache key holds each parameter's identity, storage pointer, version
+        counter (bumped by in-place writes such as ``load_state_dict`` and
+        optimiser steps), dtype and device, so any change of the weights
+        rebuilds it; ``.to()``/``.cuda()``/``.half()`` and ``load_state_dict``
+        also drop it explicitly (no stale copy kept on the old device). With
+        autograd on (``torch.is_grad_enabled()``) the weight is concatenated
+        per call (no cache), so gradients flow exactly as before; the samplers
+        run under ``no_grad``.
+        """
+        params = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+        if torch.is_grad_enabled():
+            weight = torch.cat([layer.weight for layer in layers], 0)
+            bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers], 0)
+            return weight, bias
+        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cache = self._fused_cache.get(len(layers))
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                weight = torch.cat([layer.weight for layer in layers], 0)
+                bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers], 0)
+            cache = (key, weight, bias)
+            self._fused_cache[len(layers)] = cache
+        return cache[1], cache[2]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._fused_cache = {}
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._fused_cache = {}
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def project_kv(self, context: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a cross-attention context.
