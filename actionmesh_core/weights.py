@@ -21,6 +21,8 @@ from typing import Dict, Iterable, Union
 
 import torch
 
+from .errors import WeightsError
+
 __all__ = ["WeightLayout", "WeightsMissingError", "make_tiny_weights", "COMPONENTS"]
 
 # component -> (relative folder, repository, what it is)
@@ -40,8 +42,8 @@ NEEDS = {
 }
 
 
-class WeightsMissingError(FileNotFoundError):
-    """Some model folders are missing; the message lists what to download and where."""
+class WeightsMissingError(WeightsError, FileNotFoundError):
+    """Some model folders are missing; the one-line message lists what to download and where."""
 
 
 @dataclass
@@ -72,16 +74,18 @@ class WeightLayout:
         Args:
             mode: ``"video"`` (TripoSG makes the anchor) or ``"video+mesh"``.
         """
-        missing = self.missing(NEEDS[mode])
+        self.check_components(NEEDS[mode])
+
+    def check_components(self, components: Iterable[str]) -> None:
+        """Raise :class:`WeightsMissingError` (one line: folders, repositories, download commands) if any is missing."""
+        missing = self.missing(components)
         if not missing:
             return
-        lines = [f"  {self.path(c)}  <- {COMPONENTS[c][2]} from huggingface.co/{COMPONENTS[c][1]} "
-                 f"(folder '{COMPONENTS[c][0].split('/', 1)[-1]}')" for c in missing]
+        what = ", ".join(f"{self.path(c)} ({COMPONENTS[c][2]}, huggingface.co/{COMPONENTS[c][1]})" for c in missing)
         repos = sorted({COMPONENTS[c][1] for c in missing})
-        hint = "\n".join(f"  huggingface-cli download {r} --local-dir {self.root / _repo_dir(r)}" for r in repos)
+        hint = " and ".join(f"`huggingface-cli download {r} --local-dir {self.root / _repo_dir(r)}`" for r in repos)
         raise WeightsMissingError(
-            f"weights missing under {self.root}:\n" + "\n".join(lines)
-            + f"\nDownload them with:\n{hint}\n"
+            f"weights missing under {self.root}: {what}. Download them with {hint} "
             "(or run `python -m actionmesh_core make-tiny-weights DIR` for meaningless test weights)")
 
 
