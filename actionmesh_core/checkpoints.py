@@ -333,7 +333,10 @@ def save_model(model: nn.Module, folder: PathLike) -> Path:
         cfg = {"_class_name": "TripoSGVAEModel", **cfg}
     elif kind == "triposg_dit":
         cfg = {"_class_name": "TripoSGDiTModel", **cfg}
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    from .io.atomic import atomic_path, atomic_write_bytes
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHT_FILES[kind]), metadata={"format": "pt"})
+    with atomic_path(folder / WEIGHT_FILES[kind]) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    atomic_write_bytes(folder / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode("utf-8"))
     return folder

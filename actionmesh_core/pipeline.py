@@ -273,6 +273,7 @@ class ActionMeshPipeline:
 
         from .sampling.stage1 import sample_stage1
         from .sampling.stage2 import decode_stage2, vertex_normals
+        from .errors import OptionError
         from .validation import RunPlan, finish_frames, validate_run
 
         cfg = self.config
@@ -283,7 +284,7 @@ class ActionMeshPipeline:
         else:
             plan = validate_run(frames, self.layout.root, cfg, mesh=mesh, frame_options=frame_options)
         mesh = plan.mesh
-        timings["checks"] = time.perf_counter() - t0
+        timings["checks"] = plan.seconds
         t0 = time.perf_counter()
         prepared = finish_frames(plan.frames, plan.frame_options)
         rgb = torch.as_tensor(prepared.rgb, dtype=torch.float32)
@@ -295,7 +296,7 @@ class ActionMeshPipeline:
         if mesh is None:
             latent, anchor_mesh = self.anchor_from_image(rgb)
             if len(anchor_mesh.faces) == 0:
-                raise ValueError("the anchor latent produced an empty mesh; try another seed or anchor frame")
+                raise OptionError("the anchor latent produced an empty mesh; try another --seed or --anchor-frame")
         else:
             from .geometry.reference import prepare_reference_mesh
 

@@ -121,18 +121,20 @@ def make_tiny_weights(root: Union[str, os.PathLike], seed: int = 0, num_tokens: 
     latent, feat = 8, 32
     dino_cfg = dict(hidden_size=feat, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                     patch_size=14, image_size=224)
+    from .io.atomic import atomic_write_bytes
+
     for comp in ("dinov2", "triposg_dinov2"):
-        Dinov2Model(Dinov2Config(**dino_cfg)).save_pretrained(layout.path(comp))
+        _save_pretrained_atomic(Dinov2Model(Dinov2Config(**dino_cfg)), layout.path(comp))
     fe = layout.root / "TripoSG/feature_extractor_dinov2"
     fe.mkdir(parents=True, exist_ok=True)
-    (fe / "preprocessor_config.json").write_text(json.dumps(
+    atomic_write_bytes(fe / "preprocessor_config.json", json.dumps(
         {"crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 256}, "do_center_crop": True,
          "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-         "image_processor_type": "BitImageProcessor", "resample": 3}, indent=2))
+         "image_processor_type": "BitImageProcessor", "resample": 3}, indent=2).encode())
     sched = layout.path("scheduler")
     sched.mkdir(parents=True, exist_ok=True)
-    (sched / "scheduler_config.json").write_text(json.dumps({"_class_name": "RectifiedFlowScheduler",
-                                                             "num_train_timesteps": 1000, "shift": 1.0}))
+    atomic_write_bytes(sched / "scheduler_config.json", json.dumps(
+        {"_class_name": "RectifiedFlowScheduler", "num_train_timesteps": 1000, "shift": 1.0}).encode())
     save_model(TemporalDenoiser(in_channels=latent, width=32, num_layers=3, num_attention_heads=2,
                                 cross_attention_dim=feat, num_tokens_nominal=num_tokens), layout.path("denoiser"))
     save_model(TemporalAutoencoder(latent_channels=latent, width=32, num_layers=2, num_attention_heads=2,
@@ -144,6 +146,23 @@ def make_tiny_weights(root: Union[str, os.PathLike], seed: int = 0, num_tokens: 
     _calibrate_vae(vae, num_tokens, latent)
     save_model(vae, layout.path("vae"))
     return root
+
+
+def _save_pretrained_atomic(model, folder: Path) -> None:
+    """``save_pretrained`` into a temporary folder beside ``folder``, then each file renamed into ``folder``."""
+    import shutil
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(folder.parent)))
+    try:
+        model.save_pretrained(str(tmp))
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
+            with open(item, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @torch.no_grad()
