@@ -25,7 +25,7 @@ __all__ = ["InputError", "OptionError", "FramesError", "FramesNotFoundError", "W
            "BackgroundModelError", "MeshInputError", "OutputPathError", "one_line"]
 
 
-def one_line(text: str, limit: int = 600) -> str:
+def one_line(text: str, limit: int = 1200) -> str:
     """Collapse ``text`` to one line (newlines -> '; ', runs of spaces -> one) of at most ``limit`` characters."""
     parts = [" ".join(p.split()) for p in str(text).splitlines()]
     line = "; ".join(p for p in parts if p)

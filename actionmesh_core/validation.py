@@ -441,10 +441,7 @@ def validate_weights(root: PathLike, mode: str = "video") -> Dict[str, Any]:
     from .weights import COMPONENTS, NEEDS, WeightLayout
 
     root = Path(root)
-    if not root.exists():
-        raise WeightsError(f"weights folder {root} does not exist; download the weights there (README, 'Models') "
-                           "or run `python -m actionmesh_core make-tiny-weights DIR` for test weights")
-    if not root.is_dir():
+    if root.exists() and not root.is_dir():
         raise WeightsError(f"weights path {root} is a file; give the folder that holds ActionMesh/, TripoSG/ "
                            "and dinov2-large/")
     layout = WeightLayout(root)

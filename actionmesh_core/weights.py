@@ -81,12 +81,12 @@ class WeightLayout:
         missing = self.missing(components)
         if not missing:
             return
-        what = ", ".join(f"{self.path(c)} ({COMPONENTS[c][2]}, huggingface.co/{COMPONENTS[c][1]})" for c in missing)
+        what = ", ".join(f"{COMPONENTS[c][0]} ({COMPONENTS[c][2]})" for c in missing)
         repos = sorted({COMPONENTS[c][1] for c in missing})
         hint = " and ".join(f"`huggingface-cli download {r} --local-dir {self.root / _repo_dir(r)}`" for r in repos)
         raise WeightsMissingError(
             f"weights missing under {self.root}: {what}. Download them with {hint} "
-            "(or run `python -m actionmesh_core make-tiny-weights DIR` for meaningless test weights)")
+            "(or `python -m actionmesh_core make-tiny-weights DIR` for meaningless test weights)")
 
 
 def _repo_dir(repo: str) -> str:
