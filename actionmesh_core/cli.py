@@ -212,7 +212,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except MemoryError:
         print("error: out of memory; try --low-memory, fewer frames (--max-frames) or --device cpu", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception:  # a bug: keep the traceback
+    except Exception as exc:  # a bug: keep the traceback (out of GPU memory is not one)
+        if type(exc).__name__ == "OutOfMemoryError":
+            print("error: out of GPU memory; try --low-memory, --dtype bf16, fewer frames (--max-frames) or "
+                  "--device cpu", file=sys.stderr)
+            return EXIT_BAD_INPUT
         import traceback
 
         traceback.print_exc()

@@ -180,15 +180,23 @@ def test_tiny_object_warns_and_keeps_a_minimum_crop(tmp_path):
     assert big.warnings == []
 
 
-def test_cli_prints_the_tiny_object_warning_in_one_line(tmp_path, world, no_model_loads, capsys):
+def test_cli_prints_the_tiny_object_warning_in_one_line(tmp_path, world, monkeypatch, capsys):
+    import trimesh
+
+    from actionmesh_core import pipeline
+    from actionmesh_core.io.animated_mesh import AnimatedMesh
+
     folder = tmp_path / "tiny"
     folder.mkdir()
     for i in range(2):
         img = np.zeros((64, 64, 4), np.uint8)
         img[30:33, 30:33] = 255
         Image.fromarray(img).save(folder / f"{i}.png")
-    code = main(world.argv("--steps", 0, frames=folder))  # steps 0: stops at the option check
-    assert code == 2
-    code = main(world.argv("--anchor-frame", 5, frames=folder))  # stops after the frames were read
-    err = capsys.readouterr().err
-    assert code == 2 and "anchor frame 5" in err
+    box = trimesh.creation.box()
+    anim = AnimatedMesh(faces=np.asarray(box.faces), vertices=np.stack([box.vertices] * 2).astype(np.float32),
+                        times=np.array([0, 1 / 24], np.float32))
+    monkeypatch.setattr(pipeline.ActionMeshPipeline, "run",
+                        lambda self, plan, **k: pipeline.PipelineResult(anim, None, None, {}))
+    assert main(world.argv(frames=folder, out=tmp_path / "tiny.glb")) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: the object is only 3x3 px"), err
