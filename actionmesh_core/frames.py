@@ -158,6 +158,8 @@ def _load_mask_file(path: Path) -> np.ndarray:
 
 def _load_video_file(path: Path, stride: int, max_frames: int, start: int = 0):
     """Decode frames ``start, start+stride, ...`` of a video; returns ((T, H, W, 4) RGBA, fps or None, total read)."""
+    # FFmpeg would print its own complaints (e.g. "moov atom not found") beside our one-line error
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     cap = cv2.VideoCapture(str(path))

@@ -47,10 +47,10 @@ IDS = [c.name for c in cases.CASES]
 
 
 @pytest.mark.parametrize("case", cases.CASES, ids=IDS)
-def test_cli_refuses_bad_input_in_one_line(case, world, no_model_loads, capsys):
+def test_cli_refuses_bad_input_in_one_line(case, world, no_model_loads, capfd):
     argv = case.build(world)
     code = main(argv)
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()  # file-descriptor level: libraries' own prints (FFmpeg, ...) count too
     err = captured.err.strip()
     assert code == 2, err
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
