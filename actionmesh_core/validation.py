@@ -520,7 +520,7 @@ def validate_mesh(mesh) -> Any:
         except FileNotFoundError:
             raise MeshInputError(f"mesh file {mesh} does not exist") from None
         except (ValueError, OSError) as exc:
-            raise MeshInputError(str(exc).replace("load_mesh: ", "mesh ")) from None
+            raise MeshInputError(str(exc).replace("load_mesh: ", "")) from None
     if isinstance(mesh, trimesh.Trimesh):
         if len(mesh.faces) == 0:
             raise MeshInputError("the anchor mesh has no triangles")
