@@ -1,6 +1,10 @@
-"""``python -m actionmesh_core`` entry point."""
+"""``python -m actionmesh_core`` entry point (exit status: see :mod:`actionmesh_core.cli`)."""
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while the libraries are still importing
+    print("interrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

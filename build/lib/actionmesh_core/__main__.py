@@ -1,0 +1,10 @@
+"""``python -m actionmesh_core`` entry point (exit status: see :mod:`actionmesh_core.cli`)."""
+import sys
+
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while the libraries are still importing
+    print("interrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+    sys.exit(130)
+
+sys.exit(main())

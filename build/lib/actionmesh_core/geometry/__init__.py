@@ -1,0 +1,1 @@
+"""Geometry: SDF meshing, mesh clean-up, reference-mesh preparation, point sampling."""

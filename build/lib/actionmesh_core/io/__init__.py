@@ -1,0 +1,1 @@
+"""Mesh and animation input/output (animated mesh type, GLB export, mesh import)."""

@@ -1,0 +1,329 @@
+"""Speed switches shared by the models and samplers (issue #5).
+
+The library runs the *optimised* path by default. :func:`plain_mode` switches
+every optimisation off at once so that a benchmark (``benchmarks/bench_pipeline.py``)
+or a test can run the *same code* with the same math, one switch apart:
+
+==================  ==========================================  ===========================
+flag                optimised (default)                          plain
+==================  ==========================================  ===========================
+cache_cross_kv      image-context K/V of every cross-attention   recomputed at every model
+                    computed once per denoising run (stage 0,    call / every query chunk
+                    stage I, SDF field)
+fused_qkv           one GEMM for [q|k|v] (self) / [k|v] (cross)  one GEMM per projection,
+                                                                 then concatenated
+batch_targets       stage II: target times of a window batched   one pass per target time
+                    into one pass (exact: the target time only   (and post_quant per pass)
+                    enters through the alpha token); how many:
+                    :func:`stage2_targets_per_pass`
+token_major         QK norm and RoPE applied to the (B, S, H, D)  applied to the (B, H, S, D)
+                    views of the fused projection (the loops     transposes (strided loops)
+                    follow the memory order; same values)
+attention_backend   the backend set by                            ``"sdpa"`` forced
+                    :func:`~actionmesh_core.models.layers.set_attention_backend`
+                    (``"auto"``: flash-attn for CUDA bf16/fp16)
+==================  ==========================================  ===========================
+
+Memory/compile options (off by default, identical results):
+
+- ``cfg_batch_split``: run the two classifier-free-guidance branches one
+  after the other instead of as a batch of two (lower peak memory).
+- ``static_chunks``: pad the last chunk of chunked query loops (stage II
+  query vertices, SDF grid points) to the full chunk size, so every call has
+  the same shape (``torch.compile`` without recompiles, CUDA graphs).
+- ``target_batch``: stage II target times per pass when batching
+  (``None`` = automatic, see :func:`stage2_targets_per_pass`).
+
+Helpers: :func:`offload` (low-VRAM mode: a model lives on the device only
+while its stage runs), :func:`compile_blocks` (``torch.compile`` of the
+transformer blocks, CUDA only), :func:`reset_peak_memory` / :func:`peak_memory`.
+
+Nothing here imports the model modules (they import this one).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "PerfFlags",
+    "get_flags",
+    "set_flags",
+    "perf_flags",
+    "plain_mode",
+    "stage2_targets_per_pass",
+    "STAGE2_CUDA_TOKEN_BUDGET",
+    "offload",
+    "compile_blocks",
+    "uncompile_blocks",
+    "reset_peak_memory",
+    "peak_memory",
+    "module_bytes",
+]
+
+
+@dataclass
+class PerfFlags:
+    """Current speed switches (see the module docstring for each flag's effect).
+
+    Attributes:
+        cache_cross_kv: bool, default True.
+        fused_qkv: bool, default True.
+        batch_targets: bool, default True.
+        token_major: bool, default True.
+        attention_backend: None (keep the backend chosen with
+            ``set_attention_backend``) or one of its names, forced while set.
+        cfg_batch_split: bool, default False (samplers' default when their
+            ``cfg_batch_split`` argument is None).
+        static_chunks: bool, default False.
+        target_batch: None (automatic) or int >= 1, see
+            :func:`stage2_targets_per_pass`.
+    """
+
+    cache_cross_kv: bool = True
+    fused_qkv: bool = True
+    batch_targets: bool = True
+    token_major: bool = True
+    attention_backend: Optional[str] = None
+    cfg_batch_split: bool = False
+    static_chunks: bool = False
+    target_batch: Optional[int] = None
+
+
+FLAGS = PerfFlags()
+_BOOL_FLAGS = ("cache_cross_kv", "fused_qkv", "batch_targets", "token_major", "cfg_batch_split", "static_chunks")
+
+
+def get_flags() -> PerfFlags:
+    """The live :class:`PerfFlags` object (read it, change it through :func:`set_flags`)."""
+    return FLAGS
+
+
+def _validate(changes: dict) -> None:
+    names = {f.name for f in dataclasses.fields(PerfFlags)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(f"unknown perf flag(s) {unknown}; valid flags: {sorted(names)}")
+    for key in _BOOL_FLAGS:
+        if key in changes and not isinstance(changes[key], bool):
+            raise TypeError(f"perf flag {key} must be a bool, got {changes[key]!r}")
+    if "attention_backend" in changes and changes["attention_backend"] is not None:
+        from .models.layers import _VALID_BACKENDS  # local import: layers imports this module
+
+        if changes["attention_backend"] not in _VALID_BACKENDS:
+            raise ValueError(f"attention_backend must be None or one of {_VALID_BACKENDS}, "
+                             f"got {changes['attention_backend']!r}")
+    tb = changes.get("target_batch")
+    if tb is not None and (isinstance(tb, bool) or not isinstance(tb, int) or tb < 1):
+        raise ValueError(f"target_batch must be None or an int >= 1, got {tb!r}")
+
+
+def set_flags(**changes) -> PerfFlags:
+    """Change speed switches globally; returns the previous values (a copy).
+
+    Raises:
+        ValueError: unknown flag name, bad backend name or bad ``target_batch``.
+        TypeError: a boolean flag given a non-bool.
+    """
+    _validate(changes)
+    previous = dataclasses.replace(FLAGS)
+    for key, value in changes.items():
+        setattr(FLAGS, key, value)
+    return previous
+
+
+@contextlib.contextmanager
+def perf_flags(**changes) -> Iterator[PerfFlags]:
+    """Context manager: set some switches for the ``with`` block, restore them after.
+
+    Example: ``with perf_flags(cfg_batch_split=True): sample_stage1(...)``.
+
+    Raises:
+        ValueError / TypeError: as :func:`set_flags`.
+    """
+    previous = set_flags(**changes)
+    try:
+        yield FLAGS
+    finally:
+        for field in dataclasses.fields(PerfFlags):
+            setattr(FLAGS, field.name, getattr(previous, field.name))
+
+
+def plain_mode() -> "contextlib.AbstractContextManager[PerfFlags]":
+    """Context manager running the *plain* path: same math, no optimisation.
+
+    Disables cross-attention K/V caching, the fused QKV GEMM, stage II target
+    batching, the token-major QK norm/RoPE layout, static chunk padding and
+    CFG splitting, and forces PyTorch SDPA
+    attention. Everything else (models, samplers, schedules) is the same code.
+    """
+    return perf_flags(cache_cross_kv=False, fused_qkv=False, batch_targets=False, token_major=False,
+                      attention_backend="sdpa",
+                      cfg_batch_split=False, static_chunks=False, target_batch=None)
+
+
+# --------------------------------------------------------------------------- stage II target batching
+
+STAGE2_CUDA_TOKEN_BUDGET = 2 ** 17
+"""Tokens (targets x sequence length) per batched stage II pass on CUDA (automatic policy)."""
+
+
+def stage2_targets_per_pass(num_targets: int, seq_len: int, device: Union[str, torch.device]) -> int:
+    """How many stage II target times one autoencoder pass takes.
+
+    Batching target times is exact (each target is its own sequence; the
+    target time only enters through the alpha token). Policy, from the
+    benchmark: with ``batch_targets`` off -> 1; an explicit ``target_batch``
+    flag wins; otherwise on CUDA as many targets as fit in
+    :data:`STAGE2_CUDA_TOKEN_BUDGET` tokens (all 15 of a window for short
+    sequences; 3 per pass at the released 16 x 2049 tokens, which bounds the
+    activation memory), and on the CPU one per pass (the reduced CPU
+    benchmark measured one target per pass 14% faster than all 15 in one
+    batch: smaller working set, same FLOPs).
+
+    Args:
+        num_targets: target times of the window (>= 1).
+        seq_len: tokens of one target's sequence (T·N + T).
+        device: where the autoencoder runs.
+
+    Returns:
+        int in [1, num_targets].
+
+    Raises:
+        ValueError: num_targets or seq_len < 1.
+    """
+    if num_targets < 1 or seq_len < 1:
+        raise ValueError(f"num_targets and seq_len must be >= 1, got {num_targets}, {seq_len}")
+    if not FLAGS.batch_targets:
+        return 1
+    if FLAGS.target_batch is not None:
+        return min(FLAGS.target_batch, num_targets)
+    if torch.device(device).type == "cuda":
+        return max(1, min(num_targets, STAGE2_CUDA_TOKEN_BUDGET // seq_len))
+    return 1
+
+
+# --------------------------------------------------------------------------- low-VRAM mode
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+@contextlib.contextmanager
+def offload(model: nn.Module, device: Union[str, torch.device], home: Union[str, torch.device] = "cpu",
+            enabled: bool = True) -> Iterator[nn.Module]:
+    """Low-VRAM mode: keep ``model`` on ``device`` only inside the ``with`` block.
+
+    The model is moved to ``device`` on entry and back to ``home`` (CPU by
+    default) on exit, even when the block raises; on CUDA the caching
+    allocator is emptied so the next stage gets the memory. With
+    ``enabled=False`` nothing moves (the same code serves both modes).
+
+    Args:
+        model: any ``nn.Module`` (e.g. the denoiser for stage I).
+        device: where the stage runs ("cuda", "cuda:0", "cpu", torch.device).
+        home: where the model waits between stages.
+        enabled: False = no-op.
+
+    Yields:
+        the model (moved).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"offload() needs a torch.nn.Module, got {type(model).__name__}")
+    if not enabled:
+        yield model
+        return
+    device, home = torch.device(device), torch.device(home)
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(home)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+def _block_types() -> Tuple[Type[nn.Module], ...]:
+    from .models.layers import TransformerBlock
+
+    return (TransformerBlock,)
+
+
+def compile_blocks(model: nn.Module, mode: Optional[str] = None, dynamic: Optional[bool] = None,
+                   block_types: Optional[Sequence[Type[nn.Module]]] = None, allow_cpu: bool = False) -> int:
+    """``torch.compile`` every transformer block of ``model`` in place.
+
+    Compiling blocks (not the whole model) keeps the Python-side control flow
+    (long-skip stack, K/V caches, samplers) eager while fusing the elementwise
+    work inside a block (fp32 norms, RoPE, GELU, residual adds). Use
+    ``mode="reduce-overhead"`` for CUDA graphs (with ``static_chunks``).
+
+    Args:
+        model: a model of this package (or any module containing ``block_types``).
+        mode, dynamic: passed to ``nn.Module.compile``.
+        block_types: classes to compile (default: ``TransformerBlock``).
+        allow_cpu: compiling on CPU needs a C++ toolchain and rarely pays
+            off; refused unless True.
+
+    Returns:
+        number of blocks compiled.
+
+    Raises:
+        RuntimeError: the model is on the CPU and ``allow_cpu`` is False.
+    """
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type == "cpu" and not allow_cpu:
+        raise RuntimeError("compile_blocks: the model is on the CPU; torch.compile is a CUDA option here "
+                           "(pass allow_cpu=True to force it)")
+    types = tuple(block_types) if block_types else _block_types()
+    count = 0
+    for module in model.modules():
+        if isinstance(module, types):
+            module.compile(mode=mode, dynamic=dynamic)
+            count += 1
+    return count
+
+
+def uncompile_blocks(model: nn.Module) -> int:
+    """Undo :func:`compile_blocks` (blocks run eagerly again); returns how many were reset."""
+    count = 0
+    for module in model.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- memory figures
+
+
+def reset_peak_memory(device: Union[str, torch.device]) -> None:
+    """Reset the CUDA peak-memory counter of ``device`` (no-op elsewhere)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: Union[str, torch.device]) -> Optional[int]:
+    """Peak bytes allocated on a CUDA ``device`` since :func:`reset_peak_memory`; None off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
