@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EXPECTED_NODES = {
     "ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoadTripoSGVAE", "ActionMeshLoadTripoSGDiT",
-    "ActionMeshLoadDINOv2", "ActionMeshPrepareFrames", "ActionMeshEncodeFrames", "ActionMeshImageTo3DAnchor",
+    "ActionMeshLoadDINOv2", "ActionMeshLoadFrames", "ActionMeshPrepareFrames", "ActionMeshEncodeFrames", "ActionMeshImageTo3DAnchor",
     "ActionMeshEncodeReferenceMesh", "ActionMeshTemporalDenoise", "ActionMeshSDFMeshing",
     "ActionMeshDecodeDeformation", "ActionMeshExportGLB", "ActionMeshAnimationToMesh", "ActionMeshRenderPreview",
     "ActionMeshAttentionChainAnimate",
