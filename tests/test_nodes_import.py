@@ -253,7 +253,7 @@ def test_prepare_frames_node_on_real_frames(pack, fixtures_dir):
 
 def test_render_and_mesh_output_nodes(pack, host):
     anim = _anim(3)
-    (images,) = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(anim, 64, "shaded", 30.0, 15.0, 1.0)
+    (images,) = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
     assert isinstance(images, torch.Tensor) and images.shape == (3, 64, 64, 3)
     assert not torch.equal(images[0], images[2])  # the box moves
     (mesh,) = pack.NODE_CLASS_MAPPINGS["ActionMeshAnimationToMesh"]().convert(anim, 1, 1, 0)
@@ -261,7 +261,7 @@ def test_render_and_mesh_output_nodes(pack, host):
     np.testing.assert_allclose(mesh.vertices[1].numpy(), anim.vertices[2], atol=1e-6)
     host.request_interrupt()
     with pytest.raises(host.Interrupted):
-        pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(anim, 64, "shaded", 30.0, 15.0, 1.0)
+        pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
 
 
 def _fake_module(monkeypatch, name, **attrs):
