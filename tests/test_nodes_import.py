@@ -264,6 +264,35 @@ def test_render_and_mesh_output_nodes(pack, host):
         pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
 
 
+def test_render_preview_renders_a_textured_reference_mesh_framed_for_prepare_frames(pack, tmp_path):
+    import trimesh
+    from PIL import Image
+
+    from actionmesh_core.geometry.reference import prepare_reference_mesh
+
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[:4] = (255, 0, 0)  # top half red, bottom half blue
+    texture[4:] = (0, 0, 255)
+    box = trimesh.creation.box(extents=(2.0, 1.0, 1.0))
+    uv = np.stack([np.zeros(len(box.vertices)), (box.vertices[:, 1] > 0).astype(float)], axis=1)  # top -> v = 1
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(texture))
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    box.export(tmp_path / "box.glb")
+    reference = prepare_reference_mesh(tmp_path / "box.glb", num_surface_points=256, num_query_points=16,
+                                       subset_points=64)
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]()
+    (image,) = node.render(120, "unlit", 0.0, 0.0, 1.0, 0.1, reference=reference)
+    assert image.shape == (1, 120, 120, 3)
+    covered = (image[0] - 1.0).abs().amax(-1) > 1e-6
+    rows, cols = torch.nonzero(covered, as_tuple=True)
+    assert (int(cols.min()), int(cols.max())) == (10, 109)  # width 2 -> 100 px, centred, 10 % margin
+    assert (int(rows.min()), int(rows.max())) == (35, 84)
+    np.testing.assert_allclose(image[0, 40, 60].numpy(), [1, 0, 0], atol=0.02)  # upper face colour: red
+    np.testing.assert_allclose(image[0, 80, 60].numpy(), [0, 0, 1], atol=0.02)
+    with pytest.raises(ValueError, match="exactly one"):
+        node.render(64, "shaded", 0.0, 0.0, 1.0, 0.1)
+
+
 def _fake_module(monkeypatch, name, **attrs):
     module = types.ModuleType(name)
     module.__dict__.update(attrs)
