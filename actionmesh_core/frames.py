@@ -174,6 +174,11 @@ def _load_video_file(path: Path, stride: int, max_frames: int, start: int = 0):
     index = 0
     try:
         while True:
+            if index < start:  # skip without decoding
+                if not cap.grab():
+                    break
+                index += 1
+                continue
             ok, bgr = cap.read()
             if not ok:
                 break
@@ -377,7 +382,8 @@ def read_frame_sequence(
                          source_fps=source_fps, indices=list(indices), files=list(kept), total=int(total))
 
 
-def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: int = 0) -> torch.Tensor:
+def load_frames(path: Union[str, os.PathLike], *, start: int = 0, stride: int = 1,
+                max_frames: int = 0) -> torch.Tensor:
     """Load a frame sequence from a folder of images or from a video file.
 
     A folder is read in natural order (``2.png`` before ``10.png``); every
@@ -390,7 +396,9 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
 
     Args:
         path: folder of frames or video file.
-        stride: keep every ``stride``-th frame (>= 1).
+        start: first frame to keep (0-based, >= 0); earlier video frames are
+            skipped without decoding.
+        stride: keep every ``stride``-th frame from ``start`` on (>= 1).
         max_frames: keep at most this many frames (0 = all).
 
     Returns:
@@ -401,7 +409,7 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
         ValueError (FramesError, OptionError): no frames, unreadable file
             (named), unsupported file type or frames of different sizes.
     """
-    seq = read_frame_sequence(path, stride=stride, max_frames=max_frames)
+    seq = read_frame_sequence(path, start=start, stride=stride, max_frames=max_frames)
     rgba = seq.rgba
     if seq.masks is not None:
         rgba = torch.cat([rgba[..., :3], seq.masks[..., None]], dim=-1)
