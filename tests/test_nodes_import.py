@@ -202,7 +202,7 @@ def test_mesh_batches_with_the_old_two_argument_mesh_class(host, monkeypatch):
         def __init__(self, vertices, faces):
             self.vertices, self.faces = vertices, faces
 
-    monkeypatch.setattr(host, "mesh_class", lambda: OldMesh)
+    monkeypatch.setattr(sys.modules[host.__name__ + "_types"], "mesh_class", lambda: OldMesh)
     box, ball = trimesh.creation.box(), trimesh.creation.icosphere(subdivisions=1)
     mesh = host.make_mesh([box.vertices, ball.vertices], [box.faces, ball.faces])
     assert isinstance(mesh, OldMesh) and mesh.face_counts.tolist() == [12, len(ball.faces)]
