@@ -10,7 +10,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .host_base import folder_paths_module
 
@@ -122,17 +122,29 @@ def list_models(folder: str, prefer: Sequence[str] = ()) -> List[str]:
     return sorted(found, key=rank)
 
 
-def is_transformers_model(folder: str, name: str) -> bool:
-    """True when the entry ``name`` of ``folder`` is a transformers model folder (its config has
-    ``model_type``), e.g. TripoSG's bundled ``image_encoder_dinov2``: not a diffusers/ActionMesh checkpoint."""
+def entry_config(folder: str, name: str) -> Optional[dict]:
+    """Parsed ``config.json`` of a model entry listed by ``list_models`` (None when absent or unreadable).
+
+    A model folder's own ``config.json``; for a single weights file ``<stem>.json`` beside it, else the
+    ``config.json`` of its folder (the same lookup as ``actionmesh_core.checkpoints.load_model``).
+    """
     for root in model_roots(folder):
-        config = root / name / "config.json"
-        if config.is_file():
-            try:
-                return "model_type" in json.loads(config.read_text())
-            except (OSError, ValueError):
-                return False
-    return False
+        path = root / name
+        if path.is_dir():
+            candidates = [path / "config.json"]
+        elif path.is_file():
+            candidates = [path.with_suffix(".json"), path.parent / "config.json"]
+        else:
+            continue
+        for config in candidates:
+            if config.is_file():
+                try:
+                    data = json.loads(config.read_text())
+                except (OSError, ValueError):
+                    return None
+                return data if isinstance(data, dict) else None
+        return None
+    return None
 
 
 def _inside(root: Path, target: Path, follow_symlinks: bool = True) -> bool:
