@@ -440,7 +440,7 @@ class ActionMeshAttentionChainAnimate:
         if not 0 <= frame < context.num_frames:
             raise ValueError(f"anchor frame {frame} is outside the {context.num_frames} prepared frames")
         progress = host.Progress(steps, "attention chain")
-        with torch.inference_mode(), host.on_device(denoiser) as device, host.on_device(vae):
+        with torch.inference_mode(), host.on_device(denoiser, vae) as device:
             result = attention_chain_decode(
                 denoiser, vae, context.features.to(device=device, dtype=host.module_dtype(denoiser)),
                 anchor.latents[frame].to(device), np.asarray(reference.vertices), np.asarray(reference.faces), frame,

@@ -21,13 +21,13 @@ modules keep calling ``host.<name>``:
 * ``host_base``: host detection (``folder_paths_module``, ``model_management``, ``has_comfy``);
 * ``host_paths``: model folders and entries, input/output folders, ``filename_prefix`` checks
   (``sanitize_prefix``, ``next_output_path``);
-* ``host_device``: devices, dtypes and memory (``on_device``);
+* ``host_device``: devices, dtypes and memory (``model_patcher``, ``on_device``: ComfyUI's memory manager);
 * ``host_progress``: progress bars and interruption;
 * ``host_types``: core types (``MESH``).
 """
 from .host_base import _import, folder_paths_module, has_comfy, model_management  # noqa: F401
 from .host_device import (  # noqa: F401
-    module_dtype, offload_device, on_device, resolve_dtype, soft_empty_cache, torch_device)
+    model_patcher, module_dtype, offload_device, on_device, resolve_dtype, soft_empty_cache, torch_device)
 from .host_paths import (  # noqa: F401
     MESH_EXTENSIONS, MODEL_FOLDERS, WEIGHT_EXTENSIONS, entry_config, input_directory,
     list_input_meshes, list_models, model_roots, models_dir, next_output_path, output_directory,

@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from .host_base import model_management
+from .host_base import _import, model_management
 
 
 
@@ -73,25 +73,59 @@ def module_dtype(module, default: torch.dtype = torch.float32) -> torch.dtype:
     return default
 
 
-@contextlib.contextmanager
-def on_device(module) -> Iterator[torch.device]:
-    """Move ``module`` to the compute device for a block, then back to the offload device.
+def model_patcher(module):
+    """ComfyUI's model patcher wrapping a pack model (created once per model and kept on it).
 
-    Keeps at most one ActionMesh model on the accelerator at a time (models
-    rest on the offload device between node runs) and frees the cache after.
+    The patcher is ``comfy.model_patcher.CoreModelPatcher`` (``ModelPatcher``) with ComfyUI's compute
+    device as load device and its offload device, as core does for its own non-diffusion models (CLIP
+    vision, background removal): ComfyUI then counts the model in its loaded-model list, offloads it to
+    make room for other models and evicts it on ``POST /free``.
+
+    Returns:
+        the patcher, or None outside ComfyUI or for an object that is not a ``torch.nn.Module``.
+    """
+    patcher_module = _import("comfy.model_patcher")
+    if patcher_module is None or model_management() is None or not isinstance(module, torch.nn.Module):
+        return None
+    patcher = module.__dict__.get("_comfy_model_patcher")
+    if patcher is None:
+        cls = getattr(patcher_module, "CoreModelPatcher", None) or patcher_module.ModelPatcher
+        patcher = cls(module, load_device=torch_device(), offload_device=offload_device())
+        module.__dict__["_comfy_model_patcher"] = patcher  # plain attribute: not a sub-module, not in state_dict
+    return patcher
+
+
+@contextlib.contextmanager
+def on_device(*modules) -> Iterator[torch.device]:
+    """Have ``modules`` on the compute device for a block.
+
+    Inside ComfyUI every ``torch.nn.Module`` goes through its memory manager: its ``model_patcher`` is loaded
+    with ``comfy.model_management.load_models_gpu`` (all of them in one call, fully: the pack's layers are
+    plain torch layers without ComfyUI's low-VRAM casting), which first offloads other models as its policy
+    says; the models then stay loaded until ComfyUI needs the room (or ``POST /free``) and are moved back to
+    the offload device by ComfyUI itself.
+
+    Outside ComfyUI the library keeps its own handling: each movable model goes to the compute device
+    (CUDA, else MPS, else CPU) and back to the offload device (CPU) after the block, and the accelerator
+    cache is freed, so at most one pack model holds accelerator memory between node runs.
     Objects without ``.to`` are left where they are.
 
     Yields:
         the compute device.
     """
     device = torch_device()
-    movable = callable(getattr(module, "to", None))
-    if movable:
+    patchers = [p for p in (model_patcher(m) for m in modules) if p is not None]
+    if patchers:
+        model_management().load_models_gpu(patchers, force_full_load=True)
+        yield device
+        return
+    movable = [m for m in modules if callable(getattr(m, "to", None))]
+    for module in movable:
         module.to(device)
     try:
         yield device
     finally:
-        if movable:
+        for module in movable:
             module.to(offload_device())
         if device.type != "cpu":
             soft_empty_cache()

@@ -4,8 +4,9 @@ Each loader lists the entries of its model folder (``models/actionmesh/``,
 ``models/triposg/``, ``models/dinov2/``; see ``host.list_models``) whose
 ``config.json`` says they are its kind (``entry_kind``), loads the
 chosen one on the offload device (CPU) in the chosen dtype, and hands the
-module to the nodes that use it; those move it to the GPU only while they
-run (``host.on_device``).
+module to the nodes that use it.  Inside ComfyUI each model is wrapped in
+ComfyUI's model patcher and loaded by its memory manager when a node needs it
+(``host.on_device``); outside, the nodes move it to the GPU only while they run.
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ class _CheckpointLoader:
         model = load_model(str(path), self.KIND, device="cpu", dtype=host.resolve_dtype(dtype))
         if hasattr(model, "eval"):
             model.eval()
+        host.model_patcher(model)  # inside ComfyUI: wrapped for its memory manager (see host.on_device)
         return (model,)
 
 
@@ -179,6 +181,7 @@ class ActionMeshLoadDINOv2:
         encoder = DinoV2Encoder.from_pretrained(str(path), device="cpu", dtype=host.resolve_dtype(dtype))
         if hasattr(encoder, "eval"):
             encoder.eval()
+        host.model_patcher(encoder)
         return (encoder,)
 
 
