@@ -23,7 +23,7 @@ modules keep calling ``host.<name>``:
   (``sanitize_prefix``, ``next_output_path``);
 * ``host_device``: devices, dtypes and memory (``model_patcher``, ``on_device``: ComfyUI's memory manager);
 * ``host_progress``: progress bars and interruption;
-* ``host_types``: core types (``MESH``).
+* ``host_types``: core types (``MESH``, the ``FILE_3D*`` socket types).
 """
 from .host_base import _import, folder_paths_module, has_comfy, model_management  # noqa: F401
 from .host_device import (  # noqa: F401
@@ -34,4 +34,5 @@ from .host_paths import (  # noqa: F401
     register_model_folders, resolve_input_file, resolve_model, sanitize_prefix, _inside)
 from .host_progress import (  # noqa: F401
     Interrupted, Progress, check_interrupted, processing_interrupted, request_interrupt)
-from .host_types import FallbackMesh, make_mesh, mesh_batch_size, mesh_class, mesh_item  # noqa: F401
+from .host_types import (  # noqa: F401
+    FILE_3D_ANY, FILE_3D_TYPES, FallbackMesh, make_mesh, mesh_batch_size, mesh_class, mesh_item)

@@ -8,6 +8,14 @@ import torch
 
 from .host_base import _import, has_comfy
 
+# Every core 3D file socket type of ComfyUI 0.27 (``comfy_api.latest._io``: ``FILE_3D`` = any format, then one
+# per format).  A legacy input declared as their comma-joined union accepts a link from any of them (the
+# frontend and ``comfy_execution.validation.validate_node_input`` split types on commas).
+FILE_3D_TYPES = ("FILE_3D", "FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_FBX", "FILE_3D_OBJ", "FILE_3D_STL",
+                 "FILE_3D_USDZ", "FILE_3D_PLY", "FILE_3D_SPLAT", "FILE_3D_SPZ", "FILE_3D_KSPLAT",
+                 "FILE_3D_SPLAT_ANY", "FILE_3D_POINT_CLOUD_ANY")
+FILE_3D_ANY = ",".join(FILE_3D_TYPES)
+
 
 
 class FallbackMesh:

@@ -63,6 +63,50 @@ DTYPE_TOOLTIP = ("Weight precision. auto = bf16 on CUDA GPUs that support it (el
                  "fp32 is the reference precision; half precision halves memory.")
 
 
+# loader node -> (models/ sub-folder, actionmesh_core.weights component) of the released weights it loads
+RELEASED = {
+    "ActionMeshLoadDenoiser": ("actionmesh", "denoiser"),
+    "ActionMeshLoadAutoencoder": ("actionmesh", "autoencoder"),
+    "ActionMeshLoadTripoSGVAE": ("triposg", "vae"),
+    "ActionMeshLoadTripoSGDiT": ("triposg", "transformer"),
+    "ActionMeshLoadDINOv2": ("dinov2", "dinov2"),
+}
+RELEASED_DIRS = tuple(sorted({directory for directory, _ in RELEASED.values()}))
+
+
+def download_metadata(node_type: str, entry: str) -> list:
+    """Model-file records of a loader's released entry, in the ComfyUI frontend's workflow format.
+
+    A workflow that lists them in the loader node's ``properties.models`` and in its top-level ``models``
+    makes the frontend's missing-models panel name every weights file that is not installed, with its
+    download link and target folder (``directory``; ``name`` is the file's path inside it, as
+    ``GET /experiment/models/<directory>`` lists installed files).
+
+    Args:
+        node_type: a key of :data:`RELEASED` (other nodes have none: returns []).
+        entry: the loader's ``model_name`` value; only the released entry (e.g. ``ActionMesh/denoiser``)
+            has a known download source (any other: returns []).
+
+    Returns:
+        list of ``{"name", "url", "directory"}`` dicts.
+    """
+    from actionmesh_core.checkpoints import WEIGHT_FILES
+    from actionmesh_core.weights import COMPONENTS
+
+    if node_type not in RELEASED:
+        return []
+    directory, component = RELEASED[node_type]
+    folder, repo, _ = COMPONENTS[component]
+    if entry != folder:
+        return []
+    kind = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder", "vae": "triposg_vae",
+            "transformer": "triposg_dit"}.get(component)
+    weights = WEIGHT_FILES[kind] if kind else "model.safetensors"  # transformers layout for DINOv2
+    inside_repo = folder.split("/", 1)[1] + "/" if "/" in folder else ""  # dinov2-large is the repo root
+    return [{"name": f"{folder}/{weights}", "url": f"https://huggingface.co/{repo}/resolve/main/{inside_repo}{weights}",
+             "directory": directory}]
+
+
 class _CheckpointLoader:
     """Shared body of the loaders backed by ``actionmesh_core.checkpoints.load_model``."""
 
