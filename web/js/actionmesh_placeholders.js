@@ -1,6 +1,7 @@
 // ActionMesh: flag placeholder inputs when a workflow loads, as the frontend flags a missing video upload.
-// Encode Reference Mesh names its mesh file (e.g. the shipped placeholder "3d/my_mesh.glb"); when that file
-// is not in ComfyUI's input folder and no mesh / model_3d is connected, the node is marked with an error
+// Encode Reference Mesh names its mesh file (e.g. the shipped placeholder "3d/my_mesh.glb"), Load Frames its
+// frame folder or video (e.g. "frames/my_object"); when that entry is not in ComfyUI's input folder (and, for
+// the mesh, no mesh / model_3d is connected), the node is marked with an error
 // and a warning toast says what to do, instead of the user learning it on Run.
 import { app } from "../../scripts/app.js";
 
@@ -9,6 +10,11 @@ const PLACEHOLDER_INPUTS = {
     widget: "mesh_file",
     linkedInstead: ["mesh", "model_3d"],
     hint: "put your mesh in ComfyUI/input/3d/ (or upload it with Load 3D) and choose it, or connect a MESH / model_3d",
+  },
+  ActionMeshLoadFrames: {
+    widget: "source",
+    linkedInstead: [],
+    hint: "put a folder of frames (e.g. input/frames/my_object/) or a video in ComfyUI/input/ and choose it",
   },
 };
 
