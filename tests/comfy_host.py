@@ -100,6 +100,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: get SIGTERM when the test process dies (Linux), so a killed
+    pytest never leaves a ComfyUI behind; the finalizer still stops it by pid in every normal case."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ComfyServer:
     """One ComfyUI process on a free local port (``start``/``stop``) and small JSON helpers."""
 
@@ -120,7 +131,7 @@ class ComfyServer:
         self.process = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--disable-auto-launch"],
-            cwd=self.home, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=self.home, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -195,9 +206,10 @@ def prepare_home(base: Path, source: Path) -> Path:
     (home / "custom_nodes").mkdir(exist_ok=True)
     (home / "custom_nodes" / "ComfyUI-ActionMesh").symlink_to(ROOT, target_is_directory=True)
     (home / "custom_nodes" / "actionmesh_test_probe.py").write_text(PROBE)
-    weights = base / "tiny_weights"
-    subprocess.run([sys.executable, "-m", "actionmesh_core", "make-tiny-weights", str(weights)], cwd=ROOT,
-                   check=True, capture_output=True, timeout=600)
+    weights = Path(os.environ.get("ACTIONMESH_TINY_WEIGHTS_DIR") or base / "tiny_weights")  # reuse one if given
+    if not (weights / "ActionMesh" / "denoiser" / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "actionmesh_core", "make-tiny-weights", str(weights)], cwd=ROOT,
+                       check=True, capture_output=True, timeout=1200)
     for name, link in MODEL_LINKS.items():
         target = home / "models" / link
         target.parent.mkdir(parents=True, exist_ok=True)
