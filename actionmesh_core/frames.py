@@ -42,6 +42,7 @@ __all__ = [
     "prepare_frames",
     "estimate_background_masks",
     "select_frames",
+    "video_fps",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -133,7 +134,24 @@ def _load_image_file(path: Path) -> np.ndarray:
         return np.asarray(rgba, dtype=np.float32) / 255.0
 
 
-def _load_video_file(path: Path, stride: int, max_frames: int) -> np.ndarray:
+def video_fps(path: Union[str, os.PathLike]) -> Optional[float]:
+    """Frame rate a video file declares (OpenCV ``CAP_PROP_FPS``), frames per second.
+
+    Returns:
+        the frame rate (> 0), or None when the container declares none (or
+        OpenCV cannot open the file).
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if math.isfinite(fps) and fps > 0 else None
+
+
+def _load_video_file(path: Path, start: int, stride: int, max_frames: int) -> np.ndarray:
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -143,10 +161,15 @@ def _load_video_file(path: Path, stride: int, max_frames: int) -> np.ndarray:
     index = 0
     try:
         while True:
+            if index < start:  # skip without decoding
+                if not cap.grab():
+                    break
+                index += 1
+                continue
             ok, bgr = cap.read()
             if not ok:
                 break
-            if index % stride == 0:
+            if (index - start) % stride == 0:
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
                 frames.append(np.concatenate([rgb, np.ones(rgb.shape[:2] + (1,), np.float32)], -1))
                 if max_frames and len(frames) >= max_frames:
@@ -155,11 +178,14 @@ def _load_video_file(path: Path, stride: int, max_frames: int) -> np.ndarray:
     finally:
         cap.release()
     if not frames:
+        if start and index <= start:
+            raise ValueError(f"start frame {start} is past the end of video file {path} ({index} frames)")
         raise ValueError(f"video file {path} contains no readable frames")
     return np.stack(frames)
 
 
-def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: int = 0) -> torch.Tensor:
+def load_frames(path: Union[str, os.PathLike], *, start: int = 0, stride: int = 1,
+                max_frames: int = 0) -> torch.Tensor:
     """Load a frame sequence from a folder of images or from a video file.
 
     A folder is read in natural order (``2.png`` before ``10.png``); every
@@ -170,7 +196,9 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
 
     Args:
         path: folder of frames or video file.
-        stride: keep every ``stride``-th frame (>= 1).
+        start: first frame to keep (0-based, >= 0); earlier video frames are
+            skipped without decoding.
+        stride: keep every ``stride``-th frame from ``start`` on (>= 1).
         max_frames: keep at most this many frames (0 = all).
 
     Returns:
@@ -178,10 +206,13 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: no frames found, unreadable video, unsupported file type
-            or frames of different sizes (the message names them).
+        ValueError: no frames found, ``start`` past the last frame, unreadable
+            video, unsupported file type or frames of different sizes (the
+            message names them).
     """
     path = Path(path)
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     if max_frames < 0:
@@ -193,7 +224,9 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
                        key=lambda p: _natural_key(p.name))
         if not files:
             raise ValueError(f"folder {path} contains no image frames ({', '.join(IMAGE_EXTENSIONS)})")
-        files = files[::stride]
+        if start >= len(files):
+            raise ValueError(f"start frame {start} is past the last of the {len(files)} frames in {path}")
+        files = files[start::stride]
         if max_frames:
             files = files[:max_frames]
         frames = [_load_image_file(p) for p in files]
@@ -206,7 +239,7 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
                 f"{', '.join(odd)}; resize them to one size first")
         array = np.stack(frames)
     elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        array = _load_video_file(path, stride, max_frames)
+        array = _load_video_file(path, start, stride, max_frames)
     elif path.suffix.lower() in IMAGE_EXTENSIONS:
         raise ValueError(f"{path} is a single image; ActionMesh needs a sequence: pass the folder that holds the frames")
     else:

@@ -2,10 +2,13 @@
 
 A small CPU renderer (numpy, vectorised over triangle bounding boxes) so a
 user sees the motion of an ActionMesh result without leaving the graph or
-opening a 3D viewer.  It is a preview, not a production renderer: flat
-(per-face) Lambert shading, normal shading or depth shading, one orthographic
-camera fixed for the whole sequence so that motion and translation stay
-visible.
+opening a 3D viewer, and so a user's mesh can be rendered as the first frame
+of an image-to-video model (paper §4, "{3D+text}-to-animation": render the
+mesh from a frontal viewpoint on a white background).  It is a preview, not a
+production renderer: flat (per-face) Lambert shading of a grey or of the
+mesh's own colours (UV texture, vertex colours or material colour), normal
+shading or depth shading, one orthographic camera fixed for the whole
+sequence so that motion and translation stay visible.
 
 Conventions: model space is y-up (glTF).  The camera looks at the object
 from the direction given by ``view = (azimuth, elevation)`` in degrees:
@@ -23,9 +26,9 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["RENDER_MODES", "camera_basis", "to_camera", "rasterize", "render_animation"]
+__all__ = ["RENDER_MODES", "camera_basis", "to_camera", "rasterize", "surface_colors", "render_animation"]
 
-RENDER_MODES = ("shaded", "normal", "depth")
+RENDER_MODES = ("shaded", "textured", "unlit", "normal", "depth")
 
 _LIGHT = np.array([-0.35, 0.45, 1.0], dtype=np.float64)
 _LIGHT /= np.linalg.norm(_LIGHT)
@@ -191,6 +194,90 @@ def _background_rgb(background: Union[float, Sequence[float]]) -> np.ndarray:
     return bg
 
 
+def _barycentrics(xy: np.ndarray, faces: np.ndarray, face_id: np.ndarray) -> np.ndarray:
+    """(K, 3) barycentric weights of the centres of the covered pixels (``face_id >= 0``) in their faces."""
+    rows, cols = np.nonzero(face_id >= 0)
+    tri = xy[faces[face_id[rows, cols]]]  # (K, 3, 2)
+    px, py = cols + 0.5, rows + 0.5
+    (x0, y0), (x1, y1), (x2, y2) = tri[:, 0].T, tri[:, 1].T, tri[:, 2].T
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
+    w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
+    weights = np.clip(np.stack([w0, w1, 1.0 - w0 - w1], axis=1), 0.0, 1.0)
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+
+
+def _material_color(material, names: Sequence[str] = ("baseColorFactor", "diffuse")) -> Optional[np.ndarray]:
+    """RGB colour of a trimesh material in [0, 1] (first of ``names`` that is set), or None."""
+    for name in names:
+        value = getattr(material, name, None) if material is not None else None
+        if value is not None:
+            rgb = np.asarray(value, dtype=np.float64).reshape(-1)[:3]
+            if rgb.size == 3 and np.isfinite(rgb).all():
+                return rgb / 255.0 if rgb.max() > 1.0 or np.asarray(value).dtype == np.uint8 else rgb
+    return None
+
+
+def _sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of (H, W, 3) ``texture`` at (K, 2) UVs (v up, repeat wrap) -> (K, 3)."""
+    height, width = texture.shape[:2]
+    x = np.mod(uv[:, 0], 1.0) * width - 0.5
+    y = (1.0 - np.mod(uv[:, 1], 1.0)) * height - 0.5
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0, x1 = np.mod(x0, width), np.mod(x0 + 1, width)
+    y0, y1 = np.mod(y0, height), np.mod(y0 + 1, height)
+    top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
+    bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def surface_colors(anim, default: Sequence[float] = _BASE_COLOR) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The mesh's own surface colour as a function of (face ids, barycentric weights).
+
+    Precedence: UV texture (``anim.uv`` + ``anim.texture_image()``, times the
+    material's glTF ``baseColorFactor`` when set), then vertex colours, then
+    the material's colour, then ``default``.  Texture lookups are bilinear
+    with repeat wrapping; UVs follow trimesh's convention (v = 0 at the
+    bottom row of the texture image).
+
+    Args:
+        anim: an ``AnimatedMesh`` (uv (V, 2), vertex_colors (V, 3|4) uint8 or
+            float, texture, material; all optional).
+        default: RGB in [0, 1] used when the mesh carries no colour.
+
+    Returns:
+        ``colors(face_ids (K,), weights (K, 3)) -> (K, 3)`` float64 RGB in [0, 1].
+    """
+    faces = np.asarray(anim.faces, dtype=np.int64)
+    material = getattr(anim, "material", None)
+    factor = _material_color(material, ("baseColorFactor",))  # glTF: colour = factor * texture
+    uv = getattr(anim, "uv", None)
+    image = anim.texture_image() if uv is not None and hasattr(anim, "texture_image") else None
+    if uv is not None and image is not None:
+        texture = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+        uv = np.asarray(uv, dtype=np.float64)
+        scale = factor if factor is not None else np.ones(3)
+
+        def from_texture(face_ids, weights):
+            coords = np.einsum("kj,kjc->kc", weights, uv[faces[face_ids]])
+            return _sample_texture(texture, coords) * scale
+        return from_texture
+    colors = getattr(anim, "vertex_colors", None)
+    if colors is not None:
+        raw = np.asarray(colors)
+        rgb = raw[:, :3].astype(np.float64)
+        if raw.dtype == np.uint8 or rgb.max() > 1.0:
+            rgb = rgb / 255.0
+
+        def from_vertices(face_ids, weights):
+            return np.einsum("kj,kjc->kc", weights, rgb[faces[face_ids]])
+        return from_vertices
+    flat = _material_color(material)
+    flat = flat if flat is not None else np.asarray(default, dtype=np.float64)
+    return lambda face_ids, weights: np.broadcast_to(flat, (len(face_ids), 3))
+
+
 def render_animation(
     anim,
     *,
@@ -200,6 +287,7 @@ def render_animation(
     background: Union[float, Sequence[float]] = 1.0,
     center: Optional[Sequence[float]] = None,
     extent: Optional[float] = None,
+    margin: float = 0.025,
     color: Sequence[float] = _BASE_COLOR,
     callback: Optional[Callable[[int, int], object]] = None,
 ) -> np.ndarray:
@@ -207,15 +295,21 @@ def render_animation(
 
     Modes: ``"shaded"`` = flat Lambert shading (ambient 0.3 + diffuse 0.7
     from a light above-left of the camera, two-sided) times ``color``;
+    ``"textured"`` = the same shading times the mesh's own colour (UV
+    texture, else vertex colours, else material colour, else ``color``; see
+    ``surface_colors``); ``"unlit"`` = that colour without shading;
     ``"normal"`` = camera-space face normal mapped to RGB as ``n * 0.5 + 0.5``
     (a face looking at the camera is (0.5, 0.5, 1)); ``"depth"`` = grey level
     ``0.15 + 0.85 * (z - z_min) / (z_max - z_min)`` with the depth range of
     the whole sequence (nearer = brighter).
 
     Framing: the view window is a square of half-side ``extent`` (model
-    units) centred on ``center`` (camera-plane x, y); by default it fits the
-    projected bounding box of all frames with a 5 % margin, so the framing
-    is the same for every frame and motion stays visible.
+    units) centred on ``center`` (camera-plane x, y); by default it is
+    centred on the projected bounding box of all frames and its side is the
+    box's longer side plus ``margin`` of it on each side, so the framing is
+    the same for every frame and motion stays visible.  ``margin=0.1`` frames
+    the object as Prepare Frames crops it (REFERENCE §4: box centred, 10 %
+    white margin), e.g. for the first frame of an image-to-video model.
 
     Args:
         anim: an ``AnimatedMesh`` (or any object with ``vertices`` (T, V, 3)
@@ -226,7 +320,10 @@ def render_animation(
         background: grey level or RGB triple in [0, 1].
         center: optional (x, y) centre of the view in camera-plane units.
         extent: optional half-side of the view window in model units (> 0).
-        color: RGB base colour in [0, 1] for ``"shaded"``.
+        margin: automatic framing margin per side, as a fraction of the
+            projected box's longer side (>= 0; ignored with ``extent``).
+        color: RGB base colour in [0, 1] for ``"shaded"`` (and the fallback
+            colour of ``"textured"``/``"unlit"``).
         callback: optional ``callback(frames_done, total)`` after each frame
             (progress / interruption hook; exceptions it raises propagate).
 
@@ -234,8 +331,8 @@ def render_animation(
         (T, size, size, 3) float32 array in [0, 1].
 
     Raises:
-        ValueError: unknown mode, bad size/extent/background/colour or a mesh
-            whose vertices are not (T, V, 3) / faces not (F, 3).
+        ValueError: unknown mode, bad size/extent/margin/background/colour or
+            a mesh whose vertices are not (T, V, 3) / faces not (F, 3).
     """
     if mode not in RENDER_MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose one of {RENDER_MODES}")
@@ -267,13 +364,16 @@ def render_animation(
         cx, cy = 0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1])
     else:
         cx, cy = float(center[0]), float(center[1])
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be >= 0 (a fraction of the object's longer side), got {margin}")
     if extent is None:
         half = max(hi[0] - cx, cx - lo[0], hi[1] - cy, cy - lo[1])
-        extent = 1.05 * half if half > 0 else 1.0
+        extent = (1.0 + 2.0 * margin) * half if half > 0 else 1.0
     elif not (math.isfinite(extent) and extent > 0):
         raise ValueError(f"extent must be a positive number of model units, got {extent}")
     scale = 0.5 * size / float(extent)
     z_lo, z_hi = float(lo[2]), float(hi[2])
+    albedo = surface_colors(anim, base) if mode in ("textured", "unlit") else None
 
     images = np.empty((num_frames, size, size, 3), dtype=np.float32)
     for t in range(num_frames):
@@ -297,8 +397,15 @@ def render_animation(
                 if mode == "normal":
                     image[covered] = normal * 0.5 + 0.5
                 else:
-                    lambert = np.clip(normal @ _LIGHT, 0.0, None)
-                    image[covered] = base[None] * (_AMBIENT + _DIFFUSE * lambert)[:, None]
+                    if albedo is not None:
+                        colour = albedo(visible, _barycentrics(xy, faces, face_id))
+                    else:
+                        colour = base[None]
+                    if mode == "unlit":
+                        image[covered] = colour
+                    else:
+                        lambert = np.clip(normal @ _LIGHT, 0.0, None)
+                        image[covered] = colour * (_AMBIENT + _DIFFUSE * lambert)[:, None]
         images[t] = np.clip(image, 0.0, 1.0)
         if callback is not None:
             callback(t + 1, num_frames)

@@ -1,5 +1,7 @@
-"""Frame nodes: prepare video frames, encode them with DINOv2."""
+"""Frame nodes: load frames (folder or video), prepare them, encode them with DINOv2."""
 from __future__ import annotations
+
+import hashlib
 
 import torch
 
@@ -7,6 +9,84 @@ from . import datatypes as T
 from . import host
 
 CATEGORY = "ActionMesh/frames"
+
+
+def _frame_sources():
+    from actionmesh_core.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    return host.list_input_frame_sources(IMAGE_EXTENSIONS, VIDEO_EXTENSIONS)
+
+
+class ActionMeshLoadFrames:
+    """A folder of PNG/JPG frames or a video file from the input folder -> IMAGE batch + object MASK + fps."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
+    RETURN_NAMES = ("images", "mask", "fps")
+    OUTPUT_TOOLTIPS = (
+        "The selected frames as an RGB IMAGE batch.",
+        "Object mask per frame from the frames' alpha (1 = object). Frames without alpha (JPG, video) give an "
+        "all-ones mask, which Prepare Frames ignores (it then finds the object by the background colour).",
+        "Frame rate of the loaded sequence: the video's own fps (or the fps input for a folder) divided by stride.",
+    )
+    DESCRIPTION = ("Loads a folder of PNG/JPG frames (natural order: 2.png before 10.png; RGBA alpha becomes the "
+                   "object mask) or a video file from ComfyUI's input folder, keeping frames start, start+stride, "
+                   "... up to max_frames. Put frame folders in input/ (e.g. input/frames/camel/).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sources = _frame_sources()
+        return {
+            "required": {
+                "source": (sources or ["none"], {
+                    "tooltip": "A folder of frames in ComfyUI's input folder (e.g. input/frames/camel/, at least 2 "
+                               "images) or a video file in input/ or input/video/. Refresh the page after adding one."}),
+                "start": ("INT", {"default": 0, "min": 0, "max": 1000000,
+                                  "tooltip": "First frame to load (0-based)."}),
+                "stride": ("INT", {"default": 1, "min": 1, "max": 1000,
+                                   "tooltip": "Load every n-th frame from start on (2 halves the frame rate)."}),
+                "max_frames": ("INT", {"default": 16, "min": 0, "max": 10000,
+                                       "tooltip": "Load at most this many frames (0 = all). The model was trained on "
+                                                  "16-frame windows; longer clips run window by window."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 1000.0, "step": 0.01,
+                                  "tooltip": "Frame rate of a frame folder (a video uses the rate it declares; this "
+                                             "value only if it declares none)."}),
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, source, **_):
+        """Fingerprint of the source (names, sizes, modification times) so edited frames are reloaded."""
+        try:
+            path = host.resolve_input_file(source, allow_dir=True)
+        except (OSError, ValueError):
+            return source
+        entries = [path] + (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [])
+        digest = hashlib.sha256()
+        for entry in entries:
+            stat = entry.stat()
+            digest.update(f"{entry.name}|{stat.st_size}|{stat.st_mtime_ns};".encode())
+        return digest.hexdigest()
+
+    def load(self, source, start, stride, max_frames, fps):
+        """Load the frames with ``actionmesh_core.frames.load_frames``.
+
+        Returns (IMAGE (T, H, W, 3), MASK (T, H, W) = alpha, fps of the loaded sequence).
+        Raises FileNotFoundError / ValueError (one line) for a missing source, a start past the end, a single
+        image, unreadable video or frames of mixed sizes.
+        """
+        from actionmesh_core.frames import VIDEO_EXTENSIONS, load_frames, video_fps
+
+        if source in (None, "", "none"):
+            raise ValueError("no frames found in ComfyUI's input folder: put a folder of PNG/JPG frames "
+                             "(e.g. input/frames/camel/) or a video file there and refresh the page")
+        path = host.resolve_input_file(source, allow_dir=True)
+        rgba = load_frames(path, start=start, stride=stride, max_frames=max_frames)
+        rate = float(fps)
+        if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+            rate = video_fps(path) or rate
+        return (rgba[..., :3].contiguous(), rgba[..., 3].contiguous(), rate / stride)
 
 
 class ActionMeshPrepareFrames:
@@ -28,7 +108,8 @@ class ActionMeshPrepareFrames:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "Video frames as an IMAGE batch (e.g. from Get Video Components). "
+                "images": ("IMAGE", {"tooltip": "Video frames as an IMAGE batch (from Load Frames or Get Video "
+                                                "Components). "
                                                 "RGBA alpha is used as the object mask."}),
                 "size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
                                  "tooltip": "Side of the square output frames in pixels (DINOv2 sees 224 px)."}),
@@ -52,8 +133,9 @@ class ActionMeshPrepareFrames:
                                                        "where the image is transparent; segmentation masks are 1 on the object."}),
             },
             "optional": {
-                "mask": ("MASK", {"tooltip": "Optional object mask per frame (1 = object), e.g. from Remove Background. "
-                                             "Overrides alpha and the background-colour estimate."}),
+                "mask": ("MASK", {"tooltip": "Optional object mask per frame (1 = object), e.g. from Load Frames or "
+                                             "Remove Background. Overrides alpha and the background-colour estimate; "
+                                             "a mask that is 1 everywhere (frames without alpha) is ignored."}),
             },
         }
 
@@ -87,6 +169,8 @@ class ActionMeshPrepareFrames:
                                  "give one mask per frame (or one mask for all)")
             if invert_mask:
                 masks = 1.0 - masks
+            if bool((masks >= 1.0).all()):
+                masks = None  # no outline (e.g. Load Frames on a video): like an opaque alpha, carries no mask
         prepared = prepare_frames(selected, masks, bg_threshold=bg_threshold, margin=margin, size=size,
                                   fps=float(fps) / frame_stride, frame_indices=indices)
         return (prepared, prepared.rgb.clone(), prepared.masks.clone())
@@ -135,10 +219,12 @@ class ActionMeshEncodeFrames:
 
 
 NODE_CLASS_MAPPINGS = {
+    "ActionMeshLoadFrames": ActionMeshLoadFrames,
     "ActionMeshPrepareFrames": ActionMeshPrepareFrames,
     "ActionMeshEncodeFrames": ActionMeshEncodeFrames,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "ActionMeshLoadFrames": "ActionMesh Load Frames (folder or video)",
     "ActionMeshPrepareFrames": "ActionMesh Prepare Frames",
     "ActionMeshEncodeFrames": "ActionMesh Encode Frames (DINOv2)",
 }

@@ -29,7 +29,7 @@ from .host_base import _import, folder_paths_module, has_comfy, model_management
 from .host_device import (  # noqa: F401
     model_patcher, module_dtype, offload_device, on_device, resolve_dtype, soft_empty_cache, torch_device)
 from .host_paths import (  # noqa: F401
-    MESH_EXTENSIONS, MODEL_FOLDERS, WEIGHT_EXTENSIONS, entry_config, input_directory,
+    MESH_EXTENSIONS, MODEL_FOLDERS, WEIGHT_EXTENSIONS, entry_config, input_directory, list_input_frame_sources,
     list_input_meshes, list_models, model_roots, models_dir, next_output_path, output_directory,
     register_model_folders, resolve_input_file, resolve_model, sanitize_prefix, _inside)
 from .host_progress import (  # noqa: F401

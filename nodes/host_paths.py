@@ -219,8 +219,27 @@ def list_input_meshes() -> List[str]:
     return sorted(set(found), key=str.lower)
 
 
-def resolve_input_file(name: str) -> Path:
-    """Full path of a file in the input folder (rejects paths that leave it).
+def list_input_frame_sources(image_extensions: Sequence[str], video_extensions: Sequence[str]) -> List[str]:
+    """Frame inputs in the input folder: video files (top level and ``video/``) and folders holding
+    at least two image files (up to two levels deep, e.g. ``frames/camel``), as relative paths."""
+    root = input_directory()
+    videos, folders = [], []
+    if not root.is_dir():
+        return []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        relative = here.relative_to(root)
+        depth = len(relative.parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < 2 else []
+        if depth == 0 or relative.parts[0] == "video":
+            videos += [(relative / n).as_posix() for n in filenames if n.lower().endswith(tuple(video_extensions))]
+        if depth and sum(n.lower().endswith(tuple(image_extensions)) for n in filenames) >= 2:
+            folders.append(relative.as_posix())
+    return sorted(folders, key=str.lower) + sorted(videos, key=str.lower)
+
+
+def resolve_input_file(name: str, allow_dir: bool = False) -> Path:
+    """Full path of a file (or, with ``allow_dir``, a folder) in the input folder (rejects paths that leave it).
 
     Raises:
         ValueError: absolute path or ``..`` components.
@@ -233,7 +252,7 @@ def resolve_input_file(name: str) -> Path:
     path = root / name
     if not _inside(root, path, follow_symlinks=False):
         raise ValueError(f"input file {name!r} resolves outside the input folder")
-    if not path.is_file():
+    if not (path.is_file() or (allow_dir and path.is_dir())):
         raise FileNotFoundError(f"input file {name!r} not found in {root}")
     return path
 

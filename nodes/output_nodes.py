@@ -101,15 +101,17 @@ class ActionMeshAnimationToMesh:
 
 
 class ActionMeshRenderPreview:
-    """Animated mesh -> IMAGE frames (orthographic z-buffer, flat shading) to see the motion in the graph."""
+    """Animated mesh (or a reference mesh) -> IMAGE frames (orthographic z-buffer, flat shading)."""
 
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("One rendered image per frame (same camera for all frames), e.g. for Save Animated WEBP.",)
-    DESCRIPTION = ("Renders every frame of the animation on the CPU with one fixed orthographic camera: flat "
-                   "shading, normals or depth.")
+    OUTPUT_TOOLTIPS = ("One rendered image per frame (same camera for all frames), e.g. for Save Animated WEBP, "
+                       "or the first frame of an image-to-video model when a reference mesh is rendered.",)
+    DESCRIPTION = ("Renders every frame of the animation, or your reference mesh as one image, on the CPU with one "
+                   "fixed orthographic camera: grey shading, the mesh's own colours (texture, vertex colours) "
+                   "shaded or unlit, normals or depth. margin 0.1 frames the object as Prepare Frames crops it.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -117,28 +119,44 @@ class ActionMeshRenderPreview:
 
         return {
             "required": {
-                "animation": (T.ANIMATION, {"tooltip": "Animated mesh from Decode Deformation."}),
                 "size": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 8,
                                  "tooltip": "Side of the square images in pixels."}),
                 "mode": (list(RENDER_MODES), {"default": "shaded",
-                                              "tooltip": "shaded = grey Lambert shading; normal = normals as colours; "
-                                                         "depth = nearer is brighter."}),
+                                              "tooltip": "shaded = grey Lambert shading; textured = the mesh's texture "
+                                                         "or vertex colours, shaded; unlit = those colours without "
+                                                         "shading; normal = normals as colours; depth = nearer is brighter."}),
                 "azimuth": ("FLOAT", {"default": 30.0, "min": -360.0, "max": 360.0, "step": 1.0,
                                       "tooltip": "Camera angle around the vertical axis in degrees (0 = front, 90 = right side)."}),
                 "elevation": ("FLOAT", {"default": 15.0, "min": -90.0, "max": 90.0, "step": 1.0,
                                         "tooltip": "Camera height angle in degrees (positive = looking down)."}),
                 "background": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                          "tooltip": "Background grey level (1 = white)."}),
-            }
+                "margin": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 2.0, "step": 0.01,
+                                     "tooltip": "Space around the object on each side, as a fraction of its longer side "
+                                                "over all frames; the object is centred. 0.1 matches Prepare Frames' crop."}),
+            },
+            "optional": {
+                "animation": (T.ANIMATION, {"tooltip": "Animated mesh from Decode Deformation."}),
+                "reference": (T.REFERENCE, {"tooltip": "Or a reference mesh (e.g. your mesh from Encode Reference Mesh): "
+                                                       "rendered as one image, e.g. the start image of Wan image-to-video."}),
+            },
         }
 
-    def render(self, animation, size, mode, azimuth, elevation, background):
-        """Render all frames (``actionmesh_core.render.render_animation``) -> IMAGE (T, size, size, 3)."""
+    def render(self, size, mode, azimuth, elevation, background, margin=0.1, animation=None, reference=None):
+        """Render all frames (``actionmesh_core.render.render_animation``) -> IMAGE (T, size, size, 3).
+
+        Exactly one of ``animation`` (T frames) and ``reference`` (one frame, the normalised mesh with its
+        UVs/texture/vertex colours) is rendered. Raises ValueError when neither or both are connected.
+        """
         from actionmesh_core.render import render_animation
 
+        if (animation is None) == (reference is None):
+            raise ValueError("Render Preview: connect either an animation or a reference mesh (exactly one)")
+        if animation is None:
+            animation = reference.to_animated_mesh(reference.vertices, denormalize=False)
         progress = host.Progress(animation.num_frames, "render")
         images = render_animation(animation, size=size, mode=mode, view=(azimuth, elevation), background=background,
-                                  callback=progress.callback)
+                                  margin=margin, callback=progress.callback)
         return (torch.from_numpy(images),)
 
 

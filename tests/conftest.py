@@ -27,6 +27,7 @@ FAKE_MODELS = {
     "dinov2": ["dinov2-large"],
 }
 FAKE_INPUT_MESHES = ["3d/my_mesh.glb"]
+FAKE_INPUT_FRAMES = ["frames/my_object/0000.png", "frames/my_object/0001.png"]  # Load Frames' placeholder folder
 
 
 def load_pack():
@@ -93,7 +94,7 @@ def fake_model_tree(host_dirs):
             path.mkdir(parents=True)
             (path / "config.json").write_text(json.dumps(FAKE_CONFIGS[entry]))
             (path / "model.safetensors").write_bytes(b"")
-    for name in FAKE_INPUT_MESHES:
+    for name in FAKE_INPUT_MESHES + FAKE_INPUT_FRAMES:
         path = host_dirs["input"] / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")

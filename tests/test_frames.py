@@ -193,3 +193,30 @@ def test_select_frames():
         select_frames(10, 10)
     with pytest.raises(ValueError, match="stride"):
         select_frames(10, 0, 0)
+
+
+def test_load_frames_start_and_video_fps(tmp_path):
+    import cv2
+
+    from actionmesh_core.frames import video_fps
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12.5, (32, 32))
+    for t in range(7):  # frame t is grey level 30 * t
+        writer.write(np.full((32, 32, 3), 30 * t, np.uint8))
+    writer.release()
+    assert video_fps(path) == pytest.approx(12.5)
+    assert video_fps(tmp_path / "missing.avi") is None
+    frames = load_frames(path, start=2, stride=2)  # frames 2, 4, 6
+    np.testing.assert_allclose(frames[:, 16, 16, 0].numpy() * 255, [60, 120, 180], atol=3)
+    with pytest.raises(ValueError, match="past the end"):
+        load_frames(path, start=7)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (4, 4), (10 * i, 0, 0)).save(folder / f"{i}.png")
+    np.testing.assert_allclose(load_frames(folder, start=1, stride=3)[:, 0, 0, 0].numpy() * 255, [10, 40], atol=1e-3)
+    with pytest.raises(ValueError, match="past the last"):
+        load_frames(folder, start=5)
+    with pytest.raises(ValueError, match="start"):
+        load_frames(folder, start=-1)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EXPECTED_NODES = {
     "ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoadTripoSGVAE", "ActionMeshLoadTripoSGDiT",
-    "ActionMeshLoadDINOv2", "ActionMeshPrepareFrames", "ActionMeshEncodeFrames", "ActionMeshImageTo3DAnchor",
+    "ActionMeshLoadDINOv2", "ActionMeshLoadFrames", "ActionMeshPrepareFrames", "ActionMeshEncodeFrames", "ActionMeshImageTo3DAnchor",
     "ActionMeshEncodeReferenceMesh", "ActionMeshTemporalDenoise", "ActionMeshSDFMeshing",
     "ActionMeshDecodeDeformation", "ActionMeshExportGLB", "ActionMeshAnimationToMesh", "ActionMeshRenderPreview",
     "ActionMeshAttentionChainAnimate",
@@ -258,7 +258,7 @@ def test_prepare_frames_node_on_real_frames(pack, fixtures_dir):
 
 def test_render_and_mesh_output_nodes(pack, host):
     anim = _anim(3)
-    (images,) = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(anim, 64, "shaded", 30.0, 15.0, 1.0)
+    (images,) = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
     assert isinstance(images, torch.Tensor) and images.shape == (3, 64, 64, 3)
     assert not torch.equal(images[0], images[2])  # the box moves
     (mesh,) = pack.NODE_CLASS_MAPPINGS["ActionMeshAnimationToMesh"]().convert(anim, 1, 1, 0)
@@ -266,7 +266,36 @@ def test_render_and_mesh_output_nodes(pack, host):
     np.testing.assert_allclose(mesh.vertices[1].numpy(), anim.vertices[2], atol=1e-6)
     host.request_interrupt()
     with pytest.raises(host.Interrupted):
-        pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(anim, 64, "shaded", 30.0, 15.0, 1.0)
+        pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
+
+
+def test_render_preview_renders_a_textured_reference_mesh_framed_for_prepare_frames(pack, tmp_path):
+    import trimesh
+    from PIL import Image
+
+    from actionmesh_core.geometry.reference import prepare_reference_mesh
+
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[:4] = (255, 0, 0)  # top half red, bottom half blue
+    texture[4:] = (0, 0, 255)
+    box = trimesh.creation.box(extents=(2.0, 1.0, 1.0))
+    uv = np.stack([np.zeros(len(box.vertices)), (box.vertices[:, 1] > 0).astype(float)], axis=1)  # top -> v = 1
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(texture))
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    box.export(tmp_path / "box.glb")
+    reference = prepare_reference_mesh(tmp_path / "box.glb", num_surface_points=256, num_query_points=16,
+                                       subset_points=64)
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]()
+    (image,) = node.render(120, "unlit", 0.0, 0.0, 1.0, 0.1, reference=reference)
+    assert image.shape == (1, 120, 120, 3)
+    covered = (image[0] - 1.0).abs().amax(-1) > 1e-6
+    rows, cols = torch.nonzero(covered, as_tuple=True)
+    assert (int(cols.min()), int(cols.max())) == (10, 109)  # width 2 -> 100 px, centred, 10 % margin
+    assert (int(rows.min()), int(rows.max())) == (35, 84)
+    np.testing.assert_allclose(image[0, 40, 60].numpy(), [1, 0, 0], atol=0.02)  # upper face colour: red
+    np.testing.assert_allclose(image[0, 80, 60].numpy(), [0, 0, 1], atol=0.02)
+    with pytest.raises(ValueError, match="exactly one"):
+        node.render(64, "shaded", 0.0, 0.0, 1.0, 0.1)
 
 
 def _fake_module(monkeypatch, name, **attrs):

@@ -151,3 +151,101 @@ def test_output_contract_and_callback():
         render_animation(anim, view=(0, 120))
     with pytest.raises(ValueError, match="background"):
         render_animation(anim, background=2.0)
+
+
+# --------------------------------------------------------------------------- the mesh's own colours, framing
+
+QUADRANTS = {(0, 0): (1.0, 0.0, 0.0), (0, 1): (0.0, 1.0, 0.0), (1, 0): (0.0, 0.0, 1.0), (1, 1): (1.0, 1.0, 0.0)}
+
+
+def quadrant_texture(side=32):
+    """RGB uint8 texture: top-left red, top-right green, bottom-left blue, bottom-right yellow (image rows)."""
+    texture = np.zeros((side, side, 3), np.uint8)
+    h = side // 2
+    for (qr, qc), rgb in QUADRANTS.items():
+        texture[qr * h:(qr + 1) * h, qc * h:(qc + 1) * h] = np.asarray(rgb) * 255
+    return texture
+
+
+def textured_square():
+    """The front-facing square with UVs spanning the texture (trimesh convention: v = 1 is the top row)."""
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)  # corners (-,-) (+,-) (+,+) (-,+)
+    return AnimatedMesh(faces=SQUARE_FACES, vertices=square()[None], uv=uv, texture=quadrant_texture())
+
+
+def test_textured_square_shows_its_texture_quadrants_in_place():
+    anim = textured_square()
+    unlit = front(anim, mode="unlit")[0]
+    # the square covers pixels 16..47; each texture quadrant is a 16 px quadrant of it (keep 2 px off the seams)
+    for (qr, qc), rgb in QUADRANTS.items():
+        patch = unlit[18 + 16 * qr:30 + 16 * qr, 18 + 16 * qc:30 + 16 * qc]
+        np.testing.assert_allclose(patch.reshape(-1, 3), np.tile(rgb, (144, 1)), atol=1e-6)
+    shaded = front(anim, mode="textured")[0]
+    light = np.array([-0.35, 0.45, 1.0]) / np.linalg.norm([-0.35, 0.45, 1.0])
+    factor = 0.3 + 0.7 * light[2]  # Lambert of a face looking at the camera
+    np.testing.assert_allclose(shaded[20, 20], np.array(QUADRANTS[(0, 0)]) * factor, atol=1e-6)
+    np.testing.assert_allclose(shaded[40, 40], np.array(QUADRANTS[(1, 1)]) * factor, atol=1e-6)
+    assert np.all(shaded[:16] == 1.0)  # background untouched
+
+
+def test_vertex_colours_are_interpolated_and_material_colour_is_the_fallback():
+    import trimesh
+
+    tri = np.array([[-0.8, -0.8, 0.0], [0.8, -0.8, 0.0], [-0.8, 0.8, 0.0]], np.float32)
+    colors = np.array([[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]], np.uint8)
+    anim = AnimatedMesh(faces=[[0, 1, 2]], vertices=tri[None], vertex_colors=colors)
+    image = front(anim, mode="unlit")[0]
+    # pixel centre (x, y) = column/row + 0.5 in a [-1, 1] window of 64 px; weights of vertices 1 and 2 are
+    # the fractions of the way along +x and +y from vertex 0
+    r, c = 50, 12
+    x, y = (c + 0.5) / 32 - 1, 1 - (r + 0.5) / 32
+    w1, w2 = (x + 0.8) / 1.6, (y + 0.8) / 1.6
+    np.testing.assert_allclose(image[r, c], [1 - w1 - w2, w1, w2], atol=1e-6)
+    material = trimesh.visual.material.PBRMaterial(baseColorFactor=[255, 128, 0, 255])
+    plain = AnimatedMesh(faces=[[0, 1, 2]], vertices=tri[None], material=material)
+    np.testing.assert_allclose(front(plain, mode="unlit")[0][40, 20], [1.0, 128 / 255, 0.0], atol=1e-6)
+    grey = AnimatedMesh(faces=[[0, 1, 2]], vertices=tri[None])
+    np.testing.assert_allclose(front(grey, mode="unlit")[0][40, 20], [0.8, 0.8, 0.8], atol=1e-6)
+
+
+def test_textured_glb_renders_its_texture_through_the_real_reader(tmp_path):
+    import trimesh
+    from PIL import Image
+
+    from actionmesh_core.geometry.reference import prepare_reference_mesh
+
+    vertices = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float64) * 0.7 + [2.0, 1.0, 0.0]
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(quadrant_texture(64)))
+    mesh = trimesh.Trimesh(vertices, SQUARE_FACES, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
+                           process=False)
+    path = tmp_path / "square.glb"
+    mesh.export(path)
+    reference = prepare_reference_mesh(path, num_surface_points=256, num_query_points=16, subset_points=64)
+    anim = reference.to_animated_mesh(reference.vertices, denormalize=False)
+    image = render_animation(anim, size=60, mode="unlit", view=(0.0, 0.0), margin=0.0)[0]
+    np.testing.assert_allclose(image[10, 10], QUADRANTS[(0, 0)], atol=0.02)  # top-left red, not flipped
+    np.testing.assert_allclose(image[10, 50], QUADRANTS[(0, 1)], atol=0.02)
+    np.testing.assert_allclose(image[50, 10], QUADRANTS[(1, 0)], atol=0.02)
+    np.testing.assert_allclose(image[50, 50], QUADRANTS[(1, 1)], atol=0.02)
+
+
+def test_margin_frames_the_object_centred_like_prepare_frames():
+    import trimesh
+
+    from actionmesh_core.frames import prepare_frames
+
+    box = trimesh.creation.box(extents=(1.0, 0.5, 0.3))
+    vertices = np.asarray(box.vertices) + [3.0, -2.0, 0.5]  # framing must not depend on where the object is
+    anim = AnimatedMesh(faces=box.faces, vertices=vertices[None])
+    image = render_animation(anim, size=120, mode="shaded", view=(0.0, 0.0), margin=0.1)[0]
+    rows, cols = np.nonzero(coverage(image))
+    # longer side 1.0 -> 120 / (1 + 2 * 0.1) = 100 px, centred: columns 10..109; height 0.5 -> rows 35..84
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (10, 109, 35, 84)
+    prepared = prepare_frames(np.stack([image, image]), margin=0.1)  # white background -> colour estimate
+    assert prepared.crop_box == (0, 0, 120, 120)  # Prepare Frames keeps the render's framing as is
+    wide = render_animation(anim, size=120, mode="shaded", view=(0.0, 0.0), margin=0.5)[0]
+    cols = np.nonzero(coverage(wide).any(axis=0))[0]
+    assert (cols.min(), cols.max()) == (30, 89)  # 120 / 2 = 60 px wide, centred
+    with pytest.raises(ValueError, match="margin"):
+        render_animation(anim, size=32, margin=-0.1)

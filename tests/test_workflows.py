@@ -32,6 +32,7 @@ EXPECTED_WORKFLOWS = {
     "image_to_video_to_4d.json",
     "text_to_image_to_video_to_4d.json",
     "backbone_swap_hunyuan3d.json",
+    "mesh_prompt_to_4d.json",
 }
 
 # comfy/samplers.py (0.27.0)
@@ -76,7 +77,7 @@ CORE_NODES = {
                                    "outputs": [("bg_model", "BACKGROUND_REMOVAL")]},
     "RemoveBackground": {"inputs": [_i("bg_removal_model", "BACKGROUND_REMOVAL"), _i("image", "IMAGE")],
                          "outputs": [("mask", "MASK")]},
-    "PreviewImage": {"inputs": [_i("images", "IMAGE")], "outputs": []},
+    "PreviewImage": {"inputs": [_i("images", "IMAGE")], "outputs": [("images", "IMAGE")]},  # a SaveImage subclass
     "SaveImage": {"inputs": [_i("images", "IMAGE"), _i("filename_prefix", "STRING", default="ComfyUI")],
                   "outputs": [("images", "IMAGE")]},
     "SaveAnimatedWEBP": {"inputs": [_i("images", "IMAGE"), _i("filename_prefix", "STRING", default="ComfyUI"),
@@ -341,6 +342,130 @@ def test_workflows_cover_the_advertised_routes(specs):
     assert {"CheckpointLoaderSimple", "WanImageToVideo"} <= by_name["text_to_image_to_video_to_4d.json"]
     assert {"VoxelToMesh", "ActionMeshEncodeReferenceMesh"} <= by_name["backbone_swap_hunyuan3d.json"]
     assert "ActionMeshImageTo3DAnchor" not in by_name["backbone_swap_hunyuan3d.json"]
+    assert {"ActionMeshEncodeReferenceMesh", "ActionMeshRenderPreview", "WanImageToVideo"} <= \
+        by_name["mesh_prompt_to_4d.json"]
+    assert "ActionMeshImageTo3DAnchor" not in by_name["mesh_prompt_to_4d.json"]
+    for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json"):
+        assert "ActionMeshLoadFrames" in by_name[name], f"{name}: Load Frames is the default input"
+
+
+def _links_by_target(workflow):
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    return {(l[3], nodes[l[3]]["inputs"][l[4]]["name"]): (nodes[l[1]], l[2]) for l in workflow["links"]}
+
+
+def test_video_workflows_take_load_frames_and_keep_the_video_path_as_a_muted_option():
+    for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json"):
+        workflow = _load(name)
+        by_target = _links_by_target(workflow)
+        prepare = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshPrepareFrames")
+        for input_name in ("images", "mask", "fps"):
+            source, _ = by_target[(prepare["id"], input_name)]
+            assert source["type"] == "ActionMeshLoadFrames", f"{name}: Prepare Frames.{input_name}"
+        for node in workflow["nodes"]:
+            if node["type"] in ("LoadVideo", "GetVideoComponents", "LoadBackgroundRemovalModel", "RemoveBackground"):
+                assert node["mode"] == 2, f"{name}: the optional video path ({node['type']}) is muted"
+        note = next(n for n in workflow["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        assert "video" in note and "Ctrl+M" in note, f"{name}: the Note explains the video option"
+
+
+def test_mesh_prompt_workflow_renders_the_same_mesh_it_animates():
+    workflow = _load("mesh_prompt_to_4d.json")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    by_target = _links_by_target(workflow)
+    encode = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshEncodeReferenceMesh")
+    wan = next(n for n in workflow["nodes"] if n["type"] == "WanImageToVideo")
+    render, _ = by_target[(wan["id"], "start_image")]
+    assert render["type"] == "ActionMeshRenderPreview"
+    assert by_target[(render["id"], "reference")] == (encode, 1)
+    size, mode, azimuth, elevation, background, margin = render["widgets_values"]
+    assert mode == "textured" and (azimuth, elevation) == (0.0, 0.0) and background == 1.0  # paper: front, white
+    assert margin == pytest.approx(0.1) and wan["widgets_values"][:2] == [size, size]  # square: no centre crop
+    decode = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshDecodeDeformation")
+    denoise = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshTemporalDenoise")
+    assert by_target[(decode["id"], "reference")] == (encode, 1)  # the same mesh is animated
+    assert by_target[(denoise["id"], "anchor")] == (encode, 0)
+    source, _ = by_target[(wan["id"], "positive")]
+    assert source["type"] == "CLIPTextEncode" and source.get("title") == "Motion prompt"
+    vision, _ = by_target[(wan["id"], "clip_vision_output")]
+    assert by_target[(vision["id"], "image")][0] is render
+    prepare = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshPrepareFrames")
+    assert nodes[by_target[(prepare["id"], "images")][0]["id"]]["type"] == "VAEDecode"
+    assert encode["widgets_values"][0] == 0 and prepare["widgets_values"][3] == 0  # anchor = frame 0 = the render
+
+
+# --------------------------------------------------------------------------- layout
+
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above ``pos``
+GROUP_TITLE_HEIGHT = 34  # a group's title bar (font 24)
+STAGES = ("Input", "Stage I ", "Stage II", "Output")
+
+
+def node_box(node):
+    """(x0, y0, x1, y1) of a node on the canvas, title bar included."""
+    x, y = node["pos"]
+    w, h = node["size"]
+    return (x, y - TITLE_HEIGHT, x + w, y + h)
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def check_layout(workflow):
+    """No two nodes overlap, every node lies inside exactly one group below its title, groups do not overlap."""
+    boxes = [(n["id"], n["type"], node_box(n)) for n in workflow["nodes"]]
+    for i, (id_a, type_a, a) in enumerate(boxes):
+        for id_b, type_b, b in boxes[i + 1:]:
+            assert not _overlap(a, b), f"nodes {id_a} ({type_a}) and {id_b} ({type_b}) overlap"
+    groups = workflow.get("groups") or []
+    assert groups, "the workflow has no groups"
+    rects = []
+    for group in groups:
+        x, y, w, h = group["bounding"]
+        rects.append((group["title"], (x, y, x + w, y + h)))
+    for i, (title_a, a) in enumerate(rects):
+        for title_b, b in rects[i + 1:]:
+            assert not _overlap(a, b), f"groups {title_a!r} and {title_b!r} overlap"
+    for node_id, type_, (x0, y0, x1, y1) in boxes:
+        inside = [title for title, (gx0, gy0, gx1, gy1) in rects
+                  if gx0 <= x0 and x1 <= gx1 and gy0 + GROUP_TITLE_HEIGHT <= y0 and y1 <= gy1]
+        assert len(inside) == 1, f"node {node_id} ({type_}) lies in groups {inside}, expected exactly one"
+
+
+@pytest.mark.parametrize("path", _workflows(), ids=lambda p: p.name)
+def test_workflow_layout_is_grouped_by_stage_without_overlaps(path):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    check_layout(workflow)
+    titles = [g["title"] for g in workflow["groups"]]
+    for stage in STAGES:
+        assert any(t.startswith(stage) for t in titles), f"no {stage!r} group: {titles}"
+    assert any("stage 0" in t.lower() for t in titles), f"no group for stage 0: {titles}"
+    notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1 and len(notes[0]["widgets_values"][0]) > 100, "one Note that explains the workflow"
+
+
+def test_layout_check_catches_overlaps_title_bars_and_stray_nodes():
+    workflow = _load("video_to_4d.json")
+    check_layout(workflow)
+    nodes = sorted(workflow["nodes"], key=lambda n: n["pos"][1])
+    column = [n for n in nodes if n["pos"][0] == nodes[0]["pos"][0]]
+    upper, lower = column[0], column[1]
+    # move the lower node up so only its title bar touches the upper node's body
+    broken = json.loads(json.dumps(workflow))
+    node = next(n for n in broken["nodes"] if n["id"] == lower["id"])
+    node["pos"][1] = upper["pos"][1] + upper["size"][1] + TITLE_HEIGHT - 5
+    with pytest.raises(AssertionError, match="overlap"):
+        check_layout(broken)
+    broken = json.loads(json.dumps(workflow))
+    node = next(n for n in broken["nodes"] if n["id"] == upper["id"])
+    node["pos"][0] -= 10_000  # outside every group
+    with pytest.raises(AssertionError, match="expected exactly one"):
+        check_layout(broken)
+    broken = json.loads(json.dumps(workflow))
+    broken["groups"][0]["bounding"][3] = 10  # the group no longer encloses its nodes
+    with pytest.raises(AssertionError, match="expected exactly one"):
+        check_layout(broken)
 
 
 # The validator must reject broken graphs (otherwise the tests above prove nothing).
