@@ -95,10 +95,10 @@ def _open_page(browser, comfy):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.console_messages = []
     page.on("console", lambda message: page.console_messages.append(f"{message.type}: {message.text}"))
-    page.goto(comfy.url)
+    page.goto(comfy.url, wait_until="commit", timeout=600_000)  # the app's own readiness is awaited below
     page.wait_for_function("() => window.app && window.app.vueAppReady && window.app.graph "
                            "&& window.LiteGraph && Object.keys(window.LiteGraph.registered_node_types).length > 100",
-                           timeout=180_000)
+                           timeout=600_000)
     return page
 
 
