@@ -173,17 +173,24 @@ class ActionMeshEncodeReferenceMesh:
                 "sample_posterior": ("BOOLEAN", {"default": True,
                                                  "tooltip": "Sample the VAE posterior (as the release does); off = use its mean."}),
                 "seed": _seed_input("Seed of the surface sampling and of the posterior sample."),
+                # last widget, so workflows saved before it existed keep their values in place
+                "num_tokens": ("INT", {"default": 2048, "min": 256, "max": 8192, "step": 256,
+                                       "tooltip": "Latent tokens of the mesh (query points of the VAE encoder; "
+                                                  "2048 at inference, as Image-to-3D Anchor)."}),
             },
             "optional": {
                 "mesh": ("MESH", {"tooltip": "A core MESH, e.g. from Hunyuan3D's Voxel to Mesh."}),
-                "model_3d": ("FILE_3D", {"tooltip": "A 3D file from core Load 3D (model_3d output)."}),
+                "model_3d": (host.FILE_3D_ANY, {"tooltip": "A 3D file from a core node (Load 3D's model_3d, a "
+                                                           "3D API node's GLB ...): any core FILE_3D type."}),
             },
         }
 
-    def encode(self, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, mesh=None, model_3d=None):
+    def encode(self, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, num_tokens=2048, mesh=None,
+               model_3d=None):
         """Normalise the given mesh, sample its surface and encode it with the VAE (posterior sample or mean).
 
-        Exactly one of ``mesh`` (core MESH), ``model_3d`` (core FILE_3D) or ``mesh_file`` (input folder) is used.
+        Exactly one of ``mesh`` (core MESH), ``model_3d`` (core FILE_3D*) or ``mesh_file`` (input folder) is used.
+        ``num_tokens`` = M query points of the VAE encoder (= latent tokens).
         Returns (SourceLatents {frame_index: (M, C)}, ReferenceMesh).
         Raises ValueError when no mesh or several meshes are given.
         """
@@ -202,7 +209,7 @@ class ActionMeshEncodeReferenceMesh:
             source_mesh = _load_file3d(model_3d)
         else:
             source_mesh = load_mesh(str(host.resolve_input_file(mesh_file)))
-        reference = prepare_reference_mesh(source_mesh, seed=seed % (2 ** 32))
+        reference = prepare_reference_mesh(source_mesh, seed=seed % (2 ** 32), num_query_points=int(num_tokens))
         with torch.inference_mode(), host.on_device(vae) as device:
             dtype = host.module_dtype(vae)
             surface = torch.as_tensor(np.asarray(reference.surface), dtype=torch.float32)[None].to(device, dtype)
@@ -444,7 +451,7 @@ class ActionMeshAttentionChainAnimate:
         if not 0 <= frame < context.num_frames:
             raise ValueError(f"anchor frame {frame} is outside the {context.num_frames} prepared frames")
         progress = host.Progress(steps, "attention chain")
-        with torch.inference_mode(), host.on_device(denoiser) as device, host.on_device(vae):
+        with torch.inference_mode(), host.on_device(denoiser, vae) as device:
             result = attention_chain_decode(
                 denoiser, vae, context.features.to(device=device, dtype=host.module_dtype(denoiser)),
                 anchor.latents[frame].to(device), np.asarray(reference.vertices), np.asarray(reference.faces), frame,

@@ -1,10 +1,12 @@
 """Model loader nodes: ActionMesh denoiser/autoencoder, TripoSG VAE/DiT, DINOv2.
 
 Each loader lists the entries of its model folder (``models/actionmesh/``,
-``models/triposg/``, ``models/dinov2/``; see ``host.list_models``), loads the
+``models/triposg/``, ``models/dinov2/``; see ``host.list_models``) whose
+``config.json`` says they are its kind (``entry_kind``), loads the
 chosen one on the offload device (CPU) in the chosen dtype, and hands the
-module to the nodes that use it; those move it to the GPU only while they
-run (``host.on_device``).
+module to the nodes that use it.  Inside ComfyUI each model is wrapped in
+ComfyUI's model patcher and loaded by its memory manager when a node needs it
+(``host.on_device``); outside, the nodes move it to the GPU only while they run.
 """
 from __future__ import annotations
 
@@ -13,8 +15,96 @@ from . import host
 
 CATEGORY = "ActionMesh/loaders"
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
+
+
+def entry_kind(folder: str, name: str):
+    """Model kind of a listed entry, from its ``config.json`` (weights header keys when the config is silent).
+
+    Returns:
+        ``actionmesh_denoiser``, ``actionmesh_autoencoder``, ``triposg_vae``, ``triposg_dit`` (see
+        ``actionmesh_core.checkpoints.detect_kind``), ``transformers:<model_type>`` for a transformers folder
+        (``transformers:dinov2``), or None when the entry has no readable config or is of no known kind.
+    """
+    from actionmesh_core.checkpoints import detect_kind
+
+    config = host.entry_config(folder, name)
+    if config is None:
+        return None
+    if "model_type" in config:
+        return f"transformers:{config['model_type']}"
+    kind = detect_kind((), config)
+    if kind is None:
+        kind = detect_kind(_weight_keys(host.resolve_model(folder, name)), config)
+    return kind
+
+
+def _weight_keys(path):
+    """State-dict key names of a model entry (safetensors header only; empty when unreadable)."""
+    from safetensors import safe_open
+
+    if path.is_dir():
+        files = [path / n for n in ("model.safetensors", "diffusion_pytorch_model.safetensors") if (path / n).is_file()]
+        if not files:
+            return ()
+        path = files[0]
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except Exception:  # not a safetensors file, truncated download: not offered
+        return ()
+
+
+def entries_of_kind(folder: str, kind: str, prefer=()):
+    """Entries of ``models/<folder>/`` whose config says they are a ``kind`` model (see ``entry_kind``)."""
+    return [entry for entry in host.list_models(folder, prefer) if entry_kind(folder, entry) == kind]
+
+
 DTYPE_TOOLTIP = ("Weight precision. auto = bf16 on CUDA GPUs that support it (else fp16), fp32 on CPU/MPS. "
                  "fp32 is the reference precision; half precision halves memory.")
+
+
+# loader node -> (models/ sub-folder, actionmesh_core.weights component) of the released weights it loads
+RELEASED = {
+    "ActionMeshLoadDenoiser": ("actionmesh", "denoiser"),
+    "ActionMeshLoadAutoencoder": ("actionmesh", "autoencoder"),
+    "ActionMeshLoadTripoSGVAE": ("triposg", "vae"),
+    "ActionMeshLoadTripoSGDiT": ("triposg", "transformer"),
+    "ActionMeshLoadDINOv2": ("dinov2", "dinov2"),
+}
+RELEASED_DIRS = tuple(sorted({directory for directory, _ in RELEASED.values()}))
+
+
+def download_metadata(node_type: str, entry: str) -> list:
+    """Model-file records of a loader's released entry, in the ComfyUI frontend's workflow format.
+
+    A workflow that lists them in the loader node's ``properties.models`` and in its top-level ``models``
+    makes the frontend's missing-models panel name every weights file that is not installed, with its
+    download link and target folder (``directory``; ``name`` is the file's path inside it, as
+    ``GET /experiment/models/<directory>`` lists installed files).
+
+    Args:
+        node_type: a key of :data:`RELEASED` (other nodes have none: returns []).
+        entry: the loader's ``model_name`` value; only the released entry (e.g. ``ActionMesh/denoiser``)
+            has a known download source (any other: returns []).
+
+    Returns:
+        list of ``{"name", "url", "directory"}`` dicts.
+    """
+    from actionmesh_core.checkpoints import WEIGHT_FILES
+    from actionmesh_core.weights import COMPONENTS
+
+    if node_type not in RELEASED:
+        return []
+    directory, component = RELEASED[node_type]
+    folder, repo, _ = COMPONENTS[component]
+    if entry != folder:
+        return []
+    kind = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder", "vae": "triposg_vae",
+            "transformer": "triposg_dit"}.get(component)
+    weights = WEIGHT_FILES[kind] if kind else "model.safetensors"  # transformers layout for DINOv2
+    inside_repo = folder.split("/", 1)[1] + "/" if "/" in folder else ""  # dinov2-large is the repo root
+    return [{"name": f"{folder}/{weights}", "url": f"https://huggingface.co/{repo}/resolve/main/{inside_repo}{weights}",
+             "directory": directory}]
 
 
 class _CheckpointLoader:
@@ -31,8 +121,7 @@ class _CheckpointLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": ([m for m in host.list_models(cls.FOLDER, cls.PREFER)
-                                if not host.is_transformers_model(cls.FOLDER, m)], {
+                "model_name": (entries_of_kind(cls.FOLDER, cls.KIND, cls.PREFER), {
                     "tooltip": f"{cls.WHAT}: a model folder (config.json + weights) or a .safetensors file "
                                f"under models/{cls.FOLDER}/."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
@@ -50,6 +139,7 @@ class _CheckpointLoader:
         model = load_model(str(path), self.KIND, device="cpu", dtype=host.resolve_dtype(dtype))
         if hasattr(model, "eval"):
             model.eval()
+        host.model_patcher(model)  # inside ComfyUI: wrapped for its memory manager (see host.on_device)
         return (model,)
 
 
@@ -117,7 +207,7 @@ class ActionMeshLoadDINOv2:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (host.list_models("dinov2", ("large",)), {
+                "model_name": (entries_of_kind("dinov2", "transformers:dinov2", ("large",)), {
                     "tooltip": "DINOv2-large folder in the transformers layout (config.json + model.safetensors) "
                                "under models/dinov2/, e.g. dinov2-large."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
@@ -135,6 +225,7 @@ class ActionMeshLoadDINOv2:
         encoder = DinoV2Encoder.from_pretrained(str(path), device="cpu", dtype=host.resolve_dtype(dtype))
         if hasattr(encoder, "eval"):
             encoder.eval()
+        host.model_patcher(encoder)
         return (encoder,)
 
 

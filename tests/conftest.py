@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +14,15 @@ import data_dirs
 ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "actionmesh_pack"
 
-# Installed model entries the shipped workflows refer to (released layouts).
+# Installed model entries the shipped workflows refer to (released layouts), with a config.json that names
+# their kind (loaders list only entries of their own kind).
+FAKE_CONFIGS = {
+    "ActionMesh/denoiser": {"inflated_layers": [0]},
+    "ActionMesh/autoencoder": {"prediction_mode": "direct"},
+    "TripoSG/vae": {"_class_name": "TripoSGVAEModel"},
+    "TripoSG/transformer": {"_class_name": "TripoSGDiTModel"},
+    "dinov2-large": {"model_type": "dinov2"},
+}
 FAKE_MODELS = {
     "actionmesh": ["ActionMesh/denoiser", "ActionMesh/autoencoder"],
     "triposg": ["TripoSG/vae", "TripoSG/transformer"],
@@ -81,7 +91,7 @@ def fake_model_tree(host_dirs):
         for entry in entries:
             path = host_dirs["models"] / folder / entry
             path.mkdir(parents=True)
-            (path / "config.json").write_text("{}")
+            (path / "config.json").write_text(json.dumps(FAKE_CONFIGS[entry]))
             (path / "model.safetensors").write_bytes(b"")
     for name in FAKE_INPUT_MESHES + FAKE_INPUT_FRAMES:
         path = host_dirs["input"] / name

@@ -27,6 +27,10 @@ EXPECTED_NODES = {
 CUSTOM_TYPES = {"ACTIONMESH_DENOISER", "ACTIONMESH_AUTOENCODER", "TRIPOSG_VAE", "TRIPOSG_DIT", "DINOV2",
                 "ACTIONMESH_FRAMES", "ACTIONMESH_CONTEXT", "ACTIONMESH_LATENT", "ACTIONMESH_LATENTS",
                 "ACTIONMESH_REFERENCE", "ACTIONMESH_ANIMATION"}
+# comfy_api/latest/_io.py of ComfyUI 0.27 (test_real_host checks this list against the source when it is there)
+FILE_3D_TYPES = ("FILE_3D", "FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_FBX", "FILE_3D_OBJ", "FILE_3D_STL",
+                 "FILE_3D_USDZ", "FILE_3D_PLY", "FILE_3D_SPLAT", "FILE_3D_SPZ", "FILE_3D_KSPLAT",
+                 "FILE_3D_SPLAT_ANY", "FILE_3D_POINT_CLOUD_ANY")
 CORE_TYPES = {"IMAGE", "MASK", "MESH", "FILE_3D", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
@@ -95,8 +99,9 @@ def test_node_declarations_are_complete(pack):
                     assert opts.get("default", type_[0] if type_ else None) in (type_ or [None]), where
                 elif type_ in ("INT", "FLOAT"):
                     assert opts["min"] <= opts["default"] <= opts["max"], where
-                else:
-                    assert type_ in CUSTOM_TYPES | CORE_TYPES, f"{where}: unknown type {type_}"
+                else:  # a comma-joined union of socket types accepts each of them
+                    unknown = set(type_.split(",")) - (CUSTOM_TYPES | CORE_TYPES | set(FILE_3D_TYPES))
+                    assert not unknown, f"{where}: unknown type {unknown}"
     assert mapping["ActionMeshExportGLB"].OUTPUT_NODE is True
 
 
@@ -202,7 +207,7 @@ def test_mesh_batches_with_the_old_two_argument_mesh_class(host, monkeypatch):
         def __init__(self, vertices, faces):
             self.vertices, self.faces = vertices, faces
 
-    monkeypatch.setattr(host, "mesh_class", lambda: OldMesh)
+    monkeypatch.setattr(sys.modules[host.__name__ + "_types"], "mesh_class", lambda: OldMesh)
     box, ball = trimesh.creation.box(), trimesh.creation.icosphere(subdivisions=1)
     mesh = host.make_mesh([box.vertices, ball.vertices], [box.faces, ball.faces])
     assert isinstance(mesh, OldMesh) and mesh.face_counts.tolist() == [12, len(ball.faces)]
@@ -392,8 +397,8 @@ def test_encode_reference_mesh_node(pack, host, monkeypatch):
 
     received = {}
 
-    def prepare_reference_mesh(mesh, seed=0):
-        received["faces"] = len(mesh.faces)
+    def prepare_reference_mesh(mesh, seed=0, num_query_points=2048):
+        received["faces"], received["tokens"] = len(mesh.faces), num_query_points
         return Reference()
 
     _fake_module(monkeypatch, "actionmesh_core.geometry.reference", prepare_reference_mesh=prepare_reference_mesh)
@@ -402,7 +407,9 @@ def test_encode_reference_mesh_node(pack, host, monkeypatch):
     mesh = host.make_mesh([box.vertices], [box.faces])
     node = pack.NODE_CLASS_MAPPINGS["ActionMeshEncodeReferenceMesh"]()
     anchor, reference = node.encode(_FakeVAE(), 3, "none", 0, False, 0, mesh=mesh)
-    assert received["faces"] == 12 and isinstance(reference, Reference)
+    assert received["faces"] == 12 and received["tokens"] == 2048 and isinstance(reference, Reference)
+    node.encode(_FakeVAE(), 3, "none", 0, False, 0, num_tokens=512, mesh=mesh)
+    assert received["tokens"] == 512
     assert anchor.anchor_frame == 3 and torch.equal(anchor.latents[3], torch.ones(16, 4))
     sampled, _ = node.encode(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
     again, _ = node.encode(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
@@ -425,3 +432,11 @@ def test_checkpoint_loaders_hide_transformers_folders(pack, host_dirs):
         (root / name / "model.safetensors").write_bytes(b"")
     choices = pack.NODE_CLASS_MAPPINGS["ActionMeshLoadTripoSGVAE"].INPUT_TYPES()["required"]["model_name"][0]
     assert choices == ["TripoSG/vae"]
+
+
+def test_reference_mesh_takes_every_core_3d_file_type_and_num_tokens_last(pack, host):
+    cls = pack.NODE_CLASS_MAPPINGS["ActionMeshEncodeReferenceMesh"]
+    declared = cls.INPUT_TYPES()
+    assert set(declared["optional"]["model_3d"][0].split(",")) == set(FILE_3D_TYPES) == set(host.FILE_3D_TYPES)
+    # appended after the seed: widgets_values saved before num_tokens existed keep their positions
+    assert list(declared["required"])[-2:] == ["seed", "num_tokens"]

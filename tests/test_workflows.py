@@ -185,7 +185,7 @@ def socket_types(type_, opts) -> tuple:
         return type_
     if isinstance(type_, list) or type_ == ANY_FILE:
         return ("COMBO",)
-    return (type_,)
+    return tuple(type_.split(","))  # a legacy comma-joined union accepts each of its types
 
 
 def widget_slots(spec) -> list:

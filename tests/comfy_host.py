@@ -1,0 +1,221 @@
+"""A real ComfyUI (0.27) started headless on the CPU with this pack, for ``test_real_host.py``.
+
+Where the host comes from:
+
+* ComfyUI source: ``$ACTIONMESH_COMFYUI_DIR``, else ``../shared/hosts/comfyui`` beside the checkout
+  (its README: how to install its requirements); the stand-ins for torchvision/torchaudio:
+  ``$ACTIONMESH_COMFYUI_PLACEHOLDERS``, else ``placeholders/`` beside the ComfyUI folder;
+* browser: Debian's ``chromium`` (``$ACTIONMESH_CHROMIUM``, else ``/usr/bin/chromium``) driven by the PyPI
+  ``playwright`` package.
+
+Outside CI a missing piece skips the tests with the reason; with ``CI=true`` it fails them.
+The server runs from a copy of the source in a temporary folder, with the pack symlinked into
+``custom_nodes/``, tiny random weights (``python -m actionmesh_core make-tiny-weights``) linked into
+``models/`` as the README's Models section lays them out, and a test-only probe node that reports
+ComfyUI's loaded-model list (``GET /actionmesh_test/loaded_models``).  It is stopped by its process id.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+# top-level modules of ComfyUI's requirements that its start-up imports (README of the hosts folder)
+HOST_MODULES = ("aiohttp", "yaml", "sqlalchemy", "alembic", "av", "einops", "torchsde", "psutil", "blake3",
+                "comfyui_frontend_package", "comfy_kitchen", "comfy_aimdo", "simpleeval", "requests")
+# tiny-weights folder -> link inside ComfyUI's models/ (README, "Models")
+MODEL_LINKS = {"ActionMesh": "actionmesh/ActionMesh", "TripoSG": "triposg/TripoSG", "dinov2-large": "dinov2/dinov2-large"}
+
+PROBE = '''"""Test-only probe (written by tests/comfy_host.py): ComfyUI's loaded-model list as JSON."""
+import comfy.model_management as mm
+import server
+from aiohttp import web
+
+
+@server.PromptServer.instance.routes.get("/actionmesh_test/loaded_models")
+async def loaded_models(request):
+    names = []
+    for loaded in list(mm.current_loaded_models):
+        patcher = loaded.model
+        if patcher is not None:
+            names.append({"class": type(patcher.model).__name__, "device": str(patcher.current_loaded_device())})
+    return web.json_response(names)
+
+
+NODE_CLASS_MAPPINGS = {}
+'''
+
+
+def need(condition, reason: str) -> None:
+    """Skip (outside CI) or fail (``CI=true``) unless ``condition``."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run the real-host tests, but {reason}")
+    pytest.skip(reason)
+
+
+def comfyui_source() -> Optional[Path]:
+    """The ComfyUI source folder, or None."""
+    env = os.environ.get("ACTIONMESH_COMFYUI_DIR")
+    candidates = [Path(env)] if env else [ROOT.parent / "shared" / "hosts" / "comfyui"]
+    for candidate in candidates:
+        if (candidate / "main.py").is_file() and (candidate / "comfy").is_dir():
+            return candidate
+    return None
+
+
+def placeholders_dir(source: Path) -> Optional[Path]:
+    env = os.environ.get("ACTIONMESH_COMFYUI_PLACEHOLDERS")
+    path = Path(env) if env else source.parent / "placeholders"
+    return path if path.is_dir() else None
+
+
+def missing_host_modules() -> list:
+    return [name for name in HOST_MODULES if importlib.util.find_spec(name) is None]
+
+
+def chromium_path() -> Optional[str]:
+    path = os.environ.get("ACTIONMESH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the server's child process: get SIGTERM when the test process dies (Linux), so a killed
+    pytest never leaves a ComfyUI behind; the finalizer still stops it by pid in every normal case."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class ComfyServer:
+    """One ComfyUI process on a free local port (``start``/``stop``) and small JSON helpers."""
+
+    def __init__(self, home: Path, placeholders: Optional[Path]):
+        self.home = home  # the copied ComfyUI folder
+        self.placeholders = placeholders
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home.parent / "server.log"
+        self.process: Optional[subprocess.Popen] = None
+
+    # ----------------------------------------------------------------- process
+    def start(self, timeout: float = 900.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONMESH_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.placeholders or ""), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--disable-auto-launch"],
+            cwd=self.home, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with status {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                self.get("/system_stats", timeout=5)
+                return
+            except (OSError, urllib.error.URLError):
+                time.sleep(1.0)
+        raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the server by its process id (SIGTERM, then SIGKILL after 20 s)."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=20)
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    # ----------------------------------------------------------------- HTTP
+    def get(self, path: str, timeout: float = 30):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return json.loads(response.read() or b"null")
+
+    def post(self, path: str, payload: dict, timeout: float = 30):
+        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"POST {path} -> {exc.code}: {exc.read().decode(errors='replace')[:4000]}") from None
+        try:
+            return json.loads(body or b"null")
+        except ValueError:
+            return body.decode(errors="replace")
+
+    def queue_prompt(self, prompt: dict) -> str:
+        return self.post("/prompt", {"prompt": prompt, "client_id": "actionmesh-tests"})["prompt_id"]
+
+    def wait_history(self, prompt_id: str, timeout: float = 600.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI died:\n{self.log_tail()}")
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f} s:\n{self.log_tail()}")
+
+    def loaded_models(self) -> list:
+        return self.get("/actionmesh_test/loaded_models")
+
+
+def prepare_home(base: Path, source: Path) -> Path:
+    """Copy ComfyUI into ``base/ComfyUI``, link the pack, tiny weights, the probe; return the ComfyUI folder."""
+    home = base / "ComfyUI"
+    shutil.copytree(source, home, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "user", "output", "temp"))
+    (home / "custom_nodes").mkdir(exist_ok=True)
+    (home / "custom_nodes" / "ComfyUI-ActionMesh").symlink_to(ROOT, target_is_directory=True)
+    (home / "custom_nodes" / "actionmesh_test_probe.py").write_text(PROBE)
+    weights = Path(os.environ.get("ACTIONMESH_TINY_WEIGHTS_DIR") or base / "tiny_weights")  # reuse one if given
+    if not (weights / "ActionMesh" / "denoiser" / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "actionmesh_core", "make-tiny-weights", str(weights)], cwd=ROOT,
+                       check=True, capture_output=True, timeout=1200)
+    for name, link in MODEL_LINKS.items():
+        target = home / "models" / link
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(weights / name, target_is_directory=True)
+    # a user who finished the first-run tour: no template browser over the canvas
+    settings = home / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    return home

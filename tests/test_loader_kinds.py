@@ -1,0 +1,41 @@
+"""Loaders offer only the model entries of their own kind (read from each entry's config.json)."""
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import save_file
+
+
+def _entry(root, name, config, weights="model.safetensors", keys=("w",)):
+    path = root / name
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config))
+    save_file({k: torch.zeros(1) for k in keys}, str(path / weights))
+
+
+def test_each_loader_lists_only_its_kind(pack, host_dirs):
+    models = host_dirs["models"]
+    # the released layouts: ActionMesh/{denoiser,autoencoder}, TripoSG/{vae,transformer,image_encoder_dinov2}
+    _entry(models / "actionmesh", "ActionMesh/denoiser", {"inflated_layers": [0, 1], "width": 32})
+    _entry(models / "actionmesh", "ActionMesh/autoencoder", {"prediction_mode": "direct", "width": 32})
+    # a renamed copy whose config is silent: its weights' key names tell the kind
+    _entry(models / "actionmesh", "mine/stage2", {"width": 32}, keys=("proj_query.weight", "post_quant.weight"))
+    _entry(models / "triposg", "TripoSG/vae", {"_class_name": "TripoSGVAEModel"}, "diffusion_pytorch_model.safetensors")
+    _entry(models / "triposg", "TripoSG/transformer", {"_class_name": "TripoSGDiTModel"},
+           "diffusion_pytorch_model.safetensors")
+    _entry(models / "triposg", "TripoSG/image_encoder_dinov2", {"model_type": "dinov2"})
+    _entry(models / "dinov2", "dinov2-large", {"model_type": "dinov2"})
+    _entry(models / "dinov2", "clip-vit", {"model_type": "clip_vision_model"})
+    (models / "dinov2" / "broken").mkdir()
+    (models / "dinov2" / "broken" / "config.json").write_text("{not json")
+    (models / "dinov2" / "broken" / "model.safetensors").write_bytes(b"")
+
+    def offered(node):
+        return pack.NODE_CLASS_MAPPINGS[node].INPUT_TYPES()["required"]["model_name"][0]
+
+    assert offered("ActionMeshLoadDenoiser") == ["ActionMesh/denoiser"]
+    assert offered("ActionMeshLoadAutoencoder") == ["ActionMesh/autoencoder", "mine/stage2"]
+    assert offered("ActionMeshLoadTripoSGVAE") == ["TripoSG/vae"]
+    assert offered("ActionMeshLoadTripoSGDiT") == ["TripoSG/transformer"]
+    assert offered("ActionMeshLoadDINOv2") == ["dinov2-large"]

@@ -1,0 +1,402 @@
+"""The pack in a real ComfyUI 0.27 (headless, CPU) driven through its real frontend in headless Chromium.
+
+One server for the whole session (``comfy`` fixture, stopped by its process id), one browser page.
+Checks: ``/object_info``; every shipped workflow loads in the browser with no missing node type and no
+widget value rejected or moved (screenshot saved under the session's temporary folder, or
+``$ACTIONMESH_SCREENSHOT_DIR``), converts with ``app.graphToPrompt()``; ``video_to_4d`` and
+``video_mesh_to_4d`` run on a fixture clip at small settings (background removal bypassed) and give a
+GLB plus Preview 3D's payload; the pack's models sit in ComfyUI's loaded-model list while a run goes
+and leave it on ``POST /free``; an interrupted run stops cleanly without a partial file; the missing-
+models panel names our weights with their download links; the placeholder mesh is flagged at load.
+
+Skipped with the reason when ComfyUI, its requirements, chromium or playwright are missing; with
+``CI=true`` those are failures (``.ci/run`` installs them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_host  # noqa: E402
+from comfy_host import ComfyServer, need  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+CLIP = "actionmesh_test_camel.mp4"
+FRAMES = "frames/actionmesh_test_camel"
+MESH = "3d/actionmesh_test_mesh.glb"
+PACK_MODEL_CLASSES = {"TemporalDenoiser", "TemporalAutoencoder", "TripoSGVAE", "TripoSGDiT", "DinoV2Encoder"}
+BACKGROUND_REMOVAL = ("LoadBackgroundRemovalModel", "RemoveBackground")
+# small settings for a CPU run with the tiny weights, by node type then input name
+SMALL = {
+    "ActionMeshLoadFrames": {"source": FRAMES, "max_frames": 4},
+    "ActionMeshPrepareFrames": {"size": 128, "max_frames": 4, "frame_stride": 1},
+    "ActionMeshEncodeFrames": {"batch_size": 4},
+    "ActionMeshImageTo3DAnchor": {"steps": 2, "num_tokens": 256, "octree_depth": 5, "refine_depth": 6,
+                                  "target_faces": 2000},
+    "ActionMeshEncodeReferenceMesh": {"num_tokens": 256},
+    "ActionMeshTemporalDenoise": {"steps": 2},
+    "ActionMeshRenderPreview": {"size": 64},
+}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, fixtures_dir):
+    source = comfy_host.comfyui_source()
+    need(source is not None, "no ComfyUI source: set ACTIONMESH_COMFYUI_DIR or put it at ../shared/hosts/comfyui")
+    missing = comfy_host.missing_host_modules()
+    need(not missing, f"ComfyUI's requirements are not installed (missing {missing}); see ../shared/hosts/README.md")
+    base = tmp_path_factory.mktemp("comfyui_host")
+    home = comfy_host.prepare_home(base, source)
+    _make_inputs(home / "input", fixtures_dir)
+    server = ComfyServer(home, comfy_host.placeholders_dir(source))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def shots_dir(tmp_path_factory) -> Path:
+    path = Path(os.environ.get("ACTIONMESH_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    need(sync_playwright is not None, "the playwright package is not installed (pip install playwright)")
+    executable = comfy_host.chromium_path()
+    need(executable is not None, "no chromium executable (apt-get install chromium, or set ACTIONMESH_CHROMIUM)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _open_page(browser, comfy):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.console_messages = []
+    page.on("console", lambda message: page.console_messages.append(f"{message.type}: {message.text}"))
+    page.goto(comfy.url, wait_until="commit", timeout=600_000)  # the app's own readiness is awaited below
+    page.wait_for_function("() => window.app && window.app.vueAppReady && window.app.graph "
+                           "&& window.LiteGraph && Object.keys(window.LiteGraph.registered_node_types).length > 100",
+                           timeout=600_000)
+    return page
+
+
+@pytest.fixture(scope="session")
+def page(browser, comfy):
+    page = _open_page(browser, comfy)
+    yield page
+    page.close()
+
+
+def _make_inputs(input_dir: Path, fixtures_dir: Path) -> None:
+    """A fixture clip as a frame folder and as an MP4 (RGBA frames over white), a small mesh in ``input/3d/``."""
+    import av
+    import trimesh
+    from PIL import Image
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    frames = sorted((fixtures_dir / "davis_camel").glob("*.png"))[:8]
+    (input_dir / FRAMES).mkdir(parents=True)
+    for path in frames:  # the RGBA frames themselves, for Load Frames (alpha = the object mask)
+        (input_dir / FRAMES / path.name).write_bytes(path.read_bytes())
+    with av.open(str(input_dir / CLIP), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = 256
+        stream.pix_fmt = "yuv420p"
+        for path in frames:
+            rgba = Image.open(path).convert("RGBA").resize((256, 256))
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            rgb = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (input_dir / "3d").mkdir(exist_ok=True)
+    body = trimesh.creation.capsule(height=1.0, radius=0.35, count=[12, 12])
+    body.export(str(input_dir / MESH))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load(page, workflow: dict) -> dict:
+    """Load a UI-format workflow as a drop does; report what the frontend made of it."""
+    return page.evaluate("""async (workflow) => {
+        await window.app.loadGraphData(workflow);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const registered = window.LiteGraph.registered_node_types;
+        const serialized = window.app.graph.serialize();
+        return {
+            missing: workflow.nodes.map((n) => n.type).filter((t) => !(t in registered)),
+            nodes: Object.fromEntries(serialized.nodes.map((n) => [n.id, {type: n.type, mode: n.mode,
+                                                                            widgets_values: n.widgets_values}])),
+            flagged: window.app.graph._nodes.filter((n) => n.actionmeshMissingInput)
+                         .map((n) => [n.id, n.actionmeshMissingInput]),
+        };
+    }""", workflow)
+
+
+def _fit_and_screenshot(page, path: Path) -> None:
+    page.evaluate("""() => {
+        const canvas = window.app.canvas;
+        const nodes = window.app.graph._nodes;
+        let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+        for (const n of nodes) {
+            x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+            x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+        }
+        const el = canvas.canvas;
+        const scale = Math.min(el.width / (x1 - x0 + 80), el.height / (y1 - y0 + 80)) / (window.devicePixelRatio || 1);
+        canvas.ds.scale = scale;
+        canvas.ds.offset = [-x0 + 40 / scale, -y0 + 40 / scale];
+        canvas.setDirty(true, true);
+    }""")
+    page.wait_for_timeout(700)
+    page.screenshot(path=str(path))
+
+
+def _converted(page, bypass=BACKGROUND_REMOVAL) -> dict:
+    """``app.graphToPrompt()`` of the loaded graph after bypassing the given node types (API format)."""
+    return page.evaluate("""async (bypass) => {
+        for (const node of window.app.graph._nodes) if (bypass.includes(node.type)) node.mode = 4;
+        const converted = await window.app.graphToPrompt();
+        return converted.output;
+    }""", list(bypass))
+
+
+def _shrink(prompt: dict, **overrides) -> dict:
+    """Point the converted prompt at the test clip/mesh and make it small (see ``SMALL``)."""
+    for node in prompt.values():
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "LoadVideo":
+            inputs["file"] = CLIP
+        if kind == "ActionMeshEncodeReferenceMesh" and not any(k in inputs for k in ("mesh", "model_3d")):
+            inputs["mesh_file"] = MESH
+        for name, value in {**SMALL.get(kind, {}), **overrides.get(kind, {})}.items():
+            if name in inputs and not isinstance(inputs[name], list):
+                inputs[name] = value
+    return prompt
+
+
+def _workflow(name: str) -> dict:
+    return json.loads((ROOT / "workflows" / name).read_text(encoding="utf-8"))
+
+
+def _outputs(comfy) -> set:
+    root = comfy.home / "output"
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_file_3d_types_match_the_host(comfy, pack, host):
+    """The pack's FILE_3D union lists exactly the core ``FILE_3D*`` socket types of this ComfyUI."""
+    import re
+
+    source = (comfy.home / "comfy_api" / "latest" / "_io.py").read_text()
+    core = set(re.findall(r'io_type="(FILE_3D[A-Z0-9_]*)"', source))
+    assert core and core == set(host.FILE_3D_TYPES)
+
+
+def test_object_info_lists_every_pack_node(comfy, pack):
+    info = comfy.get("/object_info")
+    ours = {name for name in info if name in pack.NODE_CLASS_MAPPINGS}
+    assert ours == set(pack.NODE_CLASS_MAPPINGS), "a pack node failed to register: " + comfy.log_tail()
+    # the loaders offer the tiny weights laid out as the README says, each only its own kind
+    offered = {name: info[name]["input"]["required"]["model_name"][0] for name in (
+        "ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoadTripoSGVAE",
+        "ActionMeshLoadTripoSGDiT", "ActionMeshLoadDINOv2")}
+    assert offered == {"ActionMeshLoadDenoiser": ["ActionMesh/denoiser"],
+                       "ActionMeshLoadAutoencoder": ["ActionMesh/autoencoder"],
+                       "ActionMeshLoadTripoSGVAE": ["TripoSG/vae"],
+                       "ActionMeshLoadTripoSGDiT": ["TripoSG/transformer"],
+                       "ActionMeshLoadDINOv2": ["dinov2-large"]}
+    mesh_input = info["ActionMeshEncodeReferenceMesh"]["input"]
+    assert MESH in mesh_input["required"]["mesh_file"][0]
+    assert "FILE_3D_GLB" in mesh_input["optional"]["model_3d"][0].split(",")
+    import_lines = [line for line in comfy.log_tail(1_000_000).splitlines() if "custom_nodes" in line
+                    and "ComfyUI-ActionMesh" in line]
+    assert import_lines and not any("IMPORT FAILED" in line for line in import_lines), import_lines
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_loads_in_the_browser(path, page, shots_dir):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    loaded = _load(page, workflow)
+    assert loaded["missing"] == [], f"node types missing in ComfyUI: {loaded['missing']}"
+    for node in workflow["nodes"]:
+        now = loaded["nodes"][str(node["id"])]
+        assert now["type"] == node["type"]
+        # a value the frontend rejected (reset to a default) or moved (shifted slot) shows up here
+        assert now.get("widgets_values", []) == node.get("widgets_values", []), \
+            f"node {node['id']} ({node['type']}): widgets_values changed on load"
+    missing_ours = [m for m in page.evaluate(MISSING_MODELS_JS, 3000) if m["directory"] in PACK_DIRECTORIES]
+    assert missing_ours == [], f"installed weights listed as missing (wrong file names?): {missing_ours}"
+    _fit_and_screenshot(page, shots_dir / f"{path.stem}.png")
+    converted = _converted(page, bypass=())
+    active = {str(n["id"]) for n in workflow["nodes"] if n["type"] not in ("Note", "MarkdownNote") and n["mode"] == 0}
+    assert set(converted) == active
+    for node_id, node in converted.items():
+        assert node["class_type"] == loaded["nodes"][node_id]["type"]
+
+
+def test_placeholder_mesh_is_flagged_at_load(page):
+    workflow = _workflow("video_mesh_to_4d.json")
+    node = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshEncodeReferenceMesh")
+    loaded = _load(page, workflow)
+    assert loaded["flagged"] == [[node["id"], {"widget": "mesh_file", "value": "3d/my_mesh.glb"}]]
+    assert page.locator("text=ActionMesh: input file missing").first.is_visible()
+    node["widgets_values"][1] = MESH  # a file that is there: no flag
+    assert _load(page, workflow)["flagged"] == []
+
+
+@pytest.fixture(scope="session")
+def video_to_4d_run(comfy, page):
+    """``video_to_4d`` from the browser's conversion, at small settings; (history entry, seconds, new files)."""
+    _load(page, _workflow("video_to_4d.json"))
+    prompt = _shrink(_converted(page))
+    before = _outputs(comfy)
+    start = time.time()
+    entry = comfy.wait_history(comfy.queue_prompt(prompt), timeout=900)
+    return entry, time.time() - start, _outputs(comfy) - before, prompt
+
+
+def _assert_success_with_glb(comfy, entry, new_files, prompt):
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:4000]
+    export_id = next(i for i, n in prompt.items() if n["class_type"] == "ActionMeshExportGLB")
+    preview_id = next(i for i, n in prompt.items() if n["class_type"] == "Preview3D")
+    files = entry["outputs"][export_id]["3d"]
+    assert len(files) == 1 and files[0]["type"] == "output"
+    relative = "/".join(p for p in (files[0]["subfolder"], files[0]["filename"]) if p)
+    assert relative in new_files and relative.endswith(".glb")
+    glb = comfy.home / "output" / relative
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load_binary(str(glb))
+    assert gltf.animations and gltf.meshes
+    # Preview 3D receives the exported file (the path string from Export Animated GLB)
+    payload = entry["outputs"][preview_id]["result"]
+    assert payload[0].replace("\\", "/").endswith(files[0]["filename"])
+    return glb
+
+
+def test_video_to_4d_runs(comfy, video_to_4d_run):
+    entry, seconds, new_files, prompt = video_to_4d_run
+    glb = _assert_success_with_glb(comfy, entry, new_files, prompt)
+    print(f"video_to_4d: {seconds:.1f} s, {glb.name} {glb.stat().st_size} bytes, new files {sorted(new_files)}")
+    assert any(f.endswith(".webp") for f in new_files), "Render Preview's animated WEBP is missing"
+
+
+def test_video_mesh_to_4d_runs(comfy, page):
+    _load(page, _workflow("video_mesh_to_4d.json"))
+    prompt = _shrink(_converted(page))
+    before = _outputs(comfy)
+    start = time.time()
+    entry = comfy.wait_history(comfy.queue_prompt(prompt), timeout=900)
+    new_files = _outputs(comfy) - before
+    glb = _assert_success_with_glb(comfy, entry, new_files, prompt)
+    print(f"video_mesh_to_4d: {time.time() - start:.1f} s, {glb.name}, new files {sorted(new_files)}")
+    import trimesh
+
+    # the user's mesh is animated: same vertex count as the capsule we gave (vertex order kept)
+    capsule = trimesh.load(str(comfy.home / "input" / MESH), force="mesh", process=False)
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load_binary(str(glb))
+    position = gltf.accessors[gltf.meshes[0].primitives[0].attributes.POSITION]
+    assert position.count == len(capsule.vertices)
+
+
+def test_pack_models_are_managed_by_comfyui(comfy, video_to_4d_run):
+    """After the run ComfyUI lists our models as loaded (its memory manager holds them); /free evicts them."""
+    assert video_to_4d_run[0]["status"]["status_str"] == "success"
+    loaded = {m["class"] for m in comfy.loaded_models()}
+    assert PACK_MODEL_CLASSES <= loaded, loaded
+    comfy.post("/free", {"unload_models": True, "free_memory": True})
+    deadline = time.time() + 60
+    while time.time() < deadline and {m["class"] for m in comfy.loaded_models()} & PACK_MODEL_CLASSES:
+        time.sleep(0.5)
+    assert not {m["class"] for m in comfy.loaded_models()} & PACK_MODEL_CLASSES
+
+
+def test_interrupt_stops_cleanly_without_a_partial_file(comfy, page, video_to_4d_run):
+    _load(page, _workflow("video_to_4d.json"))
+    # a long stage I (many steps, a new seed so it is not cached); stage 0 and the loaders are cached or fast
+    prompt = _shrink(_converted(page), ActionMeshTemporalDenoise={"steps": 500, "seed": 12345})
+    before = _outputs(comfy)
+    prompt_id = comfy.queue_prompt(prompt)
+    deadline = time.time() + 300
+    during = set()
+    while time.time() < deadline:  # wait until stage I holds the denoiser (ComfyUI loaded it)
+        running = comfy.get("/queue")["queue_running"]
+        during = {m["class"] for m in comfy.loaded_models()}
+        if running and "TemporalDenoiser" in during:
+            break
+        time.sleep(0.3)
+    assert "TemporalDenoiser" in during, "the denoiser never showed up in ComfyUI's loaded-model list during the run"
+    time.sleep(2.0)
+    comfy.post("/interrupt", {})
+    stopped = time.time()
+    entry = comfy.wait_history(prompt_id, timeout=300)
+    print(f"interrupt: stopped {time.time() - stopped:.1f} s after POST /interrupt")
+    assert entry["status"]["status_str"] == "error"
+    kinds = [message[0] for message in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds and "execution_error" not in kinds, kinds
+    assert _outputs(comfy) == before, "an interrupted run left files behind"
+    leftovers = [p for p in (comfy.home / "output").rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+    assert comfy.get("/queue")["queue_running"] == []
+
+
+MISSING_MODELS_JS = """async (waitMs) => {
+    // the frontend's missing-models store (pinia, id 'missingModel'): what its panel lists
+    const store = window.app.extensionManager._p._s.get('missingModel');
+    for (let i = 0; i < waitMs / 200 && !(store.missingModelCandidates || []).some((c) => c.url); i++)
+        await new Promise((resolve) => setTimeout(resolve, 200));
+    return (store.missingModelCandidates || []).map((c) => ({name: c.name, url: c.url || null,
+                                                              directory: c.directory || null}));
+}"""
+PACK_DIRECTORIES = ("actionmesh", "triposg", "dinov2")
+
+
+def test_missing_models_panel_lists_our_weights(comfy, browser, pack):
+    """Without the weights, loading a workflow lists each of our weights files with its download link."""
+    models = comfy.home / "models"
+    links = {models / link: (models / link).readlink() for link in comfy_host.MODEL_LINKS.values()}
+    for link in links:
+        link.unlink()
+    page = _open_page(browser, comfy)
+    try:
+        workflow = _workflow("video_to_4d.json")
+        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+        listed = page.evaluate(MISSING_MODELS_JS, 30_000)
+        ours = [m for m in listed if m["directory"] in PACK_DIRECTORIES]
+        expected = [m for m in workflow["models"] if m["directory"] in PACK_DIRECTORIES]
+        assert len(expected) == 5
+        assert sorted(ours, key=lambda m: m["name"]) == sorted(expected, key=lambda m: m["name"])
+    finally:
+        page.close()
+        for link, target in links.items():
+            link.symlink_to(target, target_is_directory=True)

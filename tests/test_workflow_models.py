@@ -1,0 +1,58 @@
+"""Shipped workflows carry the download metadata that makes ComfyUI's missing-models panel list our weights.
+
+The frontend (comfyui-frontend-package 1.45) reads ``properties.models`` of a node and the workflow's
+top-level ``models`` (records ``{name, url, directory}``); a record referenced by an active node whose
+``name`` is not among the files of ``GET /experiment/models/<directory>`` is shown as missing with its
+link.  ``tests/workflow_models.py`` writes the records; this test fails when a workflow lacks them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workflow_models  # noqa: E402
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+RELEASED_FILES = {
+    "ActionMeshLoadDenoiser": ("actionmesh", "ActionMesh/denoiser/model.safetensors",
+                               "https://huggingface.co/facebook/ActionMesh/resolve/main/denoiser/model.safetensors"),
+    "ActionMeshLoadAutoencoder": ("actionmesh", "ActionMesh/autoencoder/model.safetensors",
+                                  "https://huggingface.co/facebook/ActionMesh/resolve/main/autoencoder/model.safetensors"),
+    "ActionMeshLoadTripoSGVAE": ("triposg", "TripoSG/vae/diffusion_pytorch_model.safetensors",
+                                 "https://huggingface.co/VAST-AI/TripoSG/resolve/main/vae/diffusion_pytorch_model.safetensors"),
+    "ActionMeshLoadTripoSGDiT": ("triposg", "TripoSG/transformer/diffusion_pytorch_model.safetensors",
+                                 "https://huggingface.co/VAST-AI/TripoSG/resolve/main/transformer/"
+                                 "diffusion_pytorch_model.safetensors"),
+    "ActionMeshLoadDINOv2": ("dinov2", "dinov2-large/model.safetensors",
+                             "https://huggingface.co/facebook/dinov2-large/resolve/main/model.safetensors"),
+}
+
+
+def test_download_metadata_names_the_released_files(pack):
+    loaders = sys.modules[pack.__name__ + ".nodes.loader_nodes"]
+    for node_type, (directory, name, url) in RELEASED_FILES.items():
+        entry = name.rsplit("/", 1)[0]
+        assert loaders.download_metadata(node_type, entry) == [{"name": name, "url": url, "directory": directory}]
+        assert loaders.download_metadata(node_type, "my/own/copy") == []  # no known source for a user's entry
+    assert loaders.download_metadata("LoadImage", "x.png") == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_lists_every_pack_weight_with_its_source(path, pack):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    loaders = [n for n in workflow["nodes"] if n["type"] in RELEASED_FILES]
+    assert loaders, "every shipped workflow loads pack models"
+    top = workflow.get("models", [])
+    for node in loaders:
+        directory, name, url = RELEASED_FILES[node["type"]]
+        record = {"name": name, "url": url, "directory": directory}
+        assert node["widgets_values"][0] == name.rsplit("/", 1)[0], f"node {node['id']} does not use the release"
+        assert node["properties"].get("models") == [record], f"node {node['id']} ({node['type']}) lacks its models"
+        assert record in top, f"top-level models lack {name}"
+    # writing the metadata again changes nothing: the shipped file is what the script writes
+    assert workflow_models.apply(copy.deepcopy(workflow), pack) == workflow
