@@ -207,7 +207,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: shared machines)")
     ap.add_argument("--cli", action="store_true", help="also time the 16-frame default CLI run old vs new")
     ap.add_argument("--skip-fields", action="store_true")
-    ap.add_argument("--frames", default=str(ROOT.parent / "shared" / "fixtures" / "davis_camel"),
+    fixtures = os.environ.get("ACTIONMESH_FIXTURES_DIR") or next(
+        (str(p / "shared" / "fixtures") for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
+        str(ROOT.parent / "shared" / "fixtures"))
+    ap.add_argument("--frames", default=str(Path(fixtures) / "davis_camel"),
                     help="RGBA frame folder for --cli (16 frames used as given)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, args.threads))

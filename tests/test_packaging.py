@@ -76,10 +76,15 @@ def test_readme_gives_the_cpu_torch_install_command():
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """``pip install .`` into a temporary --target folder (no dependencies: they are already present)."""
+    import shutil
+
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
+    source = build / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__",
+                                                                ".pytest_cache", ".benchmarks"))
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "--target", str(target), str(ROOT)],
+                           "--disable-pip-version-check", "--target", str(target), str(source)],
                           capture_output=True, text=True, cwd=build, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (target / "actionmesh_core" / "validation.py").is_file()

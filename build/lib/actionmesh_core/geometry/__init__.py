@@ -1,1 +1,0 @@
-"""Geometry: SDF meshing, mesh clean-up, reference-mesh preparation, point sampling."""

@@ -1,1 +1,0 @@
-"""Mesh and animation input/output (animated mesh type, GLB export, mesh import)."""
