@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write tiny RANDOM weights in the released layout (meaningless shapes; for tests/demos)")
     t.add_argument("dir")
     t.add_argument("--seed", type=int, default=0)
+    from .batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -80,6 +83,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             root = make_tiny_weights(args.dir, seed=args.seed)
             print(f"wrote tiny random weights to {root} (meaningless shapes: for smoke tests and demos only)")
             return 0
+        if args.command == "batch":
+            from .batch.cli import run_batch_command
+
+            return run_batch_command(args)
         return _video_to_4d(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
