@@ -191,7 +191,7 @@ def _row_to_clip(row: Dict[str, Any], base: Path, where: str) -> ClipSpec:
     for key in _PATH_KEYS:
         if key in values:
             path = Path(os.path.expanduser(str(values[key]).strip()))
-            paths[key] = path if path.is_absolute() else (base / path)
+            paths[key] = Path(os.path.abspath(path if path.is_absolute() else base / path))
     options = {}
     for key, parse in CLIP_OPTIONS.items():
         if key in values:

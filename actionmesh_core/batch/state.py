@@ -245,11 +245,13 @@ def summary_table(rows: Sequence[Dict[str, Any]], max_rows: int = 50) -> str:
     always covers every row).
     """
     rows = list(rows)
+    order = ["check", "frames", "stage0", "dinov2", "stage1", "stage1+chain", "stage2", "export"]
     stages: List[str] = []
     for row in rows:
         for key in (row.get("seconds") or {}):
             if key not in stages:
                 stages.append(key)
+    stages.sort(key=lambda s: (order.index(s) if s in order else len(order), s))
     shown = rows if len(rows) <= max_rows else [r for r in rows if r.get("status") not in ("done", "skipped")]
     header = ["clip", "status", "worker", "tries"] + stages + ["total s", "output / error"]
     table = [header]
@@ -259,7 +261,7 @@ def summary_table(rows: Sequence[Dict[str, Any]], max_rows: int = 50) -> str:
         if row.get("error_kind") and row.get("error"):
             detail = f"[{row['error_kind']}] {detail}"
         total = row.get("total_seconds")
-        table.append([row["clip"], row.get("status", ""), _cell(row.get("worker")), _cell(row.get("attempts"))]
+        table.append([row["clip"], row.get("status", ""), _cell(row.get("worker")), _cell(row.get("attempts") or "")]
                      + [f"{seconds[s]:.1f}" if s in seconds else "" for s in stages]
                      + [f"{total:.1f}" if isinstance(total, (int, float)) else "", detail[:120]])
     widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
