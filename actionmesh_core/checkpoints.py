@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from .errors import WeightsError
 from .models import MODEL_CLASSES
 from .models.config import split_config
 
-__all__ = ["CheckpointError", "load_model", "save_model", "detect_kind", "resolve_dtype", "resolve_device",
+__all__ = ["CheckpointError", "CheckpointInfo", "inspect_checkpoint", "read_safetensors_header", "load_model", "save_model", "detect_kind", "resolve_dtype", "resolve_device",
            "KIND_DESCRIPTIONS", "WEIGHT_FILES"]
 
 PathLike = Union[str, os.PathLike]
@@ -48,8 +51,8 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat
            "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be found, read, or does not match its model."""
+class CheckpointError(WeightsError):
+    """A checkpoint cannot be found, read, or does not match its model (a ``ValueError``, one-line message)."""
 
 
 def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
@@ -158,9 +161,105 @@ def _locate(path: Path, config: Union[None, PathLike, Dict[str, Any]]) -> Tuple[
         raise CheckpointError(f"no config for {weight_file}: expected {cfg_path}. Keep the config.json that ships "
                               "with the weights next to them, or pass config=...")
     try:
-        return weight_file, json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
+        return weight_file, json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({exc}); re-download the config.json that ships "
+                              "with the weights") from None
+
+
+@dataclass
+class CheckpointInfo:
+    """What :func:`inspect_checkpoint` found, without reading any tensor data.
+
+    Attributes:
+        path: the folder or file given.
+        weight_file: the ``.safetensors`` file.
+        config: the parsed config.
+        kind: model kind (a key of :data:`KIND_DESCRIPTIONS`).
+        shapes: tensor name -> shape, from the safetensors header.
+        model: the model built from the config on the ``meta`` device (no memory).
+    """
+
+    path: Path
+    weight_file: Path
+    config: Dict[str, Any]
+    kind: str
+    shapes: Dict[str, Tuple[int, ...]]
+    model: nn.Module
+
+
+def read_safetensors_header(path: PathLike) -> Dict[str, Tuple[int, ...]]:
+    """Tensor name -> shape of a ``.safetensors`` file, from its header only (no tensor is read).
+
+    Raises:
+        CheckpointError: the file cannot be read, is truncated or is not safetensors.
+    """
+    return _read_header(Path(path))
+
+
+def inspect_checkpoint(
+    path: PathLike,
+    kind: Optional[str] = None,
+    *,
+    config: Union[None, PathLike, Dict[str, Any]] = None,
+) -> CheckpointInfo:
+    """Check a checkpoint against the model its config builds, reading headers only (seconds, no RAM).
+
+    Parses the config, reads the safetensors header (names, shapes), builds the
+    model on the ``meta`` device and compares every key and shape.
+
+    Args:
+        path: official folder (``config.json`` + ``*.safetensors``) or one ``.safetensors`` file.
+        kind: expected kind; None = auto-detect.
+        config: config dict or JSON path overriding the one found next to the weights.
+
+    Returns:
+        :class:`CheckpointInfo`.
+
+    Raises:
+        CheckpointError: file/config missing or unreadable, pickle-only folder,
+            kind mismatch, config that does not build the model, or any missing /
+            unexpected / mis-shaped tensor (all named).
+    """
+    path = Path(path)
+    weight_file, cfg = _locate(path, config)
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"the config of {path} must be a JSON object, got {type(cfg).__name__}")
+    shapes = _read_header(weight_file)
+    detected = detect_kind(shapes, cfg)
+    if kind is not None and kind not in MODEL_CLASSES:
+        raise CheckpointError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+    if kind is not None and detected is not None and detected != kind:
+        raise CheckpointError(f"{path} looks like a {KIND_DESCRIPTIONS[detected]}, not a {KIND_DESCRIPTIONS[kind]}. "
+                              "Check which folder you selected.")
+    kind = kind or detected
+    if kind is None:
+        raise CheckpointError(f"cannot tell which model {path} holds (keys start with "
+                              f"{sorted({k.split('.')[0] for k in shapes})}); pass kind=...")
+    cls = MODEL_CLASSES[kind]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                model = cls(**split_config(cls, cfg, _TOLERATED.get(kind)))
+    except (TypeError, ValueError, AssertionError, ZeroDivisionError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: config does not fit a {KIND_DESCRIPTIONS[kind]}: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    mismatched = sorted(f"{k}: checkpoint {shapes[k]} vs model {expected[k]}"
+                        for k in set(expected) & set(shapes) if shapes[k] != expected[k])
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"{weight_file} does not match the {KIND_DESCRIPTIONS[kind]} built from its config "
+                              f"({'; '.join(parts)}). The file is corrupt, truncated, or belongs to another model "
+                              "or config.")
+    return CheckpointInfo(path=path, weight_file=weight_file, config=cfg, kind=kind, shapes=shapes, model=model)
 
 
 def load_model(
@@ -172,6 +271,9 @@ def load_model(
     config: Union[None, PathLike, Dict[str, Any]] = None,
 ) -> nn.Module:
     """Build a model from its config and load its safetensors weights, strictly.
+
+    Everything is checked first from headers only (:func:`inspect_checkpoint`);
+    the tensors are read afterwards.
 
     Args:
         path: official folder (``config.json`` + ``*.safetensors``) or one
@@ -191,40 +293,8 @@ def load_model(
         CheckpointError: file/config missing or unreadable, kind mismatch, or
             any missing / unexpected / mis-shaped tensor (all named).
     """
-    path = Path(path)
-    weight_file, cfg = _locate(path, config)
-    shapes = _read_header(weight_file)
-    detected = detect_kind(shapes, cfg)
-    if kind is not None and kind not in MODEL_CLASSES:
-        raise CheckpointError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
-    if kind is not None and detected is not None and detected != kind:
-        raise CheckpointError(f"{path} looks like a {KIND_DESCRIPTIONS[detected]}, not a {KIND_DESCRIPTIONS[kind]}. "
-                              "Check which folder you selected.")
-    kind = kind or detected
-    if kind is None:
-        raise CheckpointError(f"cannot tell which model {path} holds (keys start with "
-                              f"{sorted({k.split('.')[0] for k in shapes})}); pass kind=...")
-    cls = MODEL_CLASSES[kind]
-    try:
-        with torch.device("meta"):
-            model = cls(**split_config(cls, cfg, _TOLERATED.get(kind)))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: config does not fit a {KIND_DESCRIPTIONS[kind]}: {exc}") from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    mismatched = sorted(f"{k}: checkpoint {shapes[k]} vs model {expected[k]}"
-                        for k in set(expected) & set(shapes) if shapes[k] != expected[k])
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
-                parts.append(f"{label}: {shown}")
-        raise CheckpointError(f"{weight_file} does not match the {KIND_DESCRIPTIONS[kind]} built from its config "
-                              f"({'; '.join(parts)}). The file is corrupt, truncated, or belongs to another model "
-                              "or config.")
+    info = inspect_checkpoint(path, kind, config=config)
+    path, weight_file, kind, model = info.path, info.weight_file, info.kind, info.model
     from safetensors.torch import load_file
 
     dev = resolve_device(device)
@@ -263,7 +333,10 @@ def save_model(model: nn.Module, folder: PathLike) -> Path:
         cfg = {"_class_name": "TripoSGVAEModel", **cfg}
     elif kind == "triposg_dit":
         cfg = {"_class_name": "TripoSGDiTModel", **cfg}
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    from .io.atomic import atomic_path, atomic_write_bytes
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHT_FILES[kind]), metadata={"format": "pt"})
+    with atomic_path(folder / WEIGHT_FILES[kind]) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    atomic_write_bytes(folder / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode("utf-8"))
     return folder

@@ -1,41 +1,116 @@
-"""Command line: ``python -m actionmesh_core {video-to-4d, make-tiny-weights}``."""
+"""Command line: ``python -m actionmesh_core {video-to-4d, make-tiny-weights}``.
+
+Exit status: 0 success; 2 bad input or an OS error (one line naming the value
+or path, no traceback); 130 interrupted (Ctrl-C: one line, no partial output:
+every file is written atomically); 1 a bug (with its traceback).
+
+Every input is checked before the first model loads
+(:func:`actionmesh_core.validation.validate_run`). Subcommands reuse the
+shared option groups: :func:`add_frame_options`, :func:`add_pipeline_options`
+and :func:`add_output_options`, with :func:`frame_options_from_args` and
+:func:`pipeline_config_from_args` to read them back.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_frame_options", "add_pipeline_options", "add_output_options",
+           "frame_options_from_args", "pipeline_config_from_args", "EXIT_OK", "EXIT_BUG", "EXIT_BAD_INPUT",
+           "EXIT_INTERRUPTED"]
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def add_frame_options(parser: argparse.ArgumentParser) -> None:
+    """The frame-input options (the Prepare Frames node's controls and the release's input layouts)."""
+    g = parser.add_argument_group("frame input")
+    g.add_argument("--frame-start", type=int, default=0, help="first frame used (0-based, default 0)")
+    g.add_argument("--frame-stride", type=int, default=1, help="use every n-th frame (default 1)")
+    g.add_argument("--max-frames", type=int, default=0, help="use at most this many frames (default 0 = all)")
+    g.add_argument("--mask-dir", help="folder of object masks, one per frame (same name or same order; white = "
+                                      "object). Folders of <name>_image.png + <name>_mask.png pairs need no option")
+    g.add_argument("--invert-mask", action="store_true", help="invert the masks (for masks white on the background)")
+    g.add_argument("--bg-threshold", type=float, default=0.1,
+                   help="frames without alpha or masks: colour distance from the border colour above which a "
+                        "pixel is object (default 0.1)")
+    g.add_argument("--remove-background", metavar="MODEL",
+                   help="frames without alpha or masks: segment the object with this LOCAL ONNX model "
+                        "(RMBG-1.4: onnx/model.onnx of huggingface.co/briaai/RMBG-1.4), as the release does")
+    g.add_argument("--fps", type=float, help="frame rate of the input (default: the video's own rate, 24 for "
+                                             "image folders); the animation plays at fps / frame stride")
+    g.add_argument("--min-crop", type=int, default=64,
+                   help="smallest square crop side in input pixels; tiny objects are not blown up (default 64)")
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The weights and model options of a run."""
+    parser.add_argument("--weights", required=True, help="weights root folder (ActionMesh/, TripoSG/, dinov2-large/)")
+    parser.add_argument("--mesh", help="use this mesh (GLB/GLTF/OBJ/PLY) as the anchor instead of TripoSG")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--steps", type=int, help="stage I denoising steps (default 30, --fast 15)")
+    parser.add_argument("--fast", action="store_true", help="fast preset: 15 stage I steps, 50 TripoSG steps")
+    parser.add_argument("--anchor-frame", type=int, default=0,
+                        help="frame (among those used) the anchor mesh corresponds to")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", default="stage2", choices=["stage2", "attention-chain"],
+                        help="decoding: stage II autoencoder (default) or training-free attention chains")
+    parser.add_argument("--chain-reinforce", action="store_true",
+                        help="attention-chain mode: reinforce confident correspondences in the last steps (long clips)")
+    parser.add_argument("--octree-depth", type=int, default=8, help="SDF meshing coarse depth (default 8)")
+    parser.add_argument("--refine-depth", type=int, default=9, help="SDF meshing refined depth (default 9)")
+    parser.add_argument("--low-memory", action="store_true", help="keep at most one model on the device")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the animation is written."""
+    parser.add_argument("--out", required=True, help="output animated .glb path")
+    parser.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"])
+    parser.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
+
+
+def frame_options_from_args(args):
+    """:class:`~actionmesh_core.validation.FrameOptions` from parsed :func:`add_frame_options` arguments."""
+    from .validation import FrameOptions
+
+    return FrameOptions(start=args.frame_start, stride=args.frame_stride, max_frames=args.max_frames,
+                        mask_dir=args.mask_dir, invert_mask=args.invert_mask, bg_threshold=args.bg_threshold,
+                        fps=args.fps, remove_background=args.remove_background, min_crop=args.min_crop)
+
+
+def pipeline_config_from_args(args):
+    """:class:`~actionmesh_core.pipeline.PipelineConfig` from parsed :func:`add_pipeline_options` arguments."""
+    from .pipeline import PipelineConfig
+
+    cfg = PipelineConfig(seed=args.seed, anchor_frame=args.anchor_frame, device=args.device, dtype=args.dtype,
+                         mode=args.mode, octree_depth=args.octree_depth, refine_depth=args.refine_depth,
+                         fps=getattr(args, "fps", None), low_memory=args.low_memory,
+                         chain_reinforce=args.chain_reinforce)
+    if args.fast:
+        cfg = cfg.fast()
+    if args.steps is not None:
+        cfg.steps = args.steps
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the CLI."""
     parser = argparse.ArgumentParser(prog="python -m actionmesh_core",
-                                     description="ActionMesh: video -> animated 3D mesh (one topology) as a GLB.")
+                                     description="ActionMesh: video -> animated 3D mesh (one topology) as a GLB.",
+                                     epilog="exit status: 0 ok, 2 bad input (one line), 130 interrupted, 1 bug")
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("video-to-4d", help="turn a video (folder of RGBA PNGs or a video file) into an animated GLB")
-    v.add_argument("frames", help="folder of RGBA PNG frames (alpha = object mask) or a video file")
-    v.add_argument("--weights", required=True, help="weights root folder (ActionMesh/, TripoSG/, dinov2-large/)")
-    v.add_argument("--out", required=True, help="output animated .glb path")
-    v.add_argument("--mesh", help="use this mesh (GLB/GLTF/OBJ/PLY) as the anchor instead of TripoSG")
-    v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    v.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    v.add_argument("--steps", type=int, help="stage I denoising steps (default 30, --fast 15)")
-    v.add_argument("--fast", action="store_true", help="fast preset: 15 stage I steps, 50 TripoSG steps")
-    v.add_argument("--anchor-frame", type=int, default=0, help="frame the anchor mesh corresponds to")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--mode", default="stage2", choices=["stage2", "attention-chain"],
-                   help="decoding: stage II autoencoder (default) or training-free attention chains")
-    v.add_argument("--chain-reinforce", action="store_true",
-                   help="attention-chain mode: reinforce confident correspondences in the last steps (long clips)")
-    v.add_argument("--octree-depth", type=int, default=8, help="SDF meshing coarse depth (default 8)")
-    v.add_argument("--refine-depth", type=int, default=9, help="SDF meshing refined depth (default 9)")
-    v.add_argument("--fps", type=float, default=24.0, help="animation frames per second")
-    v.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"])
-    v.add_argument("--low-memory", action="store_true", help="keep at most one model on the device")
-    v.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
+    v = sub.add_parser("video-to-4d", help="turn a video (folder of frames or a video file) into an animated GLB")
+    v.add_argument("frames", help="folder of frames (RGBA PNGs, or <name>_image.png + <name>_mask.png pairs) or a "
+                                  "video file")
+    add_pipeline_options(v)
+    add_output_options(v)
+    add_frame_options(v)
     t = sub.add_parser("make-tiny-weights",
                        help="write tiny RANDOM weights in the released layout (meaningless shapes; for tests/demos)")
     t.add_argument("dir")
@@ -46,48 +121,109 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _video_to_4d(args) -> int:
+def _write_outputs(animation, plan, args) -> Path:
+    """The animated GLB and (optionally) per-frame GLBs; atomic files, the per-frame set moved in at the end."""
+    import shutil
+    import tempfile
+
     from .io.glb import export_animated_glb, export_static_glbs
-    from .pipeline import ActionMeshPipeline, PipelineConfig
 
     out = Path(args.out)
-    if out.suffix.lower() != ".glb":
-        raise SystemExit(f"error: --out must end in .glb, got {out}")
-    cfg = PipelineConfig(seed=args.seed, anchor_frame=args.anchor_frame, device=args.device, dtype=args.dtype,
-                         mode=args.mode, octree_depth=args.octree_depth, refine_depth=args.refine_depth,
-                         fps=args.fps, low_memory=args.low_memory, chain_reinforce=args.chain_reinforce)
-    if args.fast:
-        cfg = cfg.fast()
-    if args.steps is not None:
-        cfg.steps = args.steps
+    staged = None
+    try:
+        if args.per_frame_dir:
+            folder = Path(args.per_frame_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            staged = Path(tempfile.mkdtemp(prefix=".actionmesh-frames-", dir=str(folder)))
+            export_static_glbs(animation, staged, out.stem)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_animated_glb(animation, out, fps=plan.fps, interpolation=args.interpolation)
+        if staged is not None:
+            for item in sorted(staged.iterdir()):
+                os.replace(item, Path(args.per_frame_dir) / item.name)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+    return out
+
+
+def _video_to_4d(args) -> int:
+    from .pipeline import ActionMeshPipeline
+    from .validation import validate_run
+
     start = time.perf_counter()
-    result = ActionMeshPipeline(args.weights, cfg).run(args.frames, mesh=args.mesh)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = export_animated_glb(result.animation, out, fps=args.fps, interpolation=args.interpolation)
-    if args.per_frame_dir:
-        export_static_glbs(result.animation, args.per_frame_dir, out.stem)
+    cfg = pipeline_config_from_args(args)
+    plan = validate_run(args.frames, args.weights, cfg, mesh=args.mesh, out=args.out,
+                        frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir)
+    for line in plan.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    result = ActionMeshPipeline(args.weights, cfg).run(plan)
+    path = _write_outputs(result.animation, plan, args)
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "
           f"({stages}; total {time.perf_counter() - start:.1f}s)")
-    return 0
+    return EXIT_OK
+
+
+def _os_error_line(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, getattr(exc, "filename2", None)) if p]
+    if paths:
+        return f"{what}: {' -> '.join(os.fsdecode(p) for p in paths)}"
+    return what
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from .errors import one_line
+
+    print(f"warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the CLI; returns the exit status (errors print one clear line, exit 2)."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI and return its exit status (see the module docstring).
+
+    Bad input and OS errors print ``error: <one line>`` to stderr and return 2;
+    Ctrl-C prints one line and returns 130; any other exception is a bug: its
+    traceback is printed and 1 returned.
+    """
+    from .errors import InputError, one_line
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: usage error (2) or --help (0)
+        return int(exc.code or 0)
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         if args.command == "make-tiny-weights":
             from .weights import make_tiny_weights
 
             root = make_tiny_weights(args.dir, seed=args.seed)
             print(f"wrote tiny random weights to {root} (meaningless shapes: for smoke tests and demos only)")
-            return 0
+            return EXIT_OK
         if args.command == "batch":
             from .batch.cli import run_batch_command
 
             return run_batch_command(args)
         return _video_to_4d(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        print("interrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # disk full, permission denied, ... at any stage: one line naming the path
+        print(f"error: {one_line(_os_error_line(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("error: out of memory; try --low-memory, fewer frames (--max-frames) or --device cpu", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception:  # a bug: keep the traceback
+        import traceback
+
+        traceback.print_exc()
+        print("this is a bug in actionmesh_core: please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        warnings.showwarning = previous

@@ -34,7 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import FramesError, FramesNotFoundError
+
 __all__ = [
+    "FrameSequence",
+    "read_frame_sequence",
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "PreparedFrames",
@@ -120,25 +124,47 @@ def select_frames(num_frames: int, start: int = 0, stride: int = 1, max_frames: 
     return indices
 
 
-def _load_image_file(path: Path) -> np.ndarray:
+def _load_image_file(path: Path, what: str = "frame") -> np.ndarray:
+    """(H, W, 4) float32 RGBA in [0, 1] of one image file; opened once.
+
+    Raises:
+        FramesError: the file cannot be decoded (truncated, corrupt, not an image); names the file.
+    """
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float32) / 65535.0
-            rgba = np.concatenate([np.repeat(arr[..., None], 3, -1), np.ones_like(arr)[..., None]], -1)
-            return rgba.astype(np.float32)
-        rgba = im.convert("RGBA")
-        return np.asarray(rgba, dtype=np.float32) / 255.0
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float32) / 65535.0
+                rgba = np.concatenate([np.repeat(arr[..., None], 3, -1), np.ones_like(arr)[..., None]], -1)
+                return rgba.astype(np.float32)
+            rgba = im.convert("RGBA")
+            return np.asarray(rgba, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise FramesNotFoundError(f"{what} file {path} disappeared while reading") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise FramesError(f"cannot read {what} {path}: {exc}; re-export or remove this file") from None
 
 
-def _load_video_file(path: Path, stride: int, max_frames: int) -> np.ndarray:
+def _load_mask_file(path: Path) -> np.ndarray:
+    """(H, W) float32 mask in [0, 1] of one mask image (grey level; an RGBA mask without grey uses its alpha)."""
+    rgba = _load_image_file(path, "mask")
+    grey = rgba[..., :3].mean(axis=-1)
+    if float(grey.min()) == float(grey.max()) and float(rgba[..., 3].min()) < 1.0:
+        return np.ascontiguousarray(rgba[..., 3])
+    return np.ascontiguousarray(grey)
+
+
+def _load_video_file(path: Path, stride: int, max_frames: int, start: int = 0):
+    """Decode frames ``start, start+stride, ...`` of a video; returns ((T, H, W, 4) RGBA, fps or None, total read)."""
     import cv2
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"could not open video file {path} with OpenCV; convert it to MP4 (H.264) or to a folder of PNG frames")
+        raise FramesError(f"could not open video file {path} with OpenCV; convert it to MP4 (H.264) or to a "
+                          "folder of PNG frames")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     frames = []
     index = 0
     try:
@@ -146,7 +172,7 @@ def _load_video_file(path: Path, stride: int, max_frames: int) -> np.ndarray:
             ok, bgr = cap.read()
             if not ok:
                 break
-            if index % stride == 0:
+            if index >= start and (index - start) % stride == 0:
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
                 frames.append(np.concatenate([rgb, np.ones(rgb.shape[:2] + (1,), np.float32)], -1))
                 if max_frames and len(frames) >= max_frames:
@@ -155,18 +181,207 @@ def _load_video_file(path: Path, stride: int, max_frames: int) -> np.ndarray:
     finally:
         cap.release()
     if not frames:
-        raise ValueError(f"video file {path} contains no readable frames")
-    return np.stack(frames)
+        if index and start >= index:
+            raise FramesError(f"frame start {start} is past the {index} frames of video {path}")
+        raise FramesError(f"video file {path} contains no readable frames; re-encode it (MP4, H.264)")
+    return np.stack(frames), (fps if math.isfinite(fps) and 0 < fps < 10000 else None), index
+
+
+@dataclass
+class FrameSequence:
+    """Decoded input frames, before object-centring (``prepare_frames``).
+
+    Attributes:
+        rgba: (T, H, W, 4) float32 tensor in [0, 1]; alpha 1 where the input had none.
+        masks: (T, H, W) float32 object masks in [0, 1] from a mask folder or
+            ``*_mask.png`` pair files (already inverted when asked), or None.
+        fps: frame rate of the KEPT frames (source rate / stride), None when the
+            input has no rate (image folders).
+        source_fps: the video's own frame rate, None for image folders.
+        indices: index of each kept frame in the full input sequence.
+        files: the frame files read (empty for a video).
+        total: number of frames of the full input (for a video: decoded so far).
+        has_alpha: whether some frame carries a real (not fully opaque) alpha channel.
+    """
+
+    rgba: torch.Tensor
+    masks: Optional[torch.Tensor]
+    fps: Optional[float]
+    source_fps: Optional[float]
+    indices: list
+    files: list
+    total: int
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of kept frames."""
+        return int(self.rgba.shape[0])
+
+    @property
+    def has_alpha(self) -> bool:  # noqa: D102
+        return bool((self.rgba[..., 3] < 1.0).any())
+
+
+def _image_files(folder: Path) -> list:
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise FramesError(f"cannot list frame folder {folder}: {exc.strerror or exc}") from None
+    return sorted((p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: _natural_key(p.name))
+
+
+def _split_pairs(folder: Path, files: list):
+    """Release layout ``<name>_image.png`` + ``<name>_mask.png``: (image files, mask files) or (files, None)."""
+    masks = {p.stem[:-len("_mask")]: p for p in files if p.stem.lower().endswith("_mask")}
+    if not masks:
+        return files, None
+    images = {p.stem[:-len("_image")]: p for p in files if p.stem.lower().endswith("_image")}
+    others = [p.name for p in files if not p.stem.lower().endswith(("_mask", "_image"))]
+    unpaired = sorted(set(images) ^ set(masks))
+    if others or unpaired or not images:
+        names = others + [(images.get(k) or masks.get(k)).name for k in unpaired]
+        raise FramesError(f"folder {folder} mixes *_image/*_mask pairs with unpaired files ({', '.join(names[:6])}"
+                          f"{', ...' if len(names) > 6 else ''}); give every <name>_image.png a <name>_mask.png")
+    keys = sorted(images, key=_natural_key)
+    return [images[k] for k in keys], [masks[k] for k in keys]
+
+
+def _mask_files_for(mask_dir: Path, frame_files: list, total: int) -> list:
+    """Mask file of every input frame: same stem (``0001.png`` <-> ``0001.png`` / ``0001_mask.png``) or same order."""
+    if not mask_dir.is_dir():
+        raise FramesNotFoundError(f"mask folder {mask_dir} does not exist or is not a folder")
+    files = _image_files(mask_dir)
+    if not files:
+        raise FramesError(f"mask folder {mask_dir} contains no mask images ({', '.join(IMAGE_EXTENSIONS)})")
+    if frame_files:
+        by_stem = {p.stem: p for p in files}
+        by_stem.update({p.stem[:-len("_mask")]: p for p in files if p.stem.endswith("_mask")})
+        matched = [by_stem.get(f.stem) or by_stem.get(f.stem[:-len("_image")] if f.stem.endswith("_image") else "")
+                   for f in frame_files]
+        if all(m is not None for m in matched):
+            return matched
+    if len(files) != total:
+        raise FramesError(f"mask folder {mask_dir} holds {len(files)} masks for {total} frames and their names do not "
+                          "match the frames'; give one mask per frame (same name, or same count in the same order)")
+    return files
+
+
+def read_frame_sequence(
+    path: Union[str, os.PathLike],
+    *,
+    start: int = 0,
+    stride: int = 1,
+    max_frames: int = 0,
+    mask_dir: Union[None, str, os.PathLike] = None,
+    invert_mask: bool = False,
+) -> FrameSequence:
+    """Read the kept frames (and masks) of a folder of images or a video file, each file opened once.
+
+    Accepted inputs (the release's and the node's):
+
+    * a folder of frames (PNG/JPG/WEBP/BMP/TIFF, natural order: ``2.png`` before
+      ``10.png``); RGBA alpha is the object mask;
+    * a folder of ``<name>_image.png`` + ``<name>_mask.png`` pairs (the release's
+      layout): the masks are read as object masks, never as frames;
+    * a video file (OpenCV); its own frame rate is returned;
+    * optionally ``mask_dir``: one mask per frame (same file stem, or the same
+      count in the same order), white = object (``invert_mask`` flips it).
+
+    Args:
+        path: folder or video file.
+        start: first kept frame (0-based index into the full sequence).
+        stride: keep every ``stride``-th frame from ``start`` (>= 1).
+        max_frames: keep at most this many frames (0 = all).
+        mask_dir: optional folder of masks.
+        invert_mask: use ``1 - mask`` (for masks that are white on the background).
+
+    Returns:
+        :class:`FrameSequence`.
+
+    Raises:
+        FramesNotFoundError: ``path`` or ``mask_dir`` does not exist.
+        FramesError: no frames, an unreadable file (named), a single image,
+            unsupported file type, start past the end, mixed frame sizes, masks
+            of another size or count.
+        OptionError: start < 0, stride < 1 or max_frames < 0.
+    """
+    from .errors import OptionError
+
+    path = Path(path)
+    if int(stride) < 1:
+        raise OptionError(f"frame stride must be >= 1, got {stride}")
+    if int(max_frames) < 0:
+        raise OptionError(f"max frames must be >= 0 (0 = all), got {max_frames}")
+    if int(start) < 0:
+        raise OptionError(f"frame start must be >= 0, got {start}")
+    start, stride, max_frames = int(start), int(stride), int(max_frames)
+    if not path.exists():
+        raise FramesNotFoundError(f"frame input {path} does not exist (expected a folder of PNG/JPG frames or a "
+                                  "video file)")
+    pair_masks = None
+    source_fps = None
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise FramesError(f"folder {path} contains no image frames ({', '.join(IMAGE_EXTENSIONS)})")
+        files, pair_masks = _split_pairs(path, files)
+        total = len(files)
+        if start >= total:
+            raise FramesError(f"frame start {start} is past the {total} frames in {path}")
+        indices = select_frames(total, start, stride, max_frames)
+        kept = [files[i] for i in indices]
+        frames = [_load_image_file(p) for p in kept]
+        sizes = [f.shape[:2] for f in frames]
+        if len(set(sizes)) > 1:
+            ref = sizes[0]
+            odd = [f"{p.name} ({s[1]}x{s[0]})" for p, s in zip(kept, sizes) if s != ref]
+            raise FramesError(
+                f"frames in {path} have mixed sizes: {kept[0].name} is {ref[1]}x{ref[0]} but "
+                f"{', '.join(odd[:6])}{', ...' if len(odd) > 6 else ''}; resize them to one size first")
+        array = np.stack(frames)
+    elif path.suffix.lower() in VIDEO_EXTENSIONS:
+        files, kept = [], []
+        array, source_fps, total = _load_video_file(path, stride, max_frames, start)
+        indices = list(range(start, start + stride * len(array), stride))
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise FramesError(f"{path} is a single image; ActionMesh needs a sequence: pass the folder that holds "
+                          "the frames")
+    else:
+        raise FramesError(f"unsupported frame input {path}: pass a folder of images or a video "
+                          f"({', '.join(VIDEO_EXTENSIONS)})")
+
+    masks = None
+    if mask_dir is not None or pair_masks is not None:
+        if mask_dir is not None:
+            mask_files = _mask_files_for(Path(mask_dir), files, total)
+        else:
+            mask_files = pair_masks
+        if max(indices) >= len(mask_files):
+            raise FramesError(f"mask folder {mask_dir} holds {len(mask_files)} masks but frame {max(indices)} is used")
+        mask_list = [_load_mask_file(mask_files[i]) for i in indices]
+        for i, m in zip(indices, mask_list):
+            if m.shape != array.shape[1:3]:
+                raise FramesError(f"mask {mask_files[i]} is {m.shape[1]}x{m.shape[0]} but the frames are "
+                                  f"{array.shape[2]}x{array.shape[1]}; give masks of the frame size")
+        masks = torch.from_numpy(np.stack(mask_list).astype(np.float32))
+        if invert_mask:
+            masks = 1.0 - masks
+    fps = source_fps / stride if source_fps else None
+    return FrameSequence(rgba=torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), masks=masks, fps=fps,
+                         source_fps=source_fps, indices=list(indices), files=list(kept), total=int(total))
 
 
 def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: int = 0) -> torch.Tensor:
     """Load a frame sequence from a folder of images or from a video file.
 
     A folder is read in natural order (``2.png`` before ``10.png``); every
-    file with an image extension (PNG, JPG, WEBP, BMP, TIFF) is one frame.  A
-    video file is decoded with OpenCV.  Frames without transparency get a
-    fully opaque alpha channel (``prepare_frames`` then estimates the mask
-    from the background colour).
+    file with an image extension (PNG, JPG, WEBP, BMP, TIFF) is one frame, and
+    a folder of ``*_image.png`` + ``*_mask.png`` pairs gives frames whose alpha
+    is the mask.  A video file is decoded with OpenCV.  Frames without
+    transparency get a fully opaque alpha channel (``prepare_frames`` then
+    estimates the mask from the background colour).  See
+    :func:`read_frame_sequence` for start frame, mask folders and frame rate.
 
     Args:
         path: folder of frames or video file.
@@ -177,41 +392,15 @@ def load_frames(path: Union[str, os.PathLike], *, stride: int = 1, max_frames: i
         (T, H, W, 4) float32 tensor in [0, 1], RGBA (alpha = object mask).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: no frames found, unreadable video, unsupported file type
-            or frames of different sizes (the message names them).
+        FileNotFoundError (FramesNotFoundError): ``path`` does not exist.
+        ValueError (FramesError, OptionError): no frames, unreadable file
+            (named), unsupported file type or frames of different sizes.
     """
-    path = Path(path)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if max_frames < 0:
-        raise ValueError(f"max_frames must be >= 0 (0 = all), got {max_frames}")
-    if not path.exists():
-        raise FileNotFoundError(f"frame input {path} does not exist (expected a folder of PNG/JPG frames or a video file)")
-    if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                       key=lambda p: _natural_key(p.name))
-        if not files:
-            raise ValueError(f"folder {path} contains no image frames ({', '.join(IMAGE_EXTENSIONS)})")
-        files = files[::stride]
-        if max_frames:
-            files = files[:max_frames]
-        frames = [_load_image_file(p) for p in files]
-        sizes = [f.shape[:2] for f in frames]
-        if len(set(sizes)) > 1:
-            ref = sizes[0]
-            odd = [f"{p.name} ({s[1]}x{s[0]})" for p, s in zip(files, sizes) if s != ref]
-            raise ValueError(
-                f"frames in {path} have mixed sizes: {files[0].name} is {ref[1]}x{ref[0]} but "
-                f"{', '.join(odd)}; resize them to one size first")
-        array = np.stack(frames)
-    elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        array = _load_video_file(path, stride, max_frames)
-    elif path.suffix.lower() in IMAGE_EXTENSIONS:
-        raise ValueError(f"{path} is a single image; ActionMesh needs a sequence: pass the folder that holds the frames")
-    else:
-        raise ValueError(f"unsupported frame input {path}: pass a folder of images or a video ({', '.join(VIDEO_EXTENSIONS)})")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    seq = read_frame_sequence(path, stride=stride, max_frames=max_frames)
+    rgba = seq.rgba
+    if seq.masks is not None:
+        rgba = torch.cat([rgba[..., :3], seq.masks[..., None]], dim=-1)
+    return rgba
 
 
 def _as_float_tensor(value: ArrayLike, name: str) -> torch.Tensor:
@@ -414,3 +603,51 @@ def prepare_frames(
     return PreparedFrames(
         rgb=out_rgb, masks=out_mask, bbox=(x0, y0, x1, y1), crop_box=crop_box, num_frames=num_frames,
         frame_indices=list(frame_indices) if frame_indices is not None else [], fps=fps)
+
+
+MIN_OBJECT_PX = 32
+
+
+class TinyObjectWarning(UserWarning):
+    """The object covers very few input pixels; its crop is kept at the minimum size instead of blown up."""
+
+
+def prepare_frames_min_crop(images, masks: Optional[ArrayLike] = None, *, min_crop: int = 64,
+                            **kwargs) -> PreparedFrames:
+    """:func:`prepare_frames` that never crops a square smaller than ``min_crop`` input pixels.
+
+    A tiny object (a 2 x 2 px speck, a mask with a few stray pixels) would
+    otherwise be cut out with a crop of its own size and blown up to the full
+    output frame. When the union box's longer side is below
+    ``MIN_OBJECT_PX`` (32 px) a :class:`TinyObjectWarning` is issued; when the
+    square crop would be smaller than ``min_crop`` px (capped at the image's
+    longer side) the margin is widened so the crop is ``min_crop`` px, centred
+    on the object as before.
+
+    Args:
+        images, masks: as :func:`prepare_frames`.
+        min_crop: smallest crop side in input pixels (0 = no minimum).
+        **kwargs: the other arguments of :func:`prepare_frames` (``margin``, ``size``, ...).
+
+    Returns:
+        PreparedFrames.
+
+    Raises:
+        the errors of :func:`prepare_frames`.
+    """
+    import warnings
+
+    prepared = prepare_frames(images, masks, **kwargs)
+    x0, y0, x1, y1 = prepared.bbox
+    longest = max(x1 - x0, y1 - y0)
+    side = prepared.crop_box[2] - prepared.crop_box[0]
+    height, width = (images[0].shape[:2] if isinstance(images, (list, tuple)) else tuple(images.shape[1:3]))
+    floor = min(int(min_crop), max(int(height), int(width)))
+    if longest < MIN_OBJECT_PX:
+        warnings.warn(f"the object is only {x1 - x0}x{y1 - y0} px in {width}x{height} frames: results will be poor; "
+                      f"film it closer or at a higher resolution (the crop is kept at least {floor} px instead of "
+                      "blowing the object up to the full frame)", TinyObjectWarning, stacklevel=2)
+    if side < floor:
+        margin = (floor - longest) / (2.0 * longest)
+        prepared = prepare_frames(images, masks, **{**kwargs, "margin": margin})
+    return prepared

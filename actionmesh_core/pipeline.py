@@ -43,7 +43,8 @@ class PipelineConfig:
         num_surface_points: samples for encoding a user mesh (16384).
         device: "auto" | "cpu" | "cuda" | "mps". dtype: "auto" (bf16 on CUDA, fp32 otherwise) | fp32 | bf16 | fp16.
         low_memory: keep at most one model on the device (load before, free after each stage).
-        fps: frames per second of the animation.
+        fps: frame rate of the INPUT (None = a video's own rate, 24 for image folders and arrays);
+            the animation plays at ``fps / frame stride`` (real time).
         mode: "stage2" (temporal autoencoder) or "attention-chain" (training-free fast decoding).
         chain_steps: stage I steps in attention-chain mode (4, as published).
         chain_reinforce: attention-chain long-sequence reinforcement (§4.3).
@@ -66,7 +67,7 @@ class PipelineConfig:
     device: str = "auto"
     dtype: str = "auto"
     low_memory: bool = False
-    fps: float = 24.0
+    fps: Optional[float] = None
     mode: str = "stage2"
     chain_steps: int = 4
     chain_reinforce: bool = False
@@ -107,9 +108,14 @@ class ActionMeshPipeline:
 
     def __init__(self, weights: PathLike, config: Optional[PipelineConfig] = None,
                  progress: Optional[Callable[[dict], Optional[bool]]] = None):
+        from .errors import OptionError
+
         self.layout = WeightLayout(weights)
         self.config = config or PipelineConfig()
-        self.device = resolve_device(self.config.device)
+        try:
+            self.device = resolve_device(self.config.device)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
         self.dtype = resolve_dtype(("bf16" if self.device.type == "cuda" else "fp32")
                                    if self.config.dtype == "auto" else self.config.dtype)
         self._models: Dict[str, Any] = {}
@@ -172,14 +178,19 @@ class ActionMeshPipeline:
 
     # ------------------------------------------------------------------ stages
 
-    def prepare(self, frames) -> "Any":
-        """Load/prepare frames: a folder of RGBA PNGs, a video file, or a (T, H, W, 3|4) array in [0, 1]."""
-        from .frames import load_frames, prepare_frames
+    def prepare(self, frames, frame_options=None) -> "Any":
+        """Load/prepare frames: a folder of frames, a video file, or a (T, H, W, 3|4) array in [0, 1].
 
-        if isinstance(frames, (str, os.PathLike)):
-            frames = load_frames(frames)
-        arr = torch.as_tensor(np.asarray(frames), dtype=torch.float32)
-        return prepare_frames(arr)
+        Runs :func:`~actionmesh_core.validation.validate_frames` (each file read once, errors named)
+        and, for frames without alpha or masks, the background model of ``frame_options``.
+
+        Returns:
+            ``PreparedFrames``.
+        """
+        from .validation import finish_frames, validate_frames
+
+        checked = validate_frames(frames, frame_options)
+        return finish_frames(checked, frame_options)
 
     def image_features(self, rgb: torch.Tensor, component: str = "dinov2") -> torch.Tensor:
         """(T, H, W, 3) frames in [0, 1] -> (T, 257, Dc) DINOv2 features."""
@@ -234,37 +245,50 @@ class ActionMeshPipeline:
 
     # ------------------------------------------------------------------ entry points
 
-    def run(self, frames, mesh=None) -> PipelineResult:
+    def run(self, frames, mesh=None, *, frame_options=None) -> PipelineResult:
         """video -> 4D (``mesh`` None) or {video + mesh} -> 4D.
 
+        Every input is checked first, in seconds and before any model loads
+        (:func:`actionmesh_core.validation.validate_run`); pass a
+        :class:`~actionmesh_core.validation.RunPlan` from ``validate_run`` as
+        ``frames`` to skip re-checking.
+
         Args:
-            frames: folder of RGBA PNGs, video file, or (T, H, W, 3|4) array in [0, 1].
+            frames: folder of frames (RGBA PNGs, or ``*_image``/``*_mask`` pairs), video file,
+                (T, H, W, 3|4) array in [0, 1], or a ``RunPlan``.
             mesh: optional user mesh (path or trimesh) used as the anchor at
                 ``config.anchor_frame``; its vertex order, UVs and texture are kept
                 and the normalisation is undone at the end.
+            frame_options: :class:`~actionmesh_core.validation.FrameOptions`
+                (frame start/stride/max, masks, fps, background model).
 
         Returns:
             :class:`PipelineResult`.
 
         Raises:
-            WeightsMissingError, ValueError (bad frames/mesh/config).
+            InputError subclasses (ValueError, one line): OptionError, FramesError,
+            WeightsError (WeightsMissingError, CheckpointError), MeshInputError.
         """
         import time
 
         from .sampling.stage1 import sample_stage1
         from .sampling.stage2 import decode_stage2, vertex_normals
+        from .errors import OptionError
+        from .validation import RunPlan, finish_frames, validate_run
 
         cfg = self.config
-        if cfg.mode not in ("stage2", "attention-chain"):
-            raise ValueError(f"mode must be 'stage2' or 'attention-chain', got {cfg.mode!r}")
-        self.layout.check("video+mesh" if mesh is not None else "video")
         timings: Dict[str, float] = {}
         t0 = time.perf_counter()
-        prepared = self.prepare(frames)
+        if isinstance(frames, RunPlan):
+            plan = frames
+        else:
+            plan = validate_run(frames, self.layout.root, cfg, mesh=mesh, frame_options=frame_options)
+        mesh = plan.mesh
+        timings["checks"] = plan.seconds
+        t0 = time.perf_counter()
+        prepared = finish_frames(plan.frames, plan.frame_options)
         rgb = torch.as_tensor(prepared.rgb, dtype=torch.float32)
         num_frames = rgb.shape[0]
-        if not 0 <= cfg.anchor_frame < num_frames:
-            raise ValueError(f"anchor frame {cfg.anchor_frame} is outside the {num_frames} frames")
         timings["frames"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -272,7 +296,7 @@ class ActionMeshPipeline:
         if mesh is None:
             latent, anchor_mesh = self.anchor_from_image(rgb)
             if len(anchor_mesh.faces) == 0:
-                raise ValueError("the anchor latent produced an empty mesh; try another seed or anchor frame")
+                raise OptionError("the anchor latent produced an empty mesh; try another --seed or --anchor-frame")
         else:
             from .geometry.reference import prepare_reference_mesh
 
@@ -318,12 +342,12 @@ class ActionMeshPipeline:
             self._stage_done("autoencoder")
             timings["stage2"] = time.perf_counter() - t0
         positions = positions.cpu()
-        times = np.arange(num_frames, dtype=np.float32) / cfg.fps
+        times = np.arange(num_frames, dtype=np.float32) / plan.fps
         if reference is not None:
             animation = reference.to_animated_mesh(positions.numpy(), times=times)
         else:
             animation = AnimatedMesh(faces=faces.numpy(), vertices=positions.numpy(), times=times)
         animation.metadata.update(anchor_frame=cfg.anchor_frame, mode=cfg.mode, seed=cfg.seed,
-                                  steps=cfg.steps, fps=cfg.fps)
+                                  steps=cfg.steps, fps=plan.fps)
         self.free()
         return PipelineResult(animation=animation, latents=latents.cpu(), anchor_mesh=anchor_mesh, timings=timings)

@@ -21,6 +21,8 @@ from typing import Dict, Iterable, Union
 
 import torch
 
+from .errors import WeightsError
+
 __all__ = ["WeightLayout", "WeightsMissingError", "make_tiny_weights", "COMPONENTS"]
 
 # component -> (relative folder, repository, what it is)
@@ -40,8 +42,8 @@ NEEDS = {
 }
 
 
-class WeightsMissingError(FileNotFoundError):
-    """Some model folders are missing; the message lists what to download and where."""
+class WeightsMissingError(WeightsError, FileNotFoundError):
+    """Some model folders are missing; the one-line message lists what to download and where."""
 
 
 @dataclass
@@ -72,17 +74,19 @@ class WeightLayout:
         Args:
             mode: ``"video"`` (TripoSG makes the anchor) or ``"video+mesh"``.
         """
-        missing = self.missing(NEEDS[mode])
+        self.check_components(NEEDS[mode])
+
+    def check_components(self, components: Iterable[str]) -> None:
+        """Raise :class:`WeightsMissingError` (one line: folders, repositories, download commands) if any is missing."""
+        missing = self.missing(components)
         if not missing:
             return
-        lines = [f"  {self.path(c)}  <- {COMPONENTS[c][2]} from huggingface.co/{COMPONENTS[c][1]} "
-                 f"(folder '{COMPONENTS[c][0].split('/', 1)[-1]}')" for c in missing]
+        what = ", ".join(f"{COMPONENTS[c][0]} ({COMPONENTS[c][2]})" for c in missing)
         repos = sorted({COMPONENTS[c][1] for c in missing})
-        hint = "\n".join(f"  huggingface-cli download {r} --local-dir {self.root / _repo_dir(r)}" for r in repos)
+        hint = " and ".join(f"`huggingface-cli download {r} --local-dir {self.root / _repo_dir(r)}`" for r in repos)
         raise WeightsMissingError(
-            f"weights missing under {self.root}:\n" + "\n".join(lines)
-            + f"\nDownload them with:\n{hint}\n"
-            "(or run `python -m actionmesh_core make-tiny-weights DIR` for meaningless test weights)")
+            f"weights missing under {self.root}: {what}. Download them with {hint} "
+            "(or `python -m actionmesh_core make-tiny-weights DIR` for meaningless test weights)")
 
 
 def _repo_dir(repo: str) -> str:
@@ -117,18 +121,20 @@ def make_tiny_weights(root: Union[str, os.PathLike], seed: int = 0, num_tokens: 
     latent, feat = 8, 32
     dino_cfg = dict(hidden_size=feat, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                     patch_size=14, image_size=224)
+    from .io.atomic import atomic_write_bytes
+
     for comp in ("dinov2", "triposg_dinov2"):
-        Dinov2Model(Dinov2Config(**dino_cfg)).save_pretrained(layout.path(comp))
+        _save_pretrained_atomic(Dinov2Model(Dinov2Config(**dino_cfg)), layout.path(comp))
     fe = layout.root / "TripoSG/feature_extractor_dinov2"
     fe.mkdir(parents=True, exist_ok=True)
-    (fe / "preprocessor_config.json").write_text(json.dumps(
+    atomic_write_bytes(fe / "preprocessor_config.json", json.dumps(
         {"crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 256}, "do_center_crop": True,
          "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-         "image_processor_type": "BitImageProcessor", "resample": 3}, indent=2))
+         "image_processor_type": "BitImageProcessor", "resample": 3}, indent=2).encode())
     sched = layout.path("scheduler")
     sched.mkdir(parents=True, exist_ok=True)
-    (sched / "scheduler_config.json").write_text(json.dumps({"_class_name": "RectifiedFlowScheduler",
-                                                             "num_train_timesteps": 1000, "shift": 1.0}))
+    atomic_write_bytes(sched / "scheduler_config.json", json.dumps(
+        {"_class_name": "RectifiedFlowScheduler", "num_train_timesteps": 1000, "shift": 1.0}).encode())
     save_model(TemporalDenoiser(in_channels=latent, width=32, num_layers=3, num_attention_heads=2,
                                 cross_attention_dim=feat, num_tokens_nominal=num_tokens), layout.path("denoiser"))
     save_model(TemporalAutoencoder(latent_channels=latent, width=32, num_layers=2, num_attention_heads=2,
@@ -140,6 +146,23 @@ def make_tiny_weights(root: Union[str, os.PathLike], seed: int = 0, num_tokens: 
     _calibrate_vae(vae, num_tokens, latent)
     save_model(vae, layout.path("vae"))
     return root
+
+
+def _save_pretrained_atomic(model, folder: Path) -> None:
+    """``save_pretrained`` into a temporary folder beside ``folder``, then each file renamed into ``folder``."""
+    import shutil
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(folder.parent)))
+    try:
+        model.save_pretrained(str(tmp))
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
+            with open(item, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @torch.no_grad()

@@ -65,7 +65,7 @@ class ActionMeshPrepareFrames:
         Returns (PreparedFrames, preview (T, S, S, 3) IMAGE, masks (T, S, S) MASK).
         Raises ValueError for too few frames, empty masks or a mask batch that does not match.
         """
-        from actionmesh_core.frames import prepare_frames, select_frames
+        from actionmesh_core.frames import prepare_frames_min_crop, select_frames
 
         images = torch.as_tensor(images)
         if images.ndim == 3:
@@ -87,8 +87,9 @@ class ActionMeshPrepareFrames:
                                  "give one mask per frame (or one mask for all)")
             if invert_mask:
                 masks = 1.0 - masks
-        prepared = prepare_frames(selected, masks, bg_threshold=bg_threshold, margin=margin, size=size,
-                                  fps=float(fps) / frame_stride, frame_indices=indices)
+        # a tiny object is kept inside a crop of at least 64 input pixels (warning in the log), not blown up
+        prepared = prepare_frames_min_crop(selected, masks, bg_threshold=bg_threshold, margin=margin, size=size,
+                                           fps=float(fps) / frame_stride, frame_indices=indices)
         return (prepared, prepared.rgb.clone(), prepared.masks.clone())
 
 

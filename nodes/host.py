@@ -305,22 +305,43 @@ def resolve_input_file(name: str) -> Path:
     return path
 
 
-_ODD_CHARS = re.compile(r"[^A-Za-z0-9._ -]+")
+_UNSAFE_CHARS = set('<>:"|?*')  # not allowed in Windows file names; become '_'
+
+
+def _safe_part(raw: str, prefix: str) -> str:
+    """One path component of a prefix: Unicode letters/digits/marks and ``. _ - space`` kept, others -> ``_``."""
+    import unicodedata
+
+    out = []
+    replacing = False  # a run of replaced characters becomes one '_'
+    for ch in unicodedata.normalize("NFC", raw):
+        cat = unicodedata.category(ch)
+        if cat[0] == "C":  # control, format, surrogate, private use, unassigned
+            raise ValueError(f"filename_prefix {prefix!r} contains a control character ({ch!r}); remove it")
+        if ch in "._- " or (cat[0] in "LNM" and ch not in _UNSAFE_CHARS):
+            out.append(ch)
+            replacing = False
+        elif not replacing:
+            out.append("_")
+            replacing = True
+    return "".join(out)
 
 
 def sanitize_prefix(prefix: str, default: str = "ActionMesh") -> Tuple[str, str]:
     """Split a user ``filename_prefix`` into a safe (subfolder, basename).
 
     ``/`` (or ``\\``) separates sub-folders, as in ComfyUI's save nodes.
-    Absolute paths, drive letters and ``..`` components are refused; every
-    other character outside ``A-Z a-z 0-9 . _ - space`` becomes ``_``; leading
-    dots are stripped (no hidden files); empty parts are dropped.
+    Absolute paths, ``~``, drive letters, ``..`` components and control
+    characters are refused; letters and digits of every script (``Привет``,
+    ``日本``, ``é``) are kept; other characters (punctuation, symbols, the
+    Windows-reserved ``<>:"|?*``) become ``_``; leading dots are stripped (no
+    hidden files); empty parts are dropped.
 
     Returns:
         (subfolder as a ``/``-separated relative path, possibly "", basename).
 
     Raises:
-        ValueError: absolute path, drive letter or ``..`` in the prefix.
+        ValueError: absolute path, drive letter, ``..`` or a control character in the prefix.
     """
     text = str(prefix or "").replace("\\", "/").strip()
     if text.startswith("/") or text.startswith("~") or re.match(r"^[A-Za-z]:", text):
@@ -330,7 +351,7 @@ def sanitize_prefix(prefix: str, default: str = "ActionMesh") -> Tuple[str, str]
         raw = raw.strip()
         if raw == "..":
             raise ValueError(f"filename_prefix {prefix!r} must not contain '..'")
-        part = _ODD_CHARS.sub("_", raw).strip().lstrip(".").strip()
+        part = _safe_part(raw, prefix).strip().lstrip(".").strip()
         if part:
             parts.append(part[:120])
     if not parts:
@@ -356,9 +377,13 @@ def next_output_path(prefix: str, extension: str) -> Tuple[Path, str, str]:
     extension = extension.lstrip(".")
     root = output_directory()
     folder = root / subfolder if subfolder else root
-    folder.mkdir(parents=True, exist_ok=True)
+    # check BEFORE creating anything: realpath resolves the symlinks of the existing part of the path
+    # (a symlinked sub-folder pointing elsewhere is refused without a folder being made through it)
     if not _inside(root, folder):
-        raise ValueError(f"filename_prefix {prefix!r} resolves outside the output folder")
+        raise ValueError(f"filename_prefix {prefix!r} resolves outside the output folder (through a symlink)")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _inside(root, folder):  # a symlink swapped in meanwhile
+        raise ValueError(f"filename_prefix {prefix!r} resolves outside the output folder (through a symlink)")
     pattern = re.compile(re.escape(base) + r"_(\d+)_\.")
     counter = 1
     for existing in os.listdir(folder):

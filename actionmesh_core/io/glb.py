@@ -28,6 +28,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .animated_mesh import AnimatedMesh
+from .atomic import atomic_write, atomic_write_bytes
 
 __all__ = ["export_animated_glb", "read_animated_glb", "export_static_glbs", "frame_normals"]
 
@@ -315,7 +316,13 @@ def export_animated_glb(
     gltf.buffers.append(pygltflib.Buffer(byteLength=len(blob)))
     gltf.set_binary_blob(blob)
     path.parent.mkdir(parents=True, exist_ok=True)
-    gltf.save_binary(str(path))
+    chunks = gltf.save_to_bytes()
+    if not chunks:
+        raise RuntimeError(f"pygltflib produced no GLB bytes for {path}")
+    # atomic: a temporary file beside the target, fsync, rename (a full disk or Ctrl-C leaves the old file)
+    with atomic_write(path, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
     if per_frame_dir is not None:
         export_static_glbs(anim, per_frame_dir, prefix=path.stem)
     return path
@@ -343,7 +350,7 @@ def export_static_glbs(anim: AnimatedMesh, folder: Union[str, Path], prefix: str
     paths = []
     for k in range(anim.num_frames):
         p = folder / f"{prefix}_{k:0{width}d}.glb"
-        anim.frame_mesh(k).export(str(p), file_type="glb")
+        atomic_write_bytes(p, anim.frame_mesh(k).export(file_type="glb"))
         paths.append(p)
     return paths
 

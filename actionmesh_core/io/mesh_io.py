@@ -10,6 +10,8 @@ from typing import Union
 import numpy as np
 import trimesh
 
+from .atomic import atomic_write_bytes
+
 __all__ = ["load_mesh", "save_mesh", "as_mesh", "MESH_EXTENSIONS"]
 
 #: file extensions accepted by :func:`load_mesh` / :func:`save_mesh`
@@ -124,16 +126,19 @@ def save_mesh(mesh: trimesh.Trimesh, path: Union[str, Path]) -> Path:
     path = Path(path)
     ext = _check_ext(path, "save_mesh")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # every file is written atomically (temporary file beside it, fsync, rename): a full disk or an
+    # interrupt leaves the previous file intact and no partial file
     if ext == ".gltf":
         data = trimesh.exchange.gltf.export_gltf(trimesh.Scene(mesh), embed_buffers=True)
-        path.write_bytes(data["model.gltf"])
+        atomic_write_bytes(path, data["model.gltf"])
     elif ext == ".obj":
         text, extra = trimesh.exchange.obj.export_obj(
             mesh, include_texture=True, return_texture=True, mtl_name=path.stem + ".mtl"
         )
-        path.write_text(text)
-        for name, blob in extra.items():  # material library and texture images
-            (path.parent / name).write_bytes(blob)
+        for name, blob in extra.items():  # material library and texture images first, the OBJ last
+            atomic_write_bytes(path.parent / name, blob)
+        atomic_write_bytes(path, text.encode("utf-8"))
     else:
-        mesh.export(str(path), file_type=ext[1:])
+        data = mesh.export(file_type=ext[1:])
+        atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
     return path

@@ -1,0 +1,194 @@
+"""Every bad input is refused up front, in one line, before any model loads (CLI and Python API).
+
+The cases live in ``bad_input_cases.py`` (shared with benchmarks/bad_inputs_table.py).
+Loading a model, reading a tensor or starting DINOv2 is patched to fail loudly, so a
+check that comes "late" (inside a stage) fails these tests.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import bad_input_cases as cases
+from actionmesh_core import errors
+from actionmesh_core.cli import build_parser, frame_options_from_args, main, pipeline_config_from_args
+from actionmesh_core.validation import FrameOptions, validate_frames, validate_run
+from actionmesh_core.weights import make_tiny_weights
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad_inputs")
+    weights = make_tiny_weights(tmp / "weights")
+    frames = cases.write_frames(tmp / "frames")
+    return cases.World(tmp=tmp, frames=frames, weights=weights, out=tmp / "out" / "result.glb")
+
+
+@pytest.fixture()
+def no_model_loads(monkeypatch):
+    """Any model load or tensor read fails the test (the checks must come first)."""
+    import safetensors.torch
+
+    from actionmesh_core import pipeline
+    from actionmesh_core.models.dino import DinoV2Encoder
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(pipeline, "load_model", forbidden)
+    monkeypatch.setattr(DinoV2Encoder, "from_pretrained", classmethod(forbidden))
+    monkeypatch.setattr(safetensors.torch, "load_file", forbidden)
+
+
+IDS = [c.name for c in cases.CASES]
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=IDS)
+def test_cli_refuses_bad_input_in_one_line(case, world, no_model_loads, capsys):
+    argv = case.build(world)
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert case.fragment in err, err
+    assert not world.out.exists() and not world.out.parent.exists()  # nothing created before refusing
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=IDS)
+def test_api_raises_the_error_type_of_the_problem(case, world, no_model_loads):
+    args = build_parser().parse_args(case.build(world))
+    with pytest.raises(errors.InputError) as info:
+        validate_run(args.frames, args.weights, pipeline_config_from_args(args), mesh=args.mesh, out=args.out,
+                     frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir)
+    assert type(info.value).__name__ == case.error, str(info.value)
+    assert isinstance(info.value, ValueError)  # existing `except ValueError` callers keep working
+    assert "\n" not in str(info.value) and case.fragment in str(info.value)
+
+
+def test_pipeline_run_checks_everything_before_loading(world, no_model_loads):
+    from actionmesh_core.pipeline import ActionMeshPipeline, PipelineConfig
+
+    broken = world.copy_weights("run_trunc")
+    cases._truncate(broken / "ActionMesh/autoencoder/model.safetensors")
+    with pytest.raises(errors.WeightsError, match="autoencoder"):
+        ActionMeshPipeline(broken, PipelineConfig(device="cpu")).run(world.frames)
+    with pytest.raises(errors.OptionError, match="steps"):
+        ActionMeshPipeline(world.weights, PipelineConfig(device="cpu", steps=0)).run(world.frames)
+    with pytest.raises(errors.FramesError, match="mixed RGB and RGBA|mix"):
+        ActionMeshPipeline(world.weights, PipelineConfig(device="cpu")).run(
+            [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 4), np.float32)])
+
+
+def test_missing_weights_error_is_a_file_not_found_and_input_error(world):
+    from actionmesh_core.weights import WeightLayout, WeightsMissingError
+
+    with pytest.raises(WeightsMissingError) as info:
+        WeightLayout(world.tmp / "nothing").check("video")
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, errors.WeightsError)
+    text = str(info.value)
+    assert "\n" not in text and "VAST-AI/TripoSG" in text and "facebook/dinov2-large" in text
+
+
+def test_valid_world_gives_a_plan(world, no_model_loads):
+    plan = validate_run(world.frames, world.weights, out=world.out)
+    assert plan.frames.images.shape[:3] == (4, cases.GOOD_SIZE, cases.GOOD_SIZE)
+    assert plan.fps == 24.0 and plan.warnings == []
+    assert set(plan.checkpoints) >= {"denoiser", "autoencoder", "vae", "transformer", "dinov2", "triposg_dinov2"}
+    assert not world.out.parent.exists()  # checked, not created
+
+
+def test_output_check_creates_nothing_and_probes_leave_nothing(tmp_path):
+    from actionmesh_core.validation import validate_output_path
+
+    target = tmp_path / "a" / "b" / "c.glb"
+    validate_output_path(target)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "x.glb").write_bytes(b"old")
+    validate_output_path(tmp_path / "x.glb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.glb"]
+
+
+# --------------------------------------------------------------------------- frame input parity
+
+
+def test_frame_start_stride_max_select_the_same_frames_as_the_node(tmp_path):
+    folder = cases.write_frames(tmp_path / "f", count=10)
+    checked = validate_frames(folder, FrameOptions(start=2, stride=3, max_frames=2))
+    assert checked.indices == [2, 5]
+    ten = validate_frames(folder).images
+    torch.testing.assert_close(checked.images, ten[[2, 5]])
+    assert checked.fps == pytest.approx(8.0)  # 24 / stride 3
+
+
+def test_video_frame_rate_is_the_default_fps(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (64, 64))
+    for i in range(6):
+        img = np.full((64, 64, 3), 255, np.uint8)
+        img[10:40, 10 + i:40 + i] = 30
+        writer.write(img)
+    writer.release()
+    assert validate_frames(path).fps == pytest.approx(12.0)
+    halved = validate_frames(path, FrameOptions(stride=2, start=1))
+    assert halved.fps == pytest.approx(6.0) and halved.indices == [1, 3, 5]
+    assert validate_frames(path, FrameOptions(fps=30.0)).fps == pytest.approx(30.0)
+
+
+def test_image_mask_pair_folders_use_masks_not_frames(tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for i in range(3):
+        img = np.full((64, 64, 3), 128, np.uint8)  # no plain background: only the masks find the object
+        img[::2] = 200
+        Image.fromarray(img).save(folder / f"{i}_image.png")
+        mask = np.zeros((64, 64), np.uint8)
+        mask[10:30, 20 + i:40 + i] = 255
+        Image.fromarray(mask).save(folder / f"{i}_mask.png")
+    checked = validate_frames(folder)
+    assert checked.images.shape[0] == 3 and checked.masks is not None
+    assert checked.prepared.bbox == (20, 10, 42, 30)
+
+
+def test_mask_dir_by_name_and_inverted(tmp_path):
+    frames = cases.write_frames(tmp_path / "f", count=3, alpha=False)
+    masks = tmp_path / "m"
+    masks.mkdir()
+    for i in range(3):
+        m = np.full((cases.GOOD_SIZE, cases.GOOD_SIZE), 255, np.uint8)  # white background: needs --invert-mask
+        m[5:25, 50:70] = 0
+        Image.fromarray(m).save(masks / f"{i:04d}_mask.png")
+    checked = validate_frames(frames, FrameOptions(mask_dir=masks, invert_mask=True))
+    assert checked.prepared.bbox == (50, 5, 70, 25)
+
+
+def test_tiny_object_warns_and_keeps_a_minimum_crop(tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for i in range(3):
+        img = np.zeros((200, 300, 4), np.uint8)
+        img[100:102, 150 + i:152 + i] = 255
+        Image.fromarray(img).save(folder / f"{i}.png")
+    checked = validate_frames(folder)
+    assert any("only 4x2 px" in w for w in checked.warnings), checked.warnings
+    x0, y0, x1, y1 = checked.prepared.crop_box
+    assert x1 - x0 >= 63  # not blown up to the object's own 4 px
+    big = validate_frames(cases.write_frames(tmp_path / "big"))
+    assert big.warnings == []
+
+
+def test_cli_prints_the_tiny_object_warning_in_one_line(tmp_path, world, no_model_loads, capsys):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for i in range(2):
+        img = np.zeros((64, 64, 4), np.uint8)
+        img[30:33, 30:33] = 255
+        Image.fromarray(img).save(folder / f"{i}.png")
+    code = main(world.argv("--steps", 0, frames=folder))  # steps 0: stops at the option check
+    assert code == 2
+    code = main(world.argv("--anchor-frame", 5, frames=folder))  # stops after the frames were read
+    err = capsys.readouterr().err
+    assert code == 2 and "anchor frame 5" in err
