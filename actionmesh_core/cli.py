@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("video-to-4d", help="turn a video (folder of RGBA PNGs or a video file) into an animated GLB")
     v.add_argument("frames", help="folder of RGBA PNG frames (alpha = object mask) or a video file")
     v.add_argument("--weights", required=True, help="weights root folder (ActionMesh/, TripoSG/, dinov2-large/)")
-    v.add_argument("--out", required=True, help="output animated .glb path")
+    v.add_argument("--out", required=True, help="output path: animated .glb, or any --format's file")
     v.add_argument("--mesh", help="use this mesh (GLB/GLTF/OBJ/PLY) as the anchor instead of TripoSG")
     v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     v.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"])
     v.add_argument("--low-memory", action="store_true", help="keep at most one model on the device")
     v.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
+    from .export import add_format_argument  # --format (glb, usdz, glb-skinned, abc, ...), --bones, --influences
+
+    add_format_argument(v)
     t = sub.add_parser("make-tiny-weights",
                        help="write tiny RANDOM weights in the released layout (meaningless shapes; for tests/demos)")
     t.add_argument("dir")
@@ -44,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _video_to_4d(args) -> int:
-    from .io.glb import export_animated_glb, export_static_glbs
+    from .io.glb import export_static_glbs
     from .pipeline import ActionMeshPipeline, PipelineConfig
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".glb":
-        raise SystemExit(f"error: --out must end in .glb, got {out}")
+    from .export import check_format_args, export_from_args
+
+    out = check_format_args(args)[1]  # unknown format / missing optional module: one-line error, before any model
     cfg = PipelineConfig(seed=args.seed, anchor_frame=args.anchor_frame, device=args.device, dtype=args.dtype,
                          mode=args.mode, octree_depth=args.octree_depth, refine_depth=args.refine_depth,
                          fps=args.fps, low_memory=args.low_memory, chain_reinforce=args.chain_reinforce)
@@ -59,8 +62,7 @@ def _video_to_4d(args) -> int:
         cfg.steps = args.steps
     start = time.perf_counter()
     result = ActionMeshPipeline(args.weights, cfg).run(args.frames, mesh=args.mesh)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = export_animated_glb(result.animation, out, fps=args.fps, interpolation=args.interpolation)
+    path = export_from_args(result.animation, args).path
     if args.per_frame_dir:
         export_static_glbs(result.animation, args.per_frame_dir, out.stem)
     anim = result.animation
