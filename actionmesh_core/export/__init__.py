@@ -128,7 +128,7 @@ def export_animation(
     interpolation: str = "STEP",
     bones: int = 32,
     influences: int = 4,
-    iterations: int = 20,
+    iterations: int = 10,
     meters_per_unit: float = 1.0,
     release_axes: bool = True,
 ) -> ExportResult:

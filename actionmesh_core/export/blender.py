@@ -123,7 +123,7 @@ def export_via_blender(
     rig: bool = False,
     bones: int = 32,
     influences: int = 4,
-    iterations: int = 20,
+    iterations: int = 10,
     timeout: float = 600.0,
 ) -> tuple[list[Path], dict]:
     """Write ``.abc`` (Alembic) or ``.fbx`` through Blender (see module docstring).
