@@ -27,7 +27,7 @@ EXPECTED_NODES = {
 CUSTOM_TYPES = {"ACTIONMESH_DENOISER", "ACTIONMESH_AUTOENCODER", "TRIPOSG_VAE", "TRIPOSG_DIT", "DINOV2",
                 "ACTIONMESH_FRAMES", "ACTIONMESH_CONTEXT", "ACTIONMESH_LATENT", "ACTIONMESH_LATENTS",
                 "ACTIONMESH_REFERENCE", "ACTIONMESH_ANIMATION"}
-CORE_TYPES = {"IMAGE", "MASK", "MESH", "FILE_3D", "INT", "FLOAT", "STRING", "BOOLEAN"}
+CORE_TYPES = {"IMAGE", "MASK", "MESH", "FILE_3D", "FILE_3D_GLB", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 def _run(*parts: str) -> str:
@@ -289,9 +289,10 @@ def test_export_node_writes_inside_the_output_folder(pack, host_dirs, monkeypatc
     result = node.export(_anim(), "runs/camel?", "LINEAR", True)
     out = host_dirs["output"]
     assert result["ui"] == {"3d": [{"filename": "camel__00001_.glb", "subfolder": "runs", "type": "output"}]}
-    assert result["result"] == ("runs/camel__00001_.glb",)
-    path, fps, interpolation = calls["animated"]
-    assert path == out / "runs" / "camel__00001_.glb" and path.exists()
+    assert result["result"][0] == "runs/camel__00001_.glb" and result["result"][2] == "runs/camel__00001_.glb"
+    assert result["result"][1].format == "glb" and Path(result["result"][1].get_source()) == out / "runs" / "camel__00001_.glb"
+    path, fps, interpolation = calls["animated"]  # written beside the target, then renamed onto it (atomic)
+    assert path.name == "camel__00001_.glb" and (out / "runs" / "camel__00001_.glb").read_bytes() == b"glTF"
     assert fps == pytest.approx(12.0) and interpolation == "LINEAR"
     assert calls["static"][0].parent == out / "runs"
     with pytest.raises(ValueError):
