@@ -74,7 +74,7 @@ def test_read_inputs_folder_of_clips_manifests_and_options(tmp_path):
     ("clip,anchor_frame\nx,-1\n", "m.csv line 2: column 'anchor_frame' must be >= 0"),
     ("clip,steps\nx,two\n", "m.csv line 2: column 'steps' expected an integer"),
     ("clip,mode\nx,stage3\n", "column 'mode' must be one of stage2, attention-chain"),
-    ("clip,format\nx,fbx\n", "column 'format' must be one of glb"),
+    ("clip,format\nx,fbx2\n", "column 'format' must be one of glb, glb-skinned"),
     ("clip,fps\nx,0\n", "column 'fps' must be a finite number > 0"),
     ("clip,name\nx,../up\n", "is not a plain file name"),
     ("clip,seed\n,1\n", "m.csv line 2: the 'clip' column"),
@@ -167,7 +167,7 @@ def test_local_batch_records_failures_goes_on_and_resumes(tmp_path, tiny_weights
         anim = read_animated_glb(out / f"{name}.glb")
         assert anim.num_frames == 4 and anim.num_vertices == SPHERE_VERTICES
         assert report[name]["outputs"] == [str(out / f"{name}.glb")]
-        assert {"check", "stage0", "dinov2", "stage1", "stage2", "export"} <= set(report[name]["seconds"])
+        assert {"checks", "stage0", "dinov2", "stage1", "stage2", "export"} <= set(report[name]["seconds"])
         record = json.loads(record_path(out, name).read_text())
         assert record["hash"] == report[name]["hash"] and record["outputs"][0]["path"] == f"{name}.glb"
     # the per-clip seed reached the pipeline: same frames would otherwise give the same animation

@@ -24,11 +24,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from ..errors import InputError
 from ..pipeline import PipelineConfig
+from ..validation import FrameOptions
 from .manifest import ClipSpec
 from .state import ReportWriter, content_hash, done_record, file_digest, frames_digest, summary_table, \
     weights_fingerprint
-from .worker import PIPELINE_OPTIONS, ClipJob, ClipResult, ClipRunner, one_line
+from .worker import FRAME_OPTIONS, PIPELINE_OPTIONS, ClipJob, ClipResult, ClipRunner, one_line
 
 __all__ = ["BatchSettings", "RayOptions", "BatchSummary", "BatchError", "plan_batch", "run_batch"]
 
@@ -36,7 +38,7 @@ PathLike = Union[str, os.PathLike]
 Event = Dict[str, Any]
 
 
-class BatchError(ValueError):
+class BatchError(InputError):
     """The batch as a whole cannot run (weights missing, Ray missing or unreachable, bad options); one line."""
 
 
@@ -46,16 +48,20 @@ class BatchSettings:
 
     Attributes:
         weights: weights root folder. out_dir: output folder (created).
-        config: base :class:`PipelineConfig`. format: output format (``glb``).
-        interpolation: STEP | LINEAR. force: redo clips that are already done.
-        retries: extra attempts for a clip whose worker died (Ray engine).
+        config: base :class:`PipelineConfig`. frame_options: base :class:`FrameOptions` (a manifest's
+        ``mask_dir``, ``frame_start``, ``frame_stride``, ``max_frames`` override it per clip).
+        format: output format (a key of ``actionmesh_core.export.FORMATS``). interpolation: STEP | LINEAR.
+        export_options: more ``export_animation`` keywords (``bones``, ``influences``).
+        force: redo clips that are already done. retries: extra attempts for a clip whose worker died (Ray).
     """
 
     weights: PathLike
     out_dir: PathLike
     config: PipelineConfig = field(default_factory=PipelineConfig)
+    frame_options: FrameOptions = field(default_factory=FrameOptions)
     format: str = "glb"
     interpolation: str = "STEP"
+    export_options: Dict[str, Any] = field(default_factory=dict)
     force: bool = False
     retries: int = 1
 
@@ -110,62 +116,100 @@ class BatchSummary:
 # --------------------------------------------------------------------------- planning
 
 
-def _hashed_settings(config: Dict[str, Any], fmt: str, interpolation: str) -> Dict[str, Any]:
-    out = {k: v for k, v in config.items() if k not in ("device", "low_memory")}
-    out.update(format=fmt, interpolation=interpolation)
+def _jsonable(value):
+    return str(value) if isinstance(value, os.PathLike) else value
+
+
+def _hashed_settings(job: ClipJob) -> Dict[str, Any]:
+    out = {k: v for k, v in job.config.items() if k not in ("device", "low_memory")}
+    out.update(format=job.format, interpolation=job.interpolation, frames=dict(job.frame_options),
+               export=dict(job.export_options))
     return out
+
+
+def _clip_job(clip: ClipSpec, settings: BatchSettings) -> ClipJob:
+    config = asdict(settings.config)
+    config.update({k: v for k, v in clip.options.items() if k in PIPELINE_OPTIONS})
+    frame_options = {k: _jsonable(v) for k, v in asdict(settings.frame_options).items()}
+    frame_options.update({FRAME_OPTIONS[k]: v for k, v in clip.options.items() if k in FRAME_OPTIONS})
+    if "fps" in clip.options:  # the clip's own input frame rate wins over the batch's
+        frame_options["fps"] = clip.options["fps"]
+    return ClipJob(name=clip.name, frames=str(clip.frames), mesh=str(clip.mesh) if clip.mesh is not None else None,
+                   config=config, format=clip.options.get("format", settings.format),
+                   interpolation=clip.options.get("interpolation", settings.interpolation),
+                   out_dir=str(settings.out_dir), frame_options=frame_options,
+                   export_options=dict(settings.export_options))
 
 
 def plan_batch(clips: Sequence[ClipSpec], settings: BatchSettings, weights_digest: Optional[str] = None):
     """Turn clips into jobs; clips that are done (same content hash) become ``skipped`` rows.
 
-    Reads every input once (hashing). A clip whose frames or mesh cannot be read becomes a ``failed`` row
-    (error_kind ``input``) and the batch goes on.
+    Reads every input file once (hashing; frames are decoded later, by the worker's checks). A clip whose
+    options are out of range, whose format cannot be written here, or whose frames or mesh cannot be read
+    becomes a ``failed`` row (error_kind ``input``) and the batch goes on.
 
     Returns:
         ``(jobs, rows)``: the jobs to run, and a dict name -> row for skipped / failed clips.
     """
+    from ..export import MissingDependency, check_format_available
+    from ..validation import validate_options
+
     out_dir = Path(settings.out_dir)
     weights_digest = weights_digest or weights_fingerprint(settings.weights)
-    base = asdict(settings.config)
     jobs: List[ClipJob] = []
     rows: Dict[str, Dict[str, Any]] = {}
     for clip in clips:
-        config = dict(base)
-        config.update({k: v for k, v in clip.options.items() if k in PIPELINE_OPTIONS})
-        fmt = clip.options.get("format", settings.format)
-        interpolation = clip.options.get("interpolation", settings.interpolation)
-        mesh = str(clip.mesh) if clip.mesh is not None else None
-        hashed = _hashed_settings(config, fmt, interpolation)
+        job = _clip_job(clip, settings)
         try:
-            digest = content_hash(frames_digest(clip.frames), file_digest(mesh) if mesh else None, hashed,
+            validate_options(PipelineConfig(**job.config))
+            check_format_available(job.format)
+            mask_dir = job.frame_options.get("mask_dir")
+            digest = content_hash(frames_digest(job.frames) + (frames_digest(mask_dir) if mask_dir else ""),
+                                  file_digest(job.mesh) if job.mesh else None, _hashed_settings(job),
                                   weights_digest)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, MissingDependency) as exc:
             rows[clip.name] = ClipResult(clip=clip.name, status="failed", error_kind="input",
-                                         error=f"{clip.source}: {one_line(exc)}", frames=str(clip.frames),
-                                         mesh=mesh).row()
+                                         error=f"{clip.source}: {one_line(exc)}", frames=job.frames,
+                                         mesh=job.mesh).row()
             continue
-        job = ClipJob(name=clip.name, frames=str(clip.frames), mesh=mesh, config=config, format=fmt,
-                      interpolation=interpolation, out_dir=str(out_dir), hash=digest, settings=hashed)
+        job.hash, job.settings = digest, _hashed_settings(job)
         record = None if settings.force else done_record(out_dir, clip.name, digest)
         if record is not None:
             rows[clip.name] = ClipResult(
                 clip=clip.name, status="skipped", seconds=record.get("seconds") or {},
                 total_seconds=record.get("total_seconds"), worker=record.get("worker"), hash=digest,
-                frames=job.frames, mesh=mesh,
+                frames=job.frames, mesh=job.mesh,
                 outputs=[str(out_dir / o["path"]) for o in record["outputs"]]).row()
         else:
             jobs.append(job)
     return jobs, rows
 
 
-def _check_weights(settings: BatchSettings, clips: Sequence[ClipSpec]) -> None:
-    from ..weights import WeightLayout
+def check_batch(clips: Sequence[ClipSpec], settings: BatchSettings) -> Dict[str, Any]:
+    """The batch-wide checks, before any input is hashed or model loaded (seconds).
 
-    layout = WeightLayout(settings.weights)
-    modes = {"video+mesh" if clip.mesh else "video" for clip in clips}
-    for mode in sorted(modes):
-        layout.check(mode)
+    Options of the command line, the output folder (nothing created), the batch format's optional module,
+    and the weights for every mode the clips need (configs and safetensors headers: once for the batch).
+
+    Returns:
+        ``{"video" | "video+mesh": validate_weights(...)}`` for the workers.
+
+    Raises:
+        InputError subclasses (OptionError, OutputPathError, WeightsError, WeightsMissingError, BatchError).
+    """
+    from ..export import MissingDependency, check_format_available
+    from ..validation import validate_options, validate_output_folder, validate_weights
+
+    validate_options(settings.config)
+    validate_output_folder(settings.out_dir, "batch output folder")
+    if settings.retries < 0:
+        raise BatchError(f"retries must be >= 0, got {settings.retries}")
+    try:
+        check_format_available(settings.format)
+    except MissingDependency as exc:
+        raise BatchError(str(exc)) from None
+    modes = sorted({"video+mesh" if clip.mesh else "video" for clip in clips})
+    return {mode: validate_weights(settings.weights, mode) for mode in modes}
 
 
 # --------------------------------------------------------------------------- console progress
@@ -264,12 +308,12 @@ class ConsoleProgress:
 
 
 def _run_local(jobs: Sequence[ClipJob], settings: BatchSettings, emit: Callable[[Event], None],
-               record: Callable[[Dict[str, Any]], None]) -> bool:
+               record: Callable[[Dict[str, Any]], None], checked_weights: Dict[str, Any]) -> bool:
     """Run every job in this process, models loaded once. Returns True when interrupted (Ctrl-C)."""
     if not jobs:
         return False
     runner = ClipRunner(settings.weights, settings.config, worker="local",
-                        on_status=lambda status: emit({"event": "status", **status}))
+                        on_status=lambda status: emit({"event": "status", **status}), checked_weights=checked_weights)
     try:
         for job in jobs:
             emit({"event": "start", "clip": job.name, "worker": "local", "attempt": 1})
@@ -308,7 +352,8 @@ def run_batch(clips: Sequence[ClipSpec], settings: BatchSettings, engine: str = 
         converted left no partial file, and a second run picks up where this one stopped).
 
     Raises:
-        BatchError: Ray is missing or the cluster cannot be used. WeightsMissingError: weights folders missing.
+        InputError (one line, before any input is hashed or model loaded): BatchError (Ray missing or the
+        cluster unusable), OptionError, OutputPathError, WeightsError / WeightsMissingError.
     """
     if engine not in ("local", "ray"):
         raise BatchError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -325,7 +370,7 @@ def run_batch(clips: Sequence[ClipSpec], settings: BatchSettings, engine: str = 
         from .ray_engine import import_ray
 
         import_ray()
-    _check_weights(settings, clips)
+    checked_weights = check_batch(clips, settings)
     jobs, rows = plan_batch(clips, settings)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,11 +389,11 @@ def run_batch(clips: Sequence[ClipSpec], settings: BatchSettings, engine: str = 
     interrupted = False
     try:
         if engine == "local":
-            interrupted = _run_local(jobs, settings, emit, record)
+            interrupted = _run_local(jobs, settings, emit, record, checked_weights)
         else:
             from .ray_engine import run_ray
 
-            interrupted = run_ray(jobs, settings, ray_options or RayOptions(), emit, record)
+            interrupted = run_ray(jobs, settings, ray_options or RayOptions(), emit, record, checked_weights)
     except KeyboardInterrupt:
         interrupted = True
     finally:

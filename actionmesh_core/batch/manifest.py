@@ -24,8 +24,12 @@ value given on the command line):
 ``chain_reinforce`` attention-chain reinforcement (true/false)
 ``fps``             animation frames per second (> 0)
 ``interpolation``   ``STEP`` | ``LINEAR``
-``format``          output format (``glb``, or any format of the export
-                    dispatcher when it is installed)
+``format``          output format: any of :data:`actionmesh_core.export.FORMATS`
+                    (``glb``, ``glb-skinned``, ``usdz``, ``npy``, ...)
+``mask_dir``        folder of object masks, one per frame
+``frame_start``     first frame used (int >= 0)
+``frame_stride``    use every n-th frame (int >= 1)
+``max_frames``      use at most this many frames (int >= 0, 0 = all)
 ==================  =====================================================
 
 Unknown columns, bad values and duplicate output names are errors of the whole
@@ -43,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
+from ..errors import InputError
 from ..frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 __all__ = ["ClipSpec", "ManifestError", "read_inputs", "read_manifest", "CLIP_OPTIONS", "MANIFEST_EXTENSIONS"]
@@ -53,7 +58,7 @@ MODES = ("stage2", "attention-chain")
 INTERPOLATIONS = ("STEP", "LINEAR")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """The batch inputs cannot be used as given (bad manifest row, unknown column, duplicate name, missing input).
 
     The message is one line naming the file, line and column, and what to do.
@@ -141,9 +146,12 @@ CLIP_OPTIONS: Dict[str, Any] = {
     "fps": _positive_float,
     "interpolation": _choice(INTERPOLATIONS, upper=True),
     "format": _format,
+    "frame_start": _int_at_least(0),
+    "frame_stride": _int_at_least(1),
+    "max_frames": _int_at_least(0),
 }
-_PATH_KEYS = ("clip", "mesh")
-_KNOWN = ("clip", "name", "mesh") + tuple(CLIP_OPTIONS)
+_PATH_KEYS = ("clip", "mesh", "mask_dir")
+_KNOWN = ("clip", "name", "mesh", "mask_dir") + tuple(CLIP_OPTIONS)
 
 
 @dataclass
@@ -200,6 +208,8 @@ def _row_to_clip(row: Dict[str, Any], base: Path, where: str) -> ClipSpec:
             except ValueError as exc:
                 raise ManifestError(f"{where}: column {key!r} {exc}") from None
     frames = paths["clip"]
+    if "mask_dir" in paths:
+        options["mask_dir"] = str(paths["mask_dir"])
     name = values.get("name") or _default_name(frames)
     return ClipSpec(name=_check_name(name, where), frames=frames, mesh=paths.get("mesh"), options=options,
                     source=where)

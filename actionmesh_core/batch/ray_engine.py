@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
-from .state import done_record, remove_stale_temps, record_path
+from .state import done_record, remove_stale_temps
 from .worker import ClipJob, ClipResult, one_line
 
 __all__ = ["import_ray", "run_ray"]
@@ -45,14 +45,15 @@ def import_ray():
 class _ClipActor:
     """Ray actor body: a :class:`ClipRunner` plus a status query answered while a clip runs."""
 
-    def __init__(self, weights: str, config: Dict[str, Any], worker: str, threads: int):
+    def __init__(self, weights: str, config: Dict[str, Any], worker: str, threads: int,
+                 checked_weights: Dict[str, Any]):
         import torch
 
         from ..pipeline import PipelineConfig
         from .worker import ClipRunner
 
         torch.set_num_threads(max(1, threads))
-        self.runner = ClipRunner(weights, PipelineConfig(**config), worker=worker)
+        self.runner = ClipRunner(weights, PipelineConfig(**config), worker=worker, checked_weights=checked_weights)
 
     def ready(self) -> Dict[str, Any]:
         return dict(self.runner.status)
@@ -113,7 +114,7 @@ def _resources(ray, options):
 
 
 def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str, Any]], None],
-            record: Callable[[Dict[str, Any]], None]) -> bool:
+            record: Callable[[Dict[str, Any]], None], checked_weights: Optional[Dict[str, Any]] = None) -> bool:
     """Run ``jobs`` on Ray actors; returns True when interrupted (Ctrl-C).
 
     Raises:
@@ -137,6 +138,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
         workers, gpus, cpus = _resources(ray, options)
         actor_cls = ray.remote(_ClipActor)
         config = asdict(settings.config)
+        checked_ref = ray.put(checked_weights or {})
         generation: Dict[str, int] = {}
         ever_ready = [False]
 
@@ -145,7 +147,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
             worker = f"w{slot}" + (f"#{generation[slot]}" if generation[slot] > 1 else "")
             actor = actor_cls.options(num_cpus=cpus, num_gpus=gpus, max_concurrency=2, max_restarts=0,
                                       max_task_retries=0).remote(str(settings.weights), config, worker,
-                                                                 max(1, int(cpus)))
+                                                                 max(1, int(cpus)), checked_ref)
             actors[worker] = (slot, actor)
             inflight[actor.ready.remote()] = ("ready", worker, None)
             emit({"event": "status", "worker": worker, "clip": None, "stage": "starting", "step": 0, "total": 0})
@@ -169,7 +171,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
             emit({"event": "worker-died", "worker": worker, "clip": job.name if job else None, "error": message,
                   "retry": retry})
             if job is not None:
-                remove_stale_temps(job.targets() + [record_path(job.out_dir, job.name)])
+                remove_stale_temps(job.targets())
                 if retry:
                     queue.appendleft(job)
                 else:
@@ -228,7 +230,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
     except KeyboardInterrupt:
         for worker, job in list(busy.items()):
             ray.kill(actors[worker][1], no_restart=True)
-            remove_stale_temps(job.targets() + [record_path(job.out_dir, job.name)])
+            remove_stale_temps(job.targets())
             row = ClipResult(clip=job.name, status="interrupted", error="stopped by Ctrl-C before it finished",
                              worker=worker, attempts=attempts[job.name], hash=job.hash, frames=job.frames,
                              mesh=job.mesh).row()

@@ -245,7 +245,7 @@ def summary_table(rows: Sequence[Dict[str, Any]], max_rows: int = 50) -> str:
     always covers every row).
     """
     rows = list(rows)
-    order = ["check", "frames", "stage0", "dinov2", "stage1", "stage1+chain", "stage2", "export"]
+    order = ["checks", "frames", "stage0", "dinov2", "stage1", "stage1+chain", "stage2", "export"]
     stages: List[str] = []
     for row in rows:
         for key in (row.get("seconds") or {}):

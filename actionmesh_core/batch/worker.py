@@ -5,10 +5,13 @@ inside each Ray actor (``--engine ray``): models are loaded on the first clip
 and kept for every later clip (unless ``low_memory``). Per clip it
 
 1. removes temporary files a killed earlier attempt left beside this clip's outputs;
-2. checks the clip's inputs (frames decodable, anchor frame inside the clip, mesh
-   readable) before the models are used for it;
+2. checks the clip with :func:`actionmesh_core.validation.validate_run`, the check of the
+   single-clip command (options, anchor mesh, every frame file read once, anchor frame
+   inside the clip), before the models are used for it; the weights were checked once
+   for the whole batch;
 3. runs the pipeline (ActionMesh §3: stage 0 -> stage I -> stage II);
-4. writes the outputs through the atomic writers, then the record (its content hash).
+4. writes the outputs through the export dispatcher (:func:`actionmesh_core.export.export_animation`,
+   atomic files), then the record (its content hash).
 
 Any failure of one clip (bad frames, bad mesh, out of memory, a bug) becomes a
 failed :class:`ClipResult` with a one-line message; the runner stays usable for
@@ -27,15 +30,18 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from ..errors import InputError
 from ..pipeline import ActionMeshPipeline, PipelineConfig
 from ..sampling.common import SamplingCancelled
-from .formats import output_targets, supported_formats
+from .formats import output_path
 from .state import remove_stale_temps, write_record
 
-__all__ = ["ClipJob", "ClipResult", "ClipRunner", "one_line", "is_out_of_memory", "PIPELINE_OPTIONS"]
+__all__ = ["ClipJob", "ClipResult", "ClipRunner", "one_line", "is_out_of_memory", "PIPELINE_OPTIONS", "FRAME_OPTIONS"]
 
 # PipelineConfig fields that a manifest row may override
 PIPELINE_OPTIONS = ("anchor_frame", "seed", "steps", "mode", "chain_reinforce", "fps")
+# manifest column -> FrameOptions field
+FRAME_OPTIONS = {"frame_start": "start", "frame_stride": "stride", "max_frames": "max_frames", "mask_dir": "mask_dir"}
 
 
 def one_line(text: Any, limit: int = 400) -> str:
@@ -50,7 +56,9 @@ class ClipJob:
 
     Attributes:
         name: output name. frames: frame folder or video. mesh: optional anchor mesh file.
-        config: the clip's PipelineConfig fields (dict). format: output format. interpolation: STEP | LINEAR.
+        config: the clip's PipelineConfig fields (dict). frame_options: its FrameOptions fields (dict).
+        format: output format (a key of ``actionmesh_core.export.FORMATS``). interpolation: STEP | LINEAR.
+        export_options: more ``export_animation`` keywords (bones, influences).
         out_dir: the batch output folder. hash: the clip's content hash (written into its record).
         settings: the hashed settings (written into its record).
     """
@@ -62,12 +70,15 @@ class ClipJob:
     format: str
     interpolation: str
     out_dir: str
+    frame_options: Dict[str, Any] = field(default_factory=dict)
+    export_options: Dict[str, Any] = field(default_factory=dict)
     hash: str = ""
     settings: Dict[str, Any] = field(default_factory=dict)
 
     def targets(self) -> List[Path]:
-        """The output files of this clip (its record excluded)."""
-        return output_targets(Path(self.out_dir), self.name, self.format)
+        """The main output file and the record of this clip (for the clean-up of stale temporary files)."""
+        return [output_path(Path(self.out_dir), self.name, self.format),
+                Path(self.out_dir) / f"{self.name}.actionmesh.json"]
 
 
 @dataclass
@@ -142,14 +153,18 @@ class ClipRunner:
             the other fields are replaced per clip from ``ClipJob.config``).
         worker: a label for reports ("local", "w0", ...).
         on_status: ``on_status(status_dict)`` after each pipeline step (progress display).
+        checked_weights: ``{"video" | "video+mesh": validate_weights(...)}`` from the batch's one weights
+            check (missing modes are checked here on first use).
 
     Attributes:
         status: ``{"worker", "pid", "host", "clip", "stage", "step", "total", "since"}`` of the current clip.
     """
 
     def __init__(self, weights, config: PipelineConfig, worker: str = "local",
-                 on_status: Optional[Callable[[Dict[str, Any]], None]] = None):
+                 on_status: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 checked_weights: Optional[Dict[str, Any]] = None):
         self.pipeline = _ResidentPipeline(weights, config, progress=self._progress)
+        self.checked_weights: Dict[str, Any] = dict(checked_weights or {})
         self.base_config = config
         self.worker = worker
         self.on_status = on_status
@@ -183,33 +198,25 @@ class ClipRunner:
         values = {k: v for k, v in job.config.items() if k in names and k not in ("device", "dtype", "low_memory")}
         return replace(self.base_config, **values)
 
-    def _check_inputs(self, job: ClipJob, config: PipelineConfig):
-        """Frames decodable, anchor frame inside the clip, mesh readable: before the models are used."""
-        from ..frames import load_frames
-        from ..io.mesh_io import load_mesh
+    def _plan(self, job: ClipJob, config: PipelineConfig):
+        """The single-clip command's checks (:func:`validate_run`), before the models are used for this clip."""
+        from ..validation import FrameOptions, validate_run, validate_weights
 
-        try:
-            frames = load_frames(job.frames)
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"cannot read the frames of {job.frames}: {exc}") from None
-        if not 0 <= config.anchor_frame < frames.shape[0]:
-            raise ValueError(f"anchor frame {config.anchor_frame} is outside the {frames.shape[0]} frames of "
-                             f"{job.frames}; set anchor_frame between 0 and {frames.shape[0] - 1}")
-        if job.mesh is not None:
-            load_mesh(job.mesh)
-        return frames
+        mode = "video+mesh" if job.mesh is not None else "video"
+        if mode not in self.checked_weights:
+            self.checked_weights[mode] = validate_weights(self.pipeline.layout.root, mode)
+        return validate_run(job.frames, self.pipeline.layout.root, config, mesh=job.mesh,
+                            frame_options=FrameOptions(**job.frame_options),
+                            checked_weights=self.checked_weights[mode])
 
-    def _export(self, job: ClipJob, animation) -> List[Path]:
-        from ..io.glb import export_animated_glb
+    def _export(self, job: ClipJob, animation, fps: float) -> List[Path]:
+        from ..export import export_animation
 
-        out_dir = Path(job.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if job.format == "glb":
-            return [export_animated_glb(animation, job.targets()[0], fps=job.config.get("fps"),
-                                        interpolation=job.interpolation)]
-        raise ValueError(f"unsupported output format {job.format!r}; use one of {', '.join(supported_formats())}")
+        target = output_path(Path(job.out_dir), job.name, job.format)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = export_animation(animation, target, job.format, fps=fps, interpolation=job.interpolation,
+                                  **job.export_options)
+        return [Path(f) for f in result.files]
 
     def run(self, job: ClipJob) -> ClipResult:
         """Process one clip; never raises except ``KeyboardInterrupt`` (failures are returned).
@@ -224,19 +231,17 @@ class ClipRunner:
         self._set_status(clip=job.name, stage="checking", step=0, total=0, since=time.time())
         stage = "input"
         try:
-            remove_stale_temps(job.targets() + [Path(job.out_dir) / f"{job.name}.actionmesh.json"])
+            remove_stale_temps(job.targets())
             config = self._config_for(job)
             self.pipeline.config = config
-            t0 = time.perf_counter()
-            frames = self._check_inputs(job, config)
-            result.seconds["check"] = time.perf_counter() - t0
+            plan = self._plan(job, config)
             stage = "run"
-            run = self.pipeline.run(frames, mesh=job.mesh)
+            run = self.pipeline.run(plan)
             result.seconds.update(run.timings)
             stage = "io"
             self._set_status(stage="export", step=0, total=0)
             t0 = time.perf_counter()
-            outputs = self._export(job, run.animation)
+            outputs = self._export(job, run.animation, plan.fps)
             result.seconds["export"] = time.perf_counter() - t0
             result.total_seconds = time.perf_counter() - start
             out_dir = Path(job.out_dir)
@@ -257,12 +262,10 @@ class ClipRunner:
                 result.error_kind = "oom"
                 result.error = (f"out of memory on {self.pipeline.device}: {result.error} (try --low-memory, "
                                 "fewer frames, or lower meshing depths)")
-            elif stage == "input" and isinstance(exc, (ValueError, OSError)):
+            elif isinstance(exc, InputError) or (stage == "input" and isinstance(exc, (ValueError, OSError))):
                 result.error_kind = "input"
-            elif stage == "io" and isinstance(exc, OSError):
-                result.error_kind = "io"
-            elif isinstance(exc, ValueError):
-                result.error_kind = "input"  # bad mesh / frames found by a pipeline stage
+            elif stage == "io" and isinstance(exc, (OSError, ImportError, ValueError)):
+                result.error_kind = "io"  # disk full, read-only folder, missing exporter module
             else:
                 result.error_kind = "error"
                 result.traceback = traceback.format_exc()
