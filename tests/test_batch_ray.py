@@ -30,7 +30,9 @@ TWO_WORKERS = RayOptions(workers=2, cpus_per_worker=1)
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance (2 CPUs) shared by every test of this file; the engine leaves it running."""
+    # worker start-up on 2 shared, busy cores can take longer than Ray's default 60 s registration timeout
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _system_config={"worker_register_timeout_seconds": 600},
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
                  [str(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
                  + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}})

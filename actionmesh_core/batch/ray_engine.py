@@ -75,6 +75,8 @@ def _start_ray(ray, options):
     package_root = str(Path(__file__).resolve().parents[2])
     if options.address is None:
         kwargs["include_dashboard"] = False
+        # a busy machine can take more than Ray's default 60 s to start a worker process
+        kwargs["_system_config"] = {"worker_register_timeout_seconds": 600}
         # workers on this machine import the package from the same checkout as the driver
         paths = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
