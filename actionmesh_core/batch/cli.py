@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
 
 __all__ = ["add_batch_parser", "run_batch_command", "EXIT_SOME_FAILED"]
 

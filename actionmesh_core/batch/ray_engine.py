@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, Optional, Sequence
 
 from .state import done_record, remove_stale_temps
 from .worker import ClipJob, ClipResult, one_line
