@@ -181,7 +181,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
                                       attempts=attempts[job.name], hash=job.hash, frames=job.frames, mesh=job.mesh,
                                       error=f"the worker died while converting this clip ({attempts[job.name]} "
                                             f"attempt(s)): {message}").row())
-            if queue or inflight:
+            if queue:  # a replacement only when a clip waits (e.g. the one just put back)
                 start_actor(slot)
 
         for slot in range(min(workers, len(jobs))):
