@@ -71,7 +71,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the animation is written."""
-    parser.add_argument("--out", required=True, help="output animated .glb path")
+    parser.add_argument("--out", required=True, help="output path: animated .glb, or any --format's file")
     parser.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"])
     parser.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
 
@@ -112,21 +112,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_options(v)
     add_output_options(v)
     add_frame_options(v)
+    from .export import add_format_argument  # --format (glb, usdz, glb-skinned, abc, ...), --bones, --influences
+
+    add_format_argument(v)
     t = sub.add_parser("make-tiny-weights",
                        help="write tiny RANDOM weights in the released layout (meaningless shapes; for tests/demos)")
     t.add_argument("dir")
     t.add_argument("--seed", type=int, default=0)
+    from .batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
-def _write_outputs(animation, plan, args) -> Path:
-    """The animated GLB and (optionally) per-frame GLBs; atomic files, the per-frame set moved in at the end."""
+def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
+    """The animation in ``fmt`` (--format) and (optionally) per-frame GLBs; atomic files, the per-frame set
+    moved in at the end."""
     import shutil
     import tempfile
 
-    from .io.glb import export_animated_glb, export_static_glbs
+    from .export import export_animation
+    from .io.glb import export_static_glbs
 
-    out = Path(args.out)
     staged = None
     try:
         if args.per_frame_dir:
@@ -135,28 +142,35 @@ def _write_outputs(animation, plan, args) -> Path:
             staged = Path(tempfile.mkdtemp(prefix=".actionmesh-frames-", dir=str(folder)))
             export_static_glbs(animation, staged, out.stem)
         out.parent.mkdir(parents=True, exist_ok=True)
-        export_animated_glb(animation, out, fps=plan.fps, interpolation=args.interpolation)
+        path = export_animation(animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
+                                bones=args.bones, influences=args.influences).path
         if staged is not None:
             for item in sorted(staged.iterdir()):
                 os.replace(item, Path(args.per_frame_dir) / item.name)
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
-    return out
+    return path
 
 
 def _video_to_4d(args) -> int:
+    from .errors import OptionError
+    from .export import check_format_args
     from .pipeline import ActionMeshPipeline
     from .validation import validate_run
 
     start = time.perf_counter()
+    try:  # unknown format / missing optional module: one-line error, before any model
+        fmt, out = check_format_args(args)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     cfg = pipeline_config_from_args(args)
-    plan = validate_run(args.frames, args.weights, cfg, mesh=args.mesh, out=args.out,
+    plan = validate_run(args.frames, args.weights, cfg, mesh=args.mesh, out=out, out_suffixes=(out.suffix,),
                         frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir)
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
-    path = _write_outputs(result.animation, plan, args)
+    path = _write_outputs(result.animation, plan, args, fmt, out)
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "
@@ -200,6 +214,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             root = make_tiny_weights(args.dir, seed=args.seed)
             print(f"wrote tiny random weights to {root} (meaningless shapes: for smoke tests and demos only)")
             return EXIT_OK
+        if args.command == "batch":
+            from .batch.cli import run_batch_command
+
+            return run_batch_command(args)
         return _video_to_4d(args)
     except KeyboardInterrupt:
         print("interrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)

@@ -577,6 +577,7 @@ def validate_run(
     frame_options: Optional[FrameOptions] = None,
     per_frame_dir: Optional[PathLike] = None,
     out_suffixes: Sequence[str] = (".glb",),
+    checked_weights: Optional[Dict[str, Any]] = None,
 ) -> RunPlan:
     """Check every input of a run (seconds, no model loaded) and return the plan to run.
 
@@ -592,6 +593,8 @@ def validate_run(
         frame_options: :class:`FrameOptions` (frame selection, masks, fps, background model).
         per_frame_dir: optional folder for per-frame files (never created here).
         out_suffixes: accepted suffixes of ``out``.
+        checked_weights: the result of an earlier :func:`validate_weights` of ``weights`` for this
+            mode (a batch checks its weights once, not per clip); None checks them here.
 
     Returns:
         :class:`RunPlan`.
@@ -612,7 +615,8 @@ def validate_run(
         out = validate_output_path(out, out_suffixes, "output")
     if per_frame_dir is not None:
         per_frame_dir = validate_output_folder(per_frame_dir, "per-frame folder")
-    checkpoints = validate_weights(weights, "video+mesh" if mesh is not None else "video")
+    checkpoints = (checked_weights if checked_weights is not None
+                   else validate_weights(weights, "video+mesh" if mesh is not None else "video"))
     if opts.remove_background is not None:
         validate_background_model(opts.remove_background)
     loaded_mesh = validate_mesh(mesh) if mesh is not None else None

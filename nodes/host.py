@@ -35,4 +35,5 @@ from .host_paths import (  # noqa: F401
 from .host_progress import (  # noqa: F401
     Interrupted, Progress, check_interrupted, processing_interrupted, request_interrupt)
 from .host_types import (  # noqa: F401
-    FILE_3D_ANY, FILE_3D_TYPES, FallbackMesh, make_mesh, mesh_batch_size, mesh_class, mesh_item)
+    FILE_3D_ANY, FILE_3D_TYPES, FallbackFile3D, FallbackMesh, file_3d, make_mesh, mesh_batch_size, mesh_class,
+    mesh_item)

@@ -1,6 +1,7 @@
 """Host core types: ComfyUI's ``MESH`` (or a stand-in with the same attributes) and conversions."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -140,3 +141,49 @@ def mesh_item(mesh, index: int = 0):
     if uv is not None:
         visual = trimesh.visual.TextureVisuals(uv=uv.detach().float().cpu().numpy())
     return trimesh.Trimesh(vertices=v, faces=f, visual=visual, process=False)
+
+# --------------------------------------------------------------------------- FILE_3D
+
+
+class FallbackFile3D:
+    """Stand-in for ComfyUI's core ``File3D`` (``comfy_api.latest.Types.File3D``) outside ComfyUI.
+
+    Same surface the core 3D nodes use: ``format`` (suffix without dot),
+    ``is_disk_backed``, ``get_source()``, ``get_bytes()``, ``save_to(path)``.
+    """
+
+    def __init__(self, source: str, file_format: str = ""):
+        self._source = str(source)
+        self.format = (file_format or Path(self._source).suffix).lstrip(".").lower()
+
+    @property
+    def is_disk_backed(self) -> bool:
+        return True
+
+    def get_source(self) -> str:
+        return self._source
+
+    def get_bytes(self) -> bytes:
+        return Path(self._source).read_bytes()
+
+    def save_to(self, path: str) -> str:
+        import shutil
+
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if Path(self._source).resolve() != dest.resolve():
+            shutil.copy2(self._source, dest)
+        return str(dest)
+
+
+def file_3d(path, file_format: str = ""):
+    """A core ``File3D`` for a file on disk (what ``FILE_3D*`` sockets carry; Preview 3D takes it).
+
+    Uses ComfyUI's own class when available (``comfy_api.latest._util.File3D``),
+    else :class:`FallbackFile3D`.
+    """
+    module = _import("comfy_api.latest._util") if has_comfy() else None
+    cls = getattr(module, "File3D", None) if module is not None else None
+    if cls is None:
+        cls = FallbackFile3D
+    return cls(str(path), file_format)

@@ -1,7 +1,8 @@
-"""Output nodes: animated GLB export (with the UI 3D preview), MESH batch, render preview."""
+"""Output nodes: animation export (GLB for the UI 3D preview + USD / rig / caches), MESH batch, render preview."""
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import torch
 
 from . import datatypes as T
@@ -11,26 +12,33 @@ CATEGORY = "ActionMesh/output"
 
 
 def _frame_rate(anim) -> float:
-    """Playback rate of an animation: 1 / median frame interval, else metadata fps, else 24."""
-    times = getattr(anim, "times", None)
-    if times is not None and len(times) >= 2:
-        step = float(np.median(np.diff(np.asarray(times, dtype=np.float64))))
-        if step > 0:
-            return 1.0 / step
-    return float((getattr(anim, "metadata", None) or {}).get("fps", 24.0))
+    """Playback rate of an animation (``actionmesh_core.export.animation_fps``: frame times, metadata, 24)."""
+    from actionmesh_core.export import animation_fps
+
+    return animation_fps(anim)
+
+
+def _export_formats() -> list:
+    from actionmesh_core.export import FORMATS
+
+    return list(FORMATS)
 
 
 class ActionMeshExportGLB:
-    """Animated mesh -> animated GLB in the output folder, shown in the UI 3D preview."""
+    """Animated mesh -> animated GLB in the output folder (UI 3D preview) + optionally another format beside it."""
 
     CATEGORY = CATEGORY
     FUNCTION = "export"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("glb_path",)
-    OUTPUT_TOOLTIPS = ("Path of the GLB relative to the output folder (e.g. for core Preview 3D's model_file).",)
+    RETURN_TYPES = ("STRING", "FILE_3D_GLB", "STRING")
+    RETURN_NAMES = ("glb_path", "model_3d", "files")
+    OUTPUT_TOOLTIPS = ("Path of the GLB relative to the output folder (e.g. for core Preview 3D's model_file).",
+                       "The GLB as a core 3D file (connect to Preview 3D & Animation, or other core 3D nodes).",
+                       "Every file written (GLB first, then the chosen format's files), relative to the output "
+                       "folder, one per line.")
     DESCRIPTION = ("Saves the animation as one GLB (morph-target animation, plays in Blender, three.js and the "
-                   "ComfyUI 3D viewer) under the output folder; optionally one static GLB per frame.")
+                   "ComfyUI 3D viewer) under the output folder, and, with 'format', the same animation as USD, "
+                   "a skinned rig (GLB/FBX), Alembic, FBX, OBJ/PLY sequences or the release's .npy beside it.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -45,26 +53,56 @@ class ActionMeshExportGLB:
                                                                   "between frames for smoother playback."}),
                 "per_frame_glbs": ("BOOLEAN", {"default": False,
                                                "tooltip": "Also save one static GLB per frame in a sub-folder."}),
+                "format": (_export_formats(), {"default": "glb",
+                                               "tooltip": "Also write this format beside the GLB: usdc/usda/usdz "
+                                                          "(USD point cache), glb-skinned / fbx-skinned (bones fitted "
+                                                          "to the motion, for game engines), abc (Alembic), fbx "
+                                                          "(shape keys), obj/ply-sequence, npy (release layout). "
+                                                          "abc/fbx need Blender's bpy module."}),
+                "bones": ("INT", {"default": 32, "min": 1, "max": 256,
+                                  "tooltip": "Skinned formats: number of bones fitted to the motion."}),
+                "influences": ("INT", {"default": 4, "min": 1, "max": 8,
+                                       "tooltip": "Skinned formats: bones per vertex (4 suits every engine)."}),
             }
         }
 
-    def export(self, animation, filename_prefix, interpolation, per_frame_glbs):
-        """Write ``<prefix>_<counter>_.glb`` under the output folder (never outside it).
+    def export(self, animation, filename_prefix, interpolation, per_frame_glbs, format="glb", bones=32,
+               influences=4):
+        """Write ``<prefix>_<counter>_.glb`` (+ ``<prefix>_<counter>.<ext>`` of ``format``) under the output folder.
 
-        Returns ``{"ui": {"3d": [{filename, subfolder, type: "output"}]}, "result": (relative path,)}``.
-        Raises ValueError for an absolute prefix or one containing '..'.
+        Returns ``{"ui": {"3d": [{filename, subfolder, type: "output"}]}, "result": (GLB relative path,
+        core File3D of the GLB, newline-joined relative paths of every file written)}``.
+        Raises ValueError for an absolute prefix or one containing '..', and a one-line
+        ``MissingDependency`` (an ImportError naming the pip command) before writing anything
+        when the format's optional module is not installed.
         """
-        from actionmesh_core.io.glb import export_animated_glb, export_static_glbs
+        import logging
 
+        from actionmesh_core.export import FORMATS, check_format_available, export_animation
+        from actionmesh_core.io.glb import export_static_glbs
+
+        if format not in FORMATS:
+            raise ValueError(f"unknown export format {format!r}; choose one of {list(FORMATS)}")
+        check_format_available(format)
         path, filename, subfolder = host.next_output_path(filename_prefix, "glb")
-        export_animated_glb(animation, path, fps=_frame_rate(animation), interpolation=interpolation)
+        fps = _frame_rate(animation)
+        files = export_animation(animation, path, "glb", fps=fps, interpolation=interpolation).files
         if per_frame_glbs:
             frames_folder = path.with_name(path.stem + "frames")
             frames_folder.mkdir(parents=True, exist_ok=True)
             export_static_glbs(animation, frames_folder, path.stem.rstrip("_"))
-        relative = f"{subfolder}/{filename}" if subfolder else filename
+        if format != "glb":
+            stem = path.stem.rstrip("_") + ("_skinned" if format.endswith("-skinned") else "")
+            result = export_animation(animation, path.with_name(stem + FORMATS[format][0]), format, fps=fps,
+                                      bones=bones, influences=influences)
+            files += result.files
+            if "rms_error" in result.info:
+                logging.info("ActionMesh export: %d bones, fit error RMS %.3f%% / max %.3f%% of the bbox diagonal",
+                             result.info["bones"], 100 * result.info["rms_error"], 100 * result.info["max_error"])
+        root = host.output_directory()
+        relative = [Path(f).resolve().relative_to(root.resolve()).as_posix() for f in files]
         return {"ui": {"3d": [{"filename": filename, "subfolder": subfolder, "type": "output"}]},
-                "result": (relative,)}
+                "result": (relative[0], host.file_3d(path, "glb"), "\n".join(relative))}
 
 
 class ActionMeshAnimationToMesh:
@@ -166,7 +204,7 @@ NODE_CLASS_MAPPINGS = {
     "ActionMeshRenderPreview": ActionMeshRenderPreview,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "ActionMeshExportGLB": "ActionMesh Export Animated GLB",
+    "ActionMeshExportGLB": "ActionMesh Export Animation",
     "ActionMeshAnimationToMesh": "ActionMesh Animation to MESH",
     "ActionMeshRenderPreview": "ActionMesh Render Preview",
 }

@@ -31,7 +31,7 @@ CUSTOM_TYPES = {"ACTIONMESH_DENOISER", "ACTIONMESH_AUTOENCODER", "TRIPOSG_VAE", 
 FILE_3D_TYPES = ("FILE_3D", "FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_FBX", "FILE_3D_OBJ", "FILE_3D_STL",
                  "FILE_3D_USDZ", "FILE_3D_PLY", "FILE_3D_SPLAT", "FILE_3D_SPZ", "FILE_3D_KSPLAT",
                  "FILE_3D_SPLAT_ANY", "FILE_3D_POINT_CLOUD_ANY")
-CORE_TYPES = {"IMAGE", "MASK", "MESH", "FILE_3D", "INT", "FLOAT", "STRING", "BOOLEAN"}
+CORE_TYPES = {"IMAGE", "MASK", "MESH", "FILE_3D", "FILE_3D_GLB", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 def _run(*parts: str) -> str:
@@ -323,9 +323,10 @@ def test_export_node_writes_inside_the_output_folder(pack, host_dirs, monkeypatc
     result = node.export(_anim(), "runs/camel?", "LINEAR", True)
     out = host_dirs["output"]
     assert result["ui"] == {"3d": [{"filename": "camel__00001_.glb", "subfolder": "runs", "type": "output"}]}
-    assert result["result"] == ("runs/camel__00001_.glb",)
-    path, fps, interpolation = calls["animated"]
-    assert path == out / "runs" / "camel__00001_.glb" and path.exists()
+    assert result["result"][0] == "runs/camel__00001_.glb" and result["result"][2] == "runs/camel__00001_.glb"
+    assert result["result"][1].format == "glb" and Path(result["result"][1].get_source()) == out / "runs" / "camel__00001_.glb"
+    path, fps, interpolation = calls["animated"]  # written beside the target, then renamed onto it (atomic)
+    assert path.name == "camel__00001_.glb" and (out / "runs" / "camel__00001_.glb").read_bytes() == b"glTF"
     assert fps == pytest.approx(12.0) and interpolation == "LINEAR"
     assert calls["static"][0].parent == out / "runs"
     with pytest.raises(ValueError):
