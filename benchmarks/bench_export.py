@@ -31,8 +31,11 @@ from actionmesh_core.export import FORMATS, MissingDependency, export_animation 
 from actionmesh_core.io.animated_mesh import AnimatedMesh  # noqa: E402
 
 
-def quadruped(frames: int = 16, fps: float = 24.0, texture_size: int = 1024) -> AnimatedMesh:
-    """A textured walking quadruped (see module docstring); frame 0 is the reference mesh."""
+def quadruped(frames: int = 16, fps: float = 24.0, texture_size: int = 1024, detail: int = 0) -> AnimatedMesh:
+    """A textured walking quadruped (see module docstring); frame 0 is the reference mesh.
+
+    ``detail`` shifts every part's icosphere subdivision level (0: ~24k vertices, -1: ~6k).
+    """
     parts = []  # (vertices, faces, uv, joint (3,), kind)
 
     def add(mesh, scale, offset, kind, joint=None, tile=0):
@@ -43,13 +46,13 @@ def quadruped(frames: int = 16, fps: float = 24.0, texture_size: int = 1024) -> 
         uv = np.stack([(tile % 4 + u) / 4, (tile // 4 + w) / 2], axis=1)  # one atlas tile per part
         parts.append((v, np.asarray(mesh.faces), uv, None if joint is None else np.asarray(joint, float), kind))
 
-    add(trimesh.creation.icosphere(5), (0.9, 0.5, 0.45), (0, 0.0, 0), "body", tile=0)
-    add(trimesh.creation.icosphere(4), (0.32, 0.3, 0.3), (0.95, 0.3, 0), "head", joint=(0.7, 0.2, 0), tile=1)
+    add(trimesh.creation.icosphere(5 + detail), (0.9, 0.5, 0.45), (0, 0.0, 0), "body", tile=0)
+    add(trimesh.creation.icosphere(4 + detail), (0.32, 0.3, 0.3), (0.95, 0.3, 0), "head", joint=(0.7, 0.2, 0), tile=1)
     for i, (x, z) in enumerate([(0.5, 0.25), (0.5, -0.25), (-0.5, 0.25), (-0.5, -0.25)]):
-        leg = trimesh.creation.icosphere(4)
+        leg = trimesh.creation.icosphere(4 + detail)
         add(leg, (0.13, 0.45, 0.13), (x, -0.55, z), f"leg{i}", joint=(x, -0.2, z), tile=2 + i)
     for i, z in enumerate([0.18, -0.18]):
-        add(trimesh.creation.icosphere(3), (0.09, 0.09, 0.05), (1.0, 0.6, z), "head", joint=(0.7, 0.2, 0), tile=6 + i)
+        add(trimesh.creation.icosphere(3 + detail), (0.09, 0.09, 0.05), (1.0, 0.6, z), "head", joint=(0.7, 0.2, 0), tile=6 + i)
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:texture_size, 0:texture_size] / texture_size
@@ -92,15 +95,16 @@ def main() -> None:
     parser.add_argument("--rig-bones", type=int, default=32, help="bones of the skinned formats in the table")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--no-blender", action="store_true", help="skip opening the files in Blender")
+    parser.add_argument("--detail", type=int, default=0, help="mesh detail: 0 ~24k vertices, -1 ~6k")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
-    anim = quadruped(frames=args.frames)
+    anim = quadruped(frames=args.frames, detail=args.detail)
     T, V = anim.num_frames, anim.num_vertices
     fps = 24.0
     diag = float(np.linalg.norm(np.ptp(anim.vertices[0], axis=0)))
     print(f"animation: {T} frames, {V} vertices, {len(anim.faces)} faces, texture {anim.texture.size}, "
-          f"bbox diagonal {diag:.3f}")
+          f"bbox diagonal {diag:.3f}", flush=True)
     rows, jobs = [], []
     with tempfile.TemporaryDirectory() as folder:
         for fmt in args.formats:
@@ -116,6 +120,7 @@ def main() -> None:
                 extra = (f"{result.info['bones']} bones, error RMS {100 * result.info['rms_error']:.2f}% / "
                          f"max {100 * result.info['max_error']:.2f}%")
             rows.append([fmt, len(result.files), size, result.seconds, extra])
+            print(f"  {fmt}: {len(result.files)} files, {size / 1e6:.2f} MB, {result.seconds:.2f} s {extra}", flush=True)
             first = 1 if fmt.startswith("fbx") else 0
             if fmt == "npy":
                 continue
@@ -184,7 +189,7 @@ def main() -> None:
                 continue
             info = result.info
             print(f"| {info['bones']} | {result.seconds:.1f} s | {100 * info['rms_error']:.3f} % | "
-                  f"{100 * info['max_error']:.3f} % | |")
+                  f"{100 * info['max_error']:.3f} % | |", flush=True)
 
 
 if __name__ == "__main__":

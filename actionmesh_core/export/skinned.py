@@ -113,8 +113,7 @@ def fit_skinning(
         ValueError: bad bone / influence / iteration counts.
     """
     require("py_dem_bones", "Skinned export")
-    from py_dem_bones import DemBones
-    from py_dem_bones.portable import _prepare_solver, _read_skinning_result  # noqa: F401 (public in 0.13 docs)
+    from py_dem_bones import DemBonesWrapper
     from scipy.cluster.vq import kmeans2
     from scipy.spatial.transform import Rotation
 
@@ -141,12 +140,14 @@ def fit_skinning(
     w0 = np.zeros((B, V))
     w0[labels, np.arange(V)] = 1.0
 
-    solver = _prepare_solver(x, frames, B, faces=np.asarray(anim.faces), max_influences=int(influences),
-                             iterations=int(iterations), solver=DemBones())
-    solver.set_weights(w0)
-    solver.nWeightsIters = 1  # one weights pass per iteration: its cost grows with B (Laplacian smoothing solves)
+    solver = DemBonesWrapper()
+    solver.num_iterations = int(iterations)
+    solver.max_influences = int(influences)
+    solver.set_mesh_sequence(x, frames, bone_count=B, faces=np.asarray(anim.faces))
+    solver.set_weights(w0)  # k-means clusters: Dem Bones refines transforms and weights from them
+    solver.native_solver.nWeightsIters = 1  # one weights pass per iteration: its cost grows with B
     solver.compute()
-    result = _read_skinning_result(solver)
+    result = solver.get_skinning_result()
     W, M = result.weights, result.transforms  # (B, V), (T, B, 4, 4) rest -> frame
     B = W.shape[0]
 
