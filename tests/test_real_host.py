@@ -371,12 +371,21 @@ def test_interrupt_stops_cleanly_without_a_partial_file(comfy, page, video_to_4d
 
 
 MISSING_MODELS_JS = """async (waitMs) => {
-    // the frontend's missing-models store (pinia, id 'missingModel'): what its panel lists
+    // the frontend's missing-models store (pinia, id 'missingModel'): what its panel lists, once it has settled
+    // (candidates are added first and the installed ones dropped after the model lists are fetched)
     const store = window.app.extensionManager._p._s.get('missingModel');
-    for (let i = 0; i < waitMs / 200 && !(store.missingModelCandidates || []).some((c) => c.url); i++)
+    const read = () => (store.missingModelCandidates || []).map((c) => ({name: c.name, url: c.url || null,
+                                                                         directory: c.directory || null}));
+    for (let i = 0; i < waitMs / 200 && !read().some((c) => c.url); i++)
         await new Promise((resolve) => setTimeout(resolve, 200));
-    return (store.missingModelCandidates || []).map((c) => ({name: c.name, url: c.url || null,
-                                                              directory: c.directory || null}));
+    let last = JSON.stringify(read()), stable = 0;
+    for (let i = 0; i < waitMs / 250 && stable < 8; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        const now = JSON.stringify(read());
+        stable = now === last ? stable + 1 : 0;
+        last = now;
+    }
+    return read();
 }"""
 PACK_DIRECTORIES = ("actionmesh", "triposg", "dinov2")
 

@@ -122,8 +122,9 @@ def _jsonable(value):
 
 def _hashed_settings(job: ClipJob) -> Dict[str, Any]:
     out = {k: v for k, v in job.config.items() if k not in ("device", "low_memory")}
-    out.update(format=job.format, interpolation=job.interpolation, frames=dict(job.frame_options),
-               export=dict(job.export_options))
+    # rig options change only the skinned formats' files: a GLB is not redone for another --bones
+    export = dict(job.export_options) if job.format.endswith("-skinned") else {}
+    out.update(format=job.format, interpolation=job.interpolation, frames=dict(job.frame_options), export=export)
     return out
 
 
