@@ -247,30 +247,38 @@ def stage2_flops(sz: Sizes, plain: bool, device="cpu") -> float:
                                  per_pass=per_pass, cache_kv=flags.cache_cross_kv, static_chunks=flags.static_chunks)
 
 
-def vae_field_flops(cfg: dict, tokens: int, points: int, chunk: int, cache_kv: bool,
+def vae_field_flops(cfg: dict, tokens: int, points, chunk: int, cache_kv: bool,
                     static_chunks: bool = False) -> float:
-    """TripoSG VAE: decode_tokens once + field at ``points`` query points in chunks."""
-    nchunks = math.ceil(points / chunk)
-    points = nchunks * chunk if (static_chunks and nchunks > 1) else points
+    """TripoSG VAE: decode_tokens once + field at ``points`` query points in chunks.
+
+    ``points``: the number of query points of one field call, or a list with the count of each call
+    (every call is chunked on its own and computes the cross-attention K/V once, or once per chunk).
+    """
+    calls = [int(points)] if isinstance(points, (int, float)) else [int(p) for p in points]
+    per_call = [math.ceil(p / chunk) for p in calls]
+    nchunks = sum(per_call)
+    points = sum(n * chunk if (static_chunks and n > 1) else p for p, n in zip(calls, per_call))
     w, c, nf = cfg["width_decoder"], cfg["latent_channels"], cfg.get("embed_frequency", 8)
     qdim = cfg.get("in_channels", 3) * (2 * nf + 1)
     f = _lin(tokens, c, w)
     f += cfg["num_layers_decoder"] * (_lin(tokens, w, 3 * w) + _attn(1, tokens, tokens, w) + _lin(tokens, w, w)
                                       + _lin(tokens, w, 4 * w) + _lin(tokens, 4 * w, w))
-    f += _kv_flops(tokens, w, w) * (1 if cache_kv else nchunks)
+    f += _kv_flops(tokens, w, w) * (len(calls) if cache_kv else nchunks)
     f += (_lin(points, qdim, w) + _lin(points, w, w) + _attn(1, points, tokens, w) + _lin(points, w, w)
           + _lin(points, w, 4 * w) + _lin(points, 4 * w, w) + _lin(points, w, 1))
     return f
 
 
-MESHING_POINTS: Dict[int, int] = {}  # grid -> field evaluations of the last meshing run (narrow band)
+MESHING_POINTS: Dict[int, list] = {}  # grid -> points of each field call of the last meshing run (narrow band)
+PROBE_GRID = 17  # the meshing stage's probe grid (points per axis)
 
 
 def meshing_flops(sz: Sizes, plain: bool) -> float:
-    """SDF field at the points the narrow-band extractor evaluated (dense ``grid``^3 before the first run)."""
+    """SDF field at the points the narrow-band extractor evaluated (dense ``grid``^3 before the first run),
+    plus the 17^3 probe grid the meshing stage evaluates first (level choice and path comparison)."""
     with (perf.plain_mode() if plain else contextlib.nullcontext()):
         flags = perf.get_flags()
-        points = MESHING_POINTS.get(sz.grid, sz.grid ** 3)
+        points = [PROBE_GRID ** 3] + MESHING_POINTS.get(sz.grid, [sz.grid ** 3])
         return vae_field_flops(sz.vae, sz.tokens, points, sz.field_chunk, cache_kv=flags.cache_cross_kv,
                                static_chunks=flags.static_chunks)
 
@@ -375,12 +383,18 @@ def make_stage_fns(models: Models, sz: Sizes, inputs: dict, preset: str, device:
 
         vdtype = next(models.vae.parameters()).dtype
         field = models.vae.field_fn(inputs["anchor"].to(device, vdtype), chunk_size=sz.field_chunk)
-        probe = field(grid_points(17, device))[0]
+        probe = field(grid_points(PROBE_GRID, device))[0]
+        calls = []
+
+        def counted_field(points: torch.Tensor) -> torch.Tensor:
+            calls.append(points.reshape(-1, 3).shape[0])
+            return field(points)
+
         level = 0.0 if probe.min() < 0.0 < probe.max() else float(probe.float().median())  # random weights
         depth = int(round(math.log2(sz.grid - 1)))
-        mesh = sdf_to_meshes(field, 1, octree_depth=max(depth - 3, 1), refine_depth=depth, level=level,
+        mesh = sdf_to_meshes(counted_field, 1, octree_depth=max(depth - 3, 1), refine_depth=depth, level=level,
                              inside=models.vae.inside_sign, device=device, allow_empty=True)[0]
-        MESHING_POINTS[sz.grid] = mesh.metadata["meshing"]["points_evaluated"]
+        MESHING_POINTS[sz.grid] = calls
         inputs["last_mesh"] = (len(mesh.vertices), len(mesh.faces), level)
         return probe
 

@@ -12,6 +12,9 @@ import pytest
 import data_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
+# FFmpeg's log level is read when OpenCV opens its first video; the library sets it before that in a fresh
+# process (frames._load_video_file), but in this shared test process another test may open a video first
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 PACK_NAME = "actionmesh_pack"
 
 # Installed model entries the shipped workflows refer to (released layouts), with a config.json that names
