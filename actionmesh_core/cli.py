@@ -154,16 +154,17 @@ def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
 
 
 def _video_to_4d(args) -> int:
-    from .errors import OptionError
+    from .errors import OptionError, OutputPathError
     from .export import check_format_args
     from .pipeline import ActionMeshPipeline
     from .validation import validate_run
 
     start = time.perf_counter()
-    try:  # unknown format / missing optional module: one-line error, before any model
+    try:  # unknown format / suffix / missing optional module: one-line error, before any model
         fmt, out = check_format_args(args)
     except ValueError as exc:
-        raise OptionError(str(exc)) from None
+        # no --format: the output's suffix is what is wrong
+        raise (OptionError if getattr(args, "format", None) else OutputPathError)(str(exc)) from None
     cfg = pipeline_config_from_args(args)
     plan = validate_run(args.frames, args.weights, cfg, mesh=args.mesh, out=out, out_suffixes=(out.suffix,),
                         frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir)

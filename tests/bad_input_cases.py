@@ -176,7 +176,7 @@ CASES: List[Case] = [
     Case("min crop -1", lambda w: w.argv("--min-crop", -1), "OptionError", "minimum crop"),
     # ------------------------------------------------------------------ output
     Case("out under /proc", lambda w: w.argv(out="/proc/nope/x.glb"), "OutputPathError", "/proc"),
-    Case("out with an unknown suffix", lambda w: w.argv(out=w.tmp / "x.xyz"), "OptionError", "export format"),
+    Case("out with an unknown suffix", lambda w: w.argv(out=w.tmp / "x.xyz"), "OutputPathError", "x.xyz"),
     Case("out is a folder", lambda w: w.argv(out=w.folder("outdir.glb")), "OutputPathError", "is a folder"),
     Case("out parent is a file", lambda w: w.argv(out=_file(w, "afile", b"x") / "x.glb"), "OutputPathError",
          "is a file"),
