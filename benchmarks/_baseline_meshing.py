@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
+from actionmesh_core.geometry.meshing import _Progress, grid_points  # shared with the library's extractor
+
 __all__ = ["sdf_to_meshes", "sdf_to_mesh", "grid_points", "available_backends"]
 
 FieldFn = Callable[[torch.Tensor], torch.Tensor]
@@ -63,30 +65,6 @@ def available_backends(device: Union[str, torch.device, None] = None) -> list[st
         else:  # pragma: no cover - needs CUDA
             names.append("diso")
     return names
-
-
-def grid_points(depth: int, bounds: float = 1.005, device=None) -> torch.Tensor:
-    """Coordinates of the dense grid with ``2**depth`` cells per axis.
-
-    Args:
-        depth: octree depth (>= 1); ``n = 2**depth + 1`` points per axis.
-        bounds: half side of the cube ``[-bounds, bounds]^3`` (model units).
-        device: torch device of the result.
-
-    Returns:
-        (n**3, 3) float32 points in C order (x slowest, z fastest), i.e. point
-        ``(i, j, k)`` is row ``(i*n + j)*n + k`` at ``-bounds + (i, j, k)*h``
-        with ``h = 2*bounds/2**depth``.
-
-    Raises:
-        ValueError: ``depth`` outside [1, 11] or ``bounds <= 0``.
-    """
-    if not 1 <= int(depth) <= 11 or not bounds > 0:
-        raise ValueError(f"grid_points: need 1 <= depth <= 11 and bounds > 0, got depth={depth}, bounds={bounds}")
-    n = 2**depth + 1
-    axis = torch.linspace(-bounds, bounds, n, device=device, dtype=torch.float32)
-    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
-    return grid.reshape(-1, 3)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -144,21 +122,6 @@ class _Evaluator:
                 "(e.g. run it in float32) before meshing"
             )
         return vals
-
-
-class _Progress:
-    def __init__(self, callback: Optional[ProgressFn]):
-        self.callback = callback
-        self.done = 0
-        self.total = 0
-
-    def add(self, units: int) -> None:
-        self.total += int(units)
-
-    def step(self) -> None:
-        self.done += 1
-        if self.callback is not None:
-            self.callback(self.done, max(self.total, self.done))
 
 
 def _keys(idx: torch.Tensor, n: int) -> torch.Tensor:
