@@ -4,7 +4,7 @@ import sys
 try:
     from .cli import main
 except KeyboardInterrupt:  # Ctrl-C while the libraries are still importing
-    print("interrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+    sys.stderr.write("\ninterrupted: stopped before finishing; no output file was written or changed\n")
     sys.exit(130)
 
 sys.exit(main())

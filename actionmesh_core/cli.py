@@ -193,6 +193,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {one_line(str(message))}", file=sys.stderr)
 
 
+def print_interrupted() -> None:
+    """The one line of an interrupted run, on a line of its own (a progress bar may be mid-line on stderr)."""
+    print("\ninterrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI and return its exit status (see the module docstring).
 
@@ -221,7 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return run_batch_command(args)
         return _video_to_4d(args)
     except KeyboardInterrupt:
-        print("interrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+        print_interrupted()
         return EXIT_INTERRUPTED
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
