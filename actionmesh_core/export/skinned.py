@@ -35,7 +35,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
-from ..io.glb import _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _material_factors, _png_bytes, frame_normals
+from ..io.glb import _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, frame_normals
 from ._common import check_animation, frame_codes, animation_fps, require, rest_frame
 
 __all__ = ["SkinFit", "fit_skinning", "export_skinned_glb"]
@@ -269,19 +269,7 @@ def export_skinned_glb(
                                                  target=_ARRAY_BUFFER))
         setattr(attrs, f"WEIGHTS_{s}", w.accessor(weights[:, 4 * s:4 * s + 4], "VEC4", target=_ARRAY_BUFFER))
 
-    color, metallic, roughness, double, alpha = _material_factors(anim.material)
-    pbr = pygltflib.PbrMetallicRoughness(metallicFactor=metallic, roughnessFactor=roughness)
-    if color is not None:
-        pbr.baseColorFactor = color
-    if image is not None:
-        gltf.images.append(pygltflib.Image(bufferView=w.view(_png_bytes(image)), mimeType="image/png"))
-        gltf.samplers.append(pygltflib.Sampler(magFilter=9729, minFilter=9987, wrapS=10497, wrapT=10497))
-        gltf.textures.append(pygltflib.Texture(sampler=0, source=0))
-        pbr.baseColorTexture = pygltflib.TextureInfo(index=0)
-    material = pygltflib.Material(pbrMetallicRoughness=pbr, doubleSided=double, name=f"{name}_material")
-    if alpha in ("BLEND", "MASK"):
-        material.alphaMode = alpha
-    gltf.materials.append(material)
+    _append_material(gltf, w, anim.material, image, name)
     gltf.meshes.append(pygltflib.Mesh(name=name, primitives=[
         pygltflib.Primitive(attributes=attrs, indices=indices, material=0, mode=pygltflib.TRIANGLES)]))
 

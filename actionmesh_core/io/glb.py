@@ -176,6 +176,28 @@ def _material_factors(material):
 # --------------------------------------------------------------------------- export
 
 
+def _append_material(gltf, writer: "_BinWriter", material, image, name: str) -> None:
+    """Append material 0 (PBR factors of ``material``; ``image`` as base-colour texture 0 when given) to ``gltf``.
+
+    Shared by the animated (morph-target) and the skinned GLB writers.
+    """
+    import pygltflib
+
+    color, metallic, roughness, double, alpha = _material_factors(material)
+    pbr = pygltflib.PbrMetallicRoughness(metallicFactor=metallic, roughnessFactor=roughness)
+    if color is not None:
+        pbr.baseColorFactor = color
+    if image is not None:
+        gltf.images.append(pygltflib.Image(bufferView=writer.view(_png_bytes(image)), mimeType="image/png"))
+        gltf.samplers.append(pygltflib.Sampler(magFilter=9729, minFilter=9987, wrapS=10497, wrapT=10497))
+        gltf.textures.append(pygltflib.Texture(sampler=0, source=0))
+        pbr.baseColorTexture = pygltflib.TextureInfo(index=0)
+    out = pygltflib.Material(pbrMetallicRoughness=pbr, doubleSided=double, name=f"{name}_material")
+    if alpha in ("BLEND", "MASK"):
+        out.alphaMode = alpha
+    gltf.materials.append(out)
+
+
 def export_animated_glb(
     anim: AnimatedMesh,
     path: Union[str, Path],
@@ -276,20 +298,7 @@ def export_animated_glb(
         targets.append(t)
 
     # material
-    color, metallic, roughness, double, alpha = _material_factors(anim.material)
-    pbr = pygltflib.PbrMetallicRoughness(metallicFactor=metallic, roughnessFactor=roughness)
-    if color is not None:
-        pbr.baseColorFactor = color
-    if image is not None:
-        img_view = w.view(_png_bytes(image))
-        gltf.images.append(pygltflib.Image(bufferView=img_view, mimeType="image/png"))
-        gltf.samplers.append(pygltflib.Sampler(magFilter=9729, minFilter=9987, wrapS=10497, wrapT=10497))
-        gltf.textures.append(pygltflib.Texture(sampler=0, source=0))
-        pbr.baseColorTexture = pygltflib.TextureInfo(index=0)
-    material = pygltflib.Material(pbrMetallicRoughness=pbr, doubleSided=double, name=f"{name}_material")
-    if alpha in ("BLEND", "MASK"):
-        material.alphaMode = alpha
-    gltf.materials.append(material)
+    _append_material(gltf, w, anim.material, image, name)
 
     prim = pygltflib.Primitive(attributes=attrs, indices=indices, material=0, mode=pygltflib.TRIANGLES, targets=targets)
     width = max(3, len(str(T - 1)))
