@@ -3,7 +3,7 @@
 // frame folder or video (e.g. "frames/my_object"); when that entry is not in ComfyUI's input folder (and, for
 // the mesh, no mesh / model_3d is connected), the node is marked with an error
 // and a warning toast says what to do, instead of the user learning it on Run.
-import { app } from "../../scripts/app.js";
+import { app } from "../../../scripts/app.js"; // served at /extensions/<pack>/js/
 
 const PLACEHOLDER_INPUTS = {
   ActionMeshEncodeReferenceMesh: {
