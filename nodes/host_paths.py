@@ -68,6 +68,11 @@ def model_roots(folder: str) -> List[Path]:
     return [models_dir() / folder]
 
 
+# the weights file a loader reads from a model folder, in the order the loaders look for it
+# (``actionmesh_core.checkpoints`` and transformers' DINOv2 layout)
+FOLDER_WEIGHTS = ("model.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors.index.json")
+
+
 def _is_model_dir(path: Path) -> bool:
     try:
         names = os.listdir(path)
@@ -76,13 +81,32 @@ def _is_model_dir(path: Path) -> bool:
     return "config.json" in names and any(n.lower().endswith(WEIGHT_EXTENSIONS) for n in names)
 
 
+def _folder_weights(path: Path) -> Optional[str]:
+    """Name of the weights file a loader reads from model folder ``path`` (None: none of ``FOLDER_WEIGHTS``)."""
+    return next((name for name in FOLDER_WEIGHTS if (path / name).is_file()), None)
+
+
+def _entry(root: Path, folder: Path) -> str:
+    """List entry of a model folder: its weights file (``ActionMesh/denoiser/model.safetensors``), like core
+    loaders list files, so the frontend's missing-models check matches the value against the list; the folder
+    itself when it holds no file a loader reads (the loader then says what is wrong)."""
+    weights = _folder_weights(folder)
+    rel = folder.relative_to(root).as_posix()
+    if weights is None:
+        return rel
+    return weights if rel == "." else f"{rel}/{weights}"
+
+
 def list_models(folder: str, prefer: Sequence[str] = ()) -> List[str]:
     """Model entries under a model folder, as ``/``-separated relative paths.
 
-    An entry is either a model *folder* (contains ``config.json`` and a
-    weights file; the released weights are folders such as
-    ``ActionMesh/denoiser``) or a single weights file (``.safetensors`` ...)
-    that is not inside a model folder.  Entries whose path contains one of
+    An entry is either the weights file of a model *folder* (a folder with
+    ``config.json`` and weights; the released weights are folders such as
+    ``ActionMesh/denoiser``, listed as ``ActionMesh/denoiser/model.safetensors``,
+    which :func:`resolve_model` maps back to the folder) or a single weights
+    file (``.safetensors`` ...) that is not inside a model folder.  Listing
+    files, as core loaders do, lets the frontend's missing-models panel check
+    a workflow's value against this list.  Entries whose path contains one of
     ``prefer`` (case-insensitive) come first, so the default choice of a
     loader is sensible.
 
@@ -98,7 +122,7 @@ def list_models(folder: str, prefer: Sequence[str] = ()) -> List[str]:
         if not root.is_dir():
             continue
         if _is_model_dir(root):
-            found.add(".")
+            found.add(_entry(root, root))
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             here = Path(dirpath)
@@ -107,7 +131,7 @@ def list_models(folder: str, prefer: Sequence[str] = ()) -> List[str]:
             keep = []
             for d in dirnames:
                 if _is_model_dir(here / d):
-                    found.add((here / d).relative_to(root).as_posix())
+                    found.add(_entry(root, here / d))
                 elif depth < 4:
                     keep.append(d)
             dirnames[:] = keep
@@ -165,10 +189,14 @@ def _inside(root: Path, target: Path, follow_symlinks: bool = True) -> bool:
 
 
 def resolve_model(folder: str, name: str) -> Path:
-    """Full path of a model entry listed by ``list_models``.
+    """Path a loader reads for a model entry listed by ``list_models``.
 
-    Model folders symlinked into the model folder (weights kept on another
-    drive) resolve like real ones; only the name itself may not leave the folder.
+    The weights file of a model folder (``ActionMesh/denoiser/model.safetensors``)
+    resolves to the folder (config.json + weights, what the loaders read); a
+    folder name (``ActionMesh/denoiser``, as workflows saved before files were
+    listed) or a single weights file resolves to itself.  Model folders
+    symlinked into the model folder (weights kept on another drive) resolve like
+    real ones; only the name itself may not leave the folder.
 
     Raises:
         ValueError: empty name or a name that points outside the model folders.
@@ -183,6 +211,10 @@ def resolve_model(folder: str, name: str) -> Path:
     for root in roots:
         candidate = root / name
         if candidate.exists() and _inside(root, candidate, follow_symlinks=False):
+            parent = candidate.parent
+            if (candidate.is_file() and _is_model_dir(parent) and _folder_weights(parent) == candidate.name
+                    and _inside(root, parent, follow_symlinks=False)):
+                return parent
             return candidate
     where = ", ".join(str(r) for r in roots)
     raise FileNotFoundError(f"{folder} model {name!r} not found in {where}; download it there (see README, 'Models')")

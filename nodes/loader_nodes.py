@@ -84,8 +84,9 @@ def download_metadata(node_type: str, entry: str) -> list:
 
     Args:
         node_type: a key of :data:`RELEASED` (other nodes have none: returns []).
-        entry: the loader's ``model_name`` value; only the released entry (e.g. ``ActionMesh/denoiser``)
-            has a known download source (any other: returns []).
+        entry: the loader's ``model_name`` value; only the released entry (``released_entry``, e.g.
+            ``ActionMesh/denoiser/model.safetensors``, or its folder) has a known download source (any other:
+            returns []).
 
     Returns:
         list of ``{"name", "url", "directory"}`` dicts.
@@ -97,14 +98,40 @@ def download_metadata(node_type: str, entry: str) -> list:
         return []
     directory, component = RELEASED[node_type]
     folder, repo, _ = COMPONENTS[component]
-    if entry != folder:
-        return []
     kind = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder", "vae": "triposg_vae",
             "transformer": "triposg_dit"}.get(component)
     weights = WEIGHT_FILES[kind] if kind else "model.safetensors"  # transformers layout for DINOv2
+    if entry not in (released_entry(node_type), folder):  # the folder: a workflow saved before files were listed
+        return []
     inside_repo = folder.split("/", 1)[1] + "/" if "/" in folder else ""  # dinov2-large is the repo root
     return [{"name": f"{folder}/{weights}", "url": f"https://huggingface.co/{repo}/resolve/main/{inside_repo}{weights}",
              "directory": directory}]
+
+
+def released_entry(node_type: str) -> str:
+    """The ``model_name`` value that selects a loader's released weights, as ``host.list_models`` lists it
+    (``ActionMesh/denoiser/model.safetensors``, ``dinov2-large/model.safetensors``)."""
+    from actionmesh_core.checkpoints import WEIGHT_FILES
+    from actionmesh_core.weights import COMPONENTS
+
+    directory, component = RELEASED[node_type]
+    folder = COMPONENTS[component][0]
+    kind = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder", "vae": "triposg_vae",
+            "transformer": "triposg_dit"}.get(component)
+    return f"{folder}/{WEIGHT_FILES[kind] if kind else 'model.safetensors'}"
+
+
+def validate_model_name(folder: str, model_name) -> "bool | str":
+    """ComfyUI ``VALIDATE_INPUTS`` body of the loaders: True when ``model_name`` resolves under ``models/<folder>/``.
+
+    Declaring it makes ComfyUI skip its own "value not in list" check, so a workflow saved when the loaders
+    listed folders (``ActionMesh/denoiser``) still runs; anything else gets one line saying where to put it.
+    """
+    try:
+        host.resolve_model(folder, model_name)
+    except (ValueError, FileNotFoundError) as exc:
+        return str(exc)
+    return True
 
 
 class _CheckpointLoader:
@@ -122,11 +149,15 @@ class _CheckpointLoader:
         return {
             "required": {
                 "model_name": (entries_of_kind(cls.FOLDER, cls.KIND, cls.PREFER), {
-                    "tooltip": f"{cls.WHAT}: a model folder (config.json + weights) or a .safetensors file "
-                               f"under models/{cls.FOLDER}/."}),
+                    "tooltip": f"{cls.WHAT}: the weights of a model folder (config.json beside them) or a "
+                               f".safetensors file under models/{cls.FOLDER}/."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        return validate_model_name(cls.FOLDER, model_name)
 
     def load(self, model_name, dtype):
         """Load the chosen entry on the CPU in the chosen dtype (``checkpoints.load_model``).
@@ -148,7 +179,7 @@ class ActionMeshLoadDenoiser(_CheckpointLoader):
 
     KIND = "actionmesh_denoiser"
     PREFER = ("denoiser",)
-    WHAT = "ActionMesh temporal 3D denoiser (stage I), e.g. ActionMesh/denoiser"
+    WHAT = "ActionMesh temporal 3D denoiser (stage I), e.g. ActionMesh/denoiser/model.safetensors"
     RETURN_TYPES = (T.DENOISER,)
     RETURN_NAMES = ("denoiser",)
     OUTPUT_TOOLTIPS = ("The stage I denoiser that generates one 3D latent per video frame.",)
@@ -160,7 +191,7 @@ class ActionMeshLoadAutoencoder(_CheckpointLoader):
 
     KIND = "actionmesh_autoencoder"
     PREFER = ("autoencoder",)
-    WHAT = "ActionMesh temporal 3D autoencoder (stage II), e.g. ActionMesh/autoencoder"
+    WHAT = "ActionMesh temporal 3D autoencoder (stage II), e.g. ActionMesh/autoencoder/model.safetensors"
     RETURN_TYPES = (T.AUTOENCODER,)
     RETURN_NAMES = ("autoencoder",)
     OUTPUT_TOOLTIPS = ("The stage II autoencoder that turns latents into vertex motion of a reference mesh.",)
@@ -173,7 +204,7 @@ class ActionMeshLoadTripoSGVAE(_CheckpointLoader):
     FOLDER = "triposg"
     KIND = "triposg_vae"
     PREFER = ("vae",)
-    WHAT = "TripoSG shape VAE, e.g. TripoSG/vae"
+    WHAT = "TripoSG shape VAE, e.g. TripoSG/vae/diffusion_pytorch_model.safetensors"
     RETURN_TYPES = (T.TRIPOSG_VAE,)
     RETURN_NAMES = ("vae",)
     OUTPUT_TOOLTIPS = ("The TripoSG shape VAE: encodes meshes to 3D latents and decodes latents to SDFs.",)
@@ -186,7 +217,7 @@ class ActionMeshLoadTripoSGDiT(_CheckpointLoader):
     FOLDER = "triposg"
     KIND = "triposg_dit"
     PREFER = ("transformer", "dit")
-    WHAT = "TripoSG image-to-3D transformer, e.g. TripoSG/transformer"
+    WHAT = "TripoSG image-to-3D transformer, e.g. TripoSG/transformer/diffusion_pytorch_model.safetensors"
     RETURN_TYPES = (T.TRIPOSG_DIT,)
     RETURN_NAMES = ("dit",)
     OUTPUT_TOOLTIPS = ("The TripoSG image-to-3D diffusion transformer (stage 0: the anchor mesh).",)
@@ -208,11 +239,15 @@ class ActionMeshLoadDINOv2:
         return {
             "required": {
                 "model_name": (entries_of_kind("dinov2", "transformers:dinov2", ("large",)), {
-                    "tooltip": "DINOv2-large folder in the transformers layout (config.json + model.safetensors) "
-                               "under models/dinov2/, e.g. dinov2-large."}),
+                    "tooltip": "DINOv2-large weights in the transformers layout (config.json + model.safetensors) "
+                               "under models/dinov2/, e.g. dinov2-large/model.safetensors."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        return validate_model_name("dinov2", model_name)
 
     def load(self, model_name, dtype):
         """Load DINOv2 on the CPU (``DinoV2Encoder.from_pretrained``).

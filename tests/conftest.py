@@ -95,7 +95,8 @@ def fake_model_tree(host_dirs):
             path = host_dirs["models"] / folder / entry
             path.mkdir(parents=True)
             (path / "config.json").write_text(json.dumps(FAKE_CONFIGS[entry]))
-            (path / "model.safetensors").write_bytes(b"")
+            weights = "diffusion_pytorch_model.safetensors" if entry.startswith("TripoSG/") else "model.safetensors"
+            (path / weights).write_bytes(b"")  # the released file names (what the loaders list)
     for name in FAKE_INPUT_MESHES + FAKE_INPUT_FRAMES:
         path = host_dirs["input"] / name
         path.parent.mkdir(parents=True, exist_ok=True)

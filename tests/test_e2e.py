@@ -127,11 +127,17 @@ def test_nodes_in_graph_order(pack, host_dirs, tiny_weights, camel):
     for folder in ("actionmesh", "triposg", "dinov2"):
         (host_dirs["models"] / folder).symlink_to(tiny_weights, target_is_directory=True)
     nodes = pack.NODE_CLASS_MAPPINGS
-    denoiser, = _call(nodes["ActionMeshLoadDenoiser"], model_name="ActionMesh/denoiser")
-    autoencoder, = _call(nodes["ActionMeshLoadAutoencoder"], model_name="ActionMesh/autoencoder")
-    vae, = _call(nodes["ActionMeshLoadTripoSGVAE"], model_name="TripoSG/vae")
-    dit, = _call(nodes["ActionMeshLoadTripoSGDiT"], model_name="TripoSG/transformer")
-    dino, = _call(nodes["ActionMeshLoadDINOv2"], model_name="dinov2-large")
+    def load(node_type, model_name):  # the value a user picks: the loader must offer it, then load it
+        node = nodes[node_type]
+        assert model_name in node.INPUT_TYPES()["required"]["model_name"][0], node_type
+        assert node.VALIDATE_INPUTS(model_name) is True
+        return _call(node, model_name=model_name)
+
+    denoiser, = load("ActionMeshLoadDenoiser", "ActionMesh/denoiser/model.safetensors")
+    autoencoder, = load("ActionMeshLoadAutoencoder", "ActionMesh/autoencoder/model.safetensors")
+    vae, = load("ActionMeshLoadTripoSGVAE", "TripoSG/vae/diffusion_pytorch_model.safetensors")
+    dit, = load("ActionMeshLoadTripoSGDiT", "TripoSG/transformer/diffusion_pytorch_model.safetensors")
+    dino, = load("ActionMeshLoadDINOv2", "dinov2-large/model.safetensors")
 
     from actionmesh_core.frames import load_frames
 

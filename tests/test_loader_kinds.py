@@ -34,8 +34,30 @@ def test_each_loader_lists_only_its_kind(pack, host_dirs):
     def offered(node):
         return pack.NODE_CLASS_MAPPINGS[node].INPUT_TYPES()["required"]["model_name"][0]
 
-    assert offered("ActionMeshLoadDenoiser") == ["ActionMesh/denoiser"]
-    assert offered("ActionMeshLoadAutoencoder") == ["ActionMesh/autoencoder", "mine/stage2"]
-    assert offered("ActionMeshLoadTripoSGVAE") == ["TripoSG/vae"]
-    assert offered("ActionMeshLoadTripoSGDiT") == ["TripoSG/transformer"]
-    assert offered("ActionMeshLoadDINOv2") == ["dinov2-large"]
+    assert offered("ActionMeshLoadDenoiser") == ["ActionMesh/denoiser/model.safetensors"]
+    assert offered("ActionMeshLoadAutoencoder") == ["ActionMesh/autoencoder/model.safetensors",
+                                                    "mine/stage2/model.safetensors"]
+    assert offered("ActionMeshLoadTripoSGVAE") == ["TripoSG/vae/diffusion_pytorch_model.safetensors"]
+    assert offered("ActionMeshLoadTripoSGDiT") == ["TripoSG/transformer/diffusion_pytorch_model.safetensors"]
+    assert offered("ActionMeshLoadDINOv2") == ["dinov2-large/model.safetensors"]
+
+
+def test_loaders_accept_folder_values_of_older_workflows(pack, fake_model_tree):
+    """Workflows saved when the loaders listed folders (``ActionMesh/denoiser``) still validate in ComfyUI
+    (``VALIDATE_INPUTS`` replaces its "value not in list" check) and resolve to the same folder; anything
+    else gets one line that says where to put the weights."""
+    import sys
+
+    host = sys.modules[pack.__name__ + ".nodes.host"]
+    for node_type, folder, legacy in (("ActionMeshLoadDenoiser", "actionmesh", "ActionMesh/denoiser"),
+                                      ("ActionMeshLoadTripoSGVAE", "triposg", "TripoSG/vae"),
+                                      ("ActionMeshLoadDINOv2", "dinov2", "dinov2-large")):
+        cls = pack.NODE_CLASS_MAPPINGS[node_type]
+        listed, = cls.INPUT_TYPES()["required"]["model_name"][0]
+        assert listed.startswith(legacy + "/") and listed != legacy
+        assert cls.VALIDATE_INPUTS(listed) is True and cls.VALIDATE_INPUTS(legacy) is True
+        assert host.resolve_model(folder, listed) == host.resolve_model(folder, legacy)
+        assert host.resolve_model(folder, legacy).is_dir()
+        message = cls.VALIDATE_INPUTS(legacy + "_v9")
+        assert isinstance(message, str) and "not found" in message and "\n" not in message
+        assert "models/" in cls.VALIDATE_INPUTS("../outside")

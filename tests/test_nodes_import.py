@@ -146,9 +146,19 @@ def test_model_listing_and_resolution(host, host_dirs):
     (root / "single.safetensors").write_bytes(b"")
     (root / "notes").mkdir()
     (root / "notes" / "readme.txt").write_text("")
+    (root / "pickled").mkdir()  # no file a loader reads: listed as the folder (the loader says what is wrong)
+    (root / "pickled" / "config.json").write_text("{}")
+    (root / "pickled" / "pytorch_model.bin").write_bytes(b"")
     listing = host.list_models("actionmesh", ("denoiser",))
-    assert listing == ["ActionMesh/denoiser", "other/denoiser_v2", "ActionMesh/autoencoder", "single.safetensors"]
+    # model folders are listed by their weights file, as core loaders list files: the frontend's missing-models
+    # check compares a workflow's value with this list
+    assert listing == ["ActionMesh/denoiser/model.safetensors", "other/denoiser_v2/model.safetensors",
+                       "ActionMesh/autoencoder/model.safetensors", "pickled", "single.safetensors"]
+    # a folder's weights file resolves to the folder (what the loaders read); the folder name of workflows saved
+    # before files were listed resolves to the same folder; a lone file to itself
+    assert host.resolve_model("actionmesh", "ActionMesh/denoiser/model.safetensors") == root / "ActionMesh" / "denoiser"
     assert host.resolve_model("actionmesh", "ActionMesh/denoiser") == root / "ActionMesh" / "denoiser"
+    assert host.resolve_model("actionmesh", "single.safetensors") == root / "single.safetensors"
     with pytest.raises(ValueError):
         host.resolve_model("actionmesh", "../../etc")
     with pytest.raises(FileNotFoundError, match="README"):
@@ -167,10 +177,11 @@ def test_symlinked_model_and_input_folders_resolve(host, host_dirs, tmp_path):
     root.mkdir()
     (root / "TripoSG").symlink_to(elsewhere, target_is_directory=True)
     listing = host.list_models("triposg", ("vae",))
-    assert listing == ["TripoSG/vae", "TripoSG/transformer"]
+    assert listing == ["TripoSG/vae/diffusion_pytorch_model.safetensors",
+                       "TripoSG/transformer/diffusion_pytorch_model.safetensors"]
     for name in listing:  # every listed entry must load
         resolved = host.resolve_model("triposg", name)
-        assert resolved == root / name and (resolved / "config.json").is_file()
+        assert resolved == (root / name).parent and (resolved / "config.json").is_file()
     with pytest.raises(ValueError):
         host.resolve_model("triposg", "TripoSG/../../big_drive/TripoSG/vae")
     meshes = tmp_path / "mesh_drive"
@@ -427,12 +438,13 @@ def test_checkpoint_loaders_hide_transformers_folders(pack, host_dirs):
     import json
 
     root = host_dirs["models"] / "triposg" / "TripoSG"
-    for name, cfg in (("vae", {"_class_name": "TripoSGVAEModel"}), ("image_encoder_dinov2", {"model_type": "dinov2"})):
+    for name, cfg, weights in (("vae", {"_class_name": "TripoSGVAEModel"}, "diffusion_pytorch_model.safetensors"),
+                               ("image_encoder_dinov2", {"model_type": "dinov2"}, "model.safetensors")):
         (root / name).mkdir(parents=True)
         (root / name / "config.json").write_text(json.dumps(cfg))
-        (root / name / "model.safetensors").write_bytes(b"")
+        (root / name / weights).write_bytes(b"")
     choices = pack.NODE_CLASS_MAPPINGS["ActionMeshLoadTripoSGVAE"].INPUT_TYPES()["required"]["model_name"][0]
-    assert choices == ["TripoSG/vae"]
+    assert choices == ["TripoSG/vae/diffusion_pytorch_model.safetensors"]
 
 
 def test_reference_mesh_takes_every_core_3d_file_type_and_num_tokens_last(pack, host):

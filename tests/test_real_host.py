@@ -231,11 +231,11 @@ def test_object_info_lists_every_pack_node(comfy, pack):
     offered = {name: info[name]["input"]["required"]["model_name"][0] for name in (
         "ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoadTripoSGVAE",
         "ActionMeshLoadTripoSGDiT", "ActionMeshLoadDINOv2")}
-    assert offered == {"ActionMeshLoadDenoiser": ["ActionMesh/denoiser"],
-                       "ActionMeshLoadAutoencoder": ["ActionMesh/autoencoder"],
-                       "ActionMeshLoadTripoSGVAE": ["TripoSG/vae"],
-                       "ActionMeshLoadTripoSGDiT": ["TripoSG/transformer"],
-                       "ActionMeshLoadDINOv2": ["dinov2-large"]}
+    assert offered == {"ActionMeshLoadDenoiser": ["ActionMesh/denoiser/model.safetensors"],
+                       "ActionMeshLoadAutoencoder": ["ActionMesh/autoencoder/model.safetensors"],
+                       "ActionMeshLoadTripoSGVAE": ["TripoSG/vae/diffusion_pytorch_model.safetensors"],
+                       "ActionMeshLoadTripoSGDiT": ["TripoSG/transformer/diffusion_pytorch_model.safetensors"],
+                       "ActionMeshLoadDINOv2": ["dinov2-large/model.safetensors"]}
     mesh_input = info["ActionMeshEncodeReferenceMesh"]["input"]
     assert MESH in mesh_input["required"]["mesh_file"][0]
     assert "FILE_3D_GLB" in mesh_input["optional"]["model_3d"][0].split(",")

@@ -36,8 +36,11 @@ RELEASED_FILES = {
 def test_download_metadata_names_the_released_files(pack):
     loaders = sys.modules[pack.__name__ + ".nodes.loader_nodes"]
     for node_type, (directory, name, url) in RELEASED_FILES.items():
-        entry = name.rsplit("/", 1)[0]
-        assert loaders.download_metadata(node_type, entry) == [{"name": name, "url": url, "directory": directory}]
+        record = [{"name": name, "url": url, "directory": directory}]
+        assert loaders.released_entry(node_type) == name  # the loader's value selects the released file itself
+        assert loaders.download_metadata(node_type, name) == record
+        # a workflow saved when the loaders listed folders keeps its download source
+        assert loaders.download_metadata(node_type, name.rsplit("/", 1)[0]) == record
         assert loaders.download_metadata(node_type, "my/own/copy") == []  # no known source for a user's entry
     assert loaders.download_metadata("LoadImage", "x.png") == []
 
@@ -51,7 +54,9 @@ def test_workflow_lists_every_pack_weight_with_its_source(path, pack):
     for node in loaders:
         directory, name, url = RELEASED_FILES[node["type"]]
         record = {"name": name, "url": url, "directory": directory}
-        assert node["widgets_values"][0] == name.rsplit("/", 1)[0], f"node {node['id']} does not use the release"
+        # the value is the released weights file, as the loader lists it: the frontend's missing-models check
+        # compares it with the loader's list and takes the download link from properties.models by this name
+        assert node["widgets_values"][0] == name, f"node {node['id']} does not use the release"
         assert node["properties"].get("models") == [record], f"node {node['id']} ({node['type']}) lacks its models"
         assert record in top, f"top-level models lack {name}"
     # writing the metadata again changes nothing: the shipped file is what the script writes
