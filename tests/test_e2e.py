@@ -108,7 +108,9 @@ def test_cli_bad_frames(tmp_path, tiny_weights, capsys):
 
 
 def _call(node_cls, **inputs):
-    """Call a node like ComfyUI does: widget defaults from INPUT_TYPES, links passed as keyword arguments."""
+    """Call a node like ComfyUI does: widget defaults from INPUT_TYPES, links passed as keyword arguments, under
+    ``torch.inference_mode`` (ComfyUI's executor runs every node inside it: weights and outputs are inference
+    tensors)."""
     spec = node_cls.INPUT_TYPES()
     kwargs = {}
     for name, (kind, *rest) in spec.get("required", {}).items():
@@ -120,7 +122,10 @@ def _call(node_cls, **inputs):
             assert rest and "default" in rest[0], f"{node_cls.__name__}.{name} needs a value"
             kwargs[name] = rest[0]["default"]
     kwargs.update(inputs)
-    return getattr(node_cls(), node_cls.FUNCTION)(**kwargs)
+    import torch
+
+    with torch.inference_mode():
+        return getattr(node_cls(), node_cls.FUNCTION)(**kwargs)
 
 
 def test_nodes_in_graph_order(pack, host_dirs, tiny_weights, camel):

@@ -334,3 +334,26 @@ def test_both_paths_match_the_reference_vectors(mode):
         sdf = vae.decode(io["latent"], io["sdf_points"], chunk_size=7)
         torch.testing.assert_close(sdf, io["expected_sdf"], rtol=spec["tolerance"]["rtol"],
                                    atol=spec["tolerance"]["atol"])
+
+
+def test_fused_projection_with_weights_made_under_inference_mode():
+    """ComfyUI runs nodes under ``torch.inference_mode``: weights loaded there are inference tensors, which have
+    no version counter. The cached fused QKV weight must still work (it raised "Inference tensors do not track
+    version counter" in the real host) and equal the unfused projections; replacing a weight rebuilds it."""
+    from actionmesh_core.models.layers import Attention
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        attn = Attention(16, 2, context_dim=12, qkv_bias=True)
+        x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 12)
+        assert attn.to_k.weight.is_inference()
+        fused = attn._fused(ctx, (attn.to_k, attn.to_v))
+        plain = torch.cat([attn.to_k(ctx), attn.to_v(ctx)], -1)
+        assert torch.equal(fused, plain)
+        out = attn(x, context=ctx)
+        assert out.shape == (2, 5, 16) and torch.isfinite(out).all()
+        attn.to_v.weight = torch.nn.Parameter(torch.randn_like(attn.to_v.weight))  # a patcher swaps a weight
+        assert torch.equal(attn._fused(ctx, (attn.to_k, attn.to_v)),
+                           torch.cat([attn.to_k(ctx), attn.to_v(ctx)], -1))
+    with torch.no_grad():  # the same module used outside inference mode afterwards
+        assert torch.equal(attn._fused(ctx, (attn.to_k, attn.to_v)), torch.cat([attn.to_k(ctx), attn.to_v(ctx)], -1))

@@ -306,14 +306,19 @@ class Attention(nn.Module):
         also drop it explicitly (no stale copy kept on the old device). With
         autograd on (``torch.is_grad_enabled()``) the weight is concatenated
         per call (no cache), so gradients flow exactly as before; the samplers
-        run under ``no_grad``.
+        run under ``no_grad``. Inference tensors (weights loaded under
+        ``torch.inference_mode``, as inside ComfyUI) carry no version counter, so
+        an in-place write into one is not seen; replacing or moving them is.
         """
         params = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
         if torch.is_grad_enabled():
             weight = torch.cat([layer.weight for layer in layers], 0)
             bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers], 0)
             return weight, bias
-        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        # inference tensors (weights made under ``torch.inference_mode``, as ComfyUI runs its nodes) have no
+        # version counter: their identity, storage, dtype and device still key the cache
+        key = tuple((id(p), p.data_ptr(), None if p.is_inference() else p._version, p.dtype, p.device)
+                    for p in params)
         cache = self._fused_cache.get(len(layers))
         if cache is None or cache[0] != key:
             with torch.no_grad():
