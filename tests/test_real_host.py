@@ -7,7 +7,7 @@ widget value rejected or moved (screenshot saved under the session's temporary f
 ``video_mesh_to_4d`` run on a fixture clip at small settings (background removal bypassed) and give a
 GLB plus Preview 3D's payload; the pack's models sit in ComfyUI's loaded-model list while a run goes
 and leave it on ``POST /free``; an interrupted run stops cleanly without a partial file; the missing-
-models panel names our weights with their download links; the placeholder mesh is flagged at load.
+models panel names our weights with their download links; the placeholder mesh and frames are flagged at load.
 
 Skipped with the reason when ComfyUI, its requirements, chromium or playwright are missing; with
 ``CI=true`` those are failures (``.ci/run`` installs them).
@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_host  # noqa: E402
 from comfy_host import ComfyServer, need  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not comfy_host.OPT_IN, reason="real-host tests are opt-in until their browser checks "
-                                "pass: set ACTIONMESH_REAL_HOST=1 (README, 'Tests in a real ComfyUI')")
+pytestmark = pytest.mark.skipif(comfy_host.OPTED_OUT, reason="ACTIONMESH_REAL_HOST=0 (outside CI)")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -95,7 +94,7 @@ def browser():
 
 
 def _open_page(browser, comfy):
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page = browser.new_page(viewport={"width": 2400, "height": 1350})
     page.console_messages = []
     page.on("console", lambda message: page.console_messages.append(f"{message.type}: {message.text}"))
     page.goto(comfy.url, wait_until="commit", timeout=600_000)  # the app's own readiness is awaited below
@@ -161,18 +160,18 @@ def _load(page, workflow: dict) -> dict:
 
 
 def _fit_and_screenshot(page, path: Path) -> None:
+    """Fit the whole graph (groups and title bars included) with the frontend's own ``fitToBounds``, full
+    detail at any zoom (``LiteGraph.Canvas.MinFontSizeForLOD`` = 0 in the test settings), toasts dismissed."""
     page.evaluate("""() => {
+        window.app.extensionManager?.toast?.removeAll?.();
         const canvas = window.app.canvas;
-        const nodes = window.app.graph._nodes;
         let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-        for (const n of nodes) {
-            x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
-            x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+        const boxes = window.app.graph._nodes.map((n) => [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30])
+            .concat((window.app.graph._groups || []).map((g) => g._bounding || g.bounding));
+        for (const [x, y, w, h] of boxes) {
+            x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
         }
-        const el = canvas.canvas;
-        const scale = Math.min(el.width / (x1 - x0 + 80), el.height / (y1 - y0 + 80)) / (window.devicePixelRatio || 1);
-        canvas.ds.scale = scale;
-        canvas.ds.offset = [-x0 + 40 / scale, -y0 + 40 / scale];
+        canvas.ds.fitToBounds([x0 - 90, y0 - 40, x1 - x0 + 130, y1 - y0 + 80], {zoom: 0.97});  // room for the sidebar
         canvas.setDirty(true, true);
     }""")
     page.wait_for_timeout(700)
@@ -265,13 +264,18 @@ def test_workflow_loads_in_the_browser(path, page, shots_dir):
         assert node["class_type"] == loaded["nodes"][node_id]["type"]
 
 
-def test_placeholder_mesh_is_flagged_at_load(page):
+def test_placeholder_inputs_are_flagged_at_load(page):
+    """The shipped placeholders (mesh ``3d/my_mesh.glb``, frames ``frames/my_object``) are flagged when the
+    workflow loads (node marked, a toast), as the frontend flags a missing video upload; real files are not."""
     workflow = _workflow("video_mesh_to_4d.json")
-    node = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshEncodeReferenceMesh")
+    mesh = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshEncodeReferenceMesh")
+    frames = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshLoadFrames")
     loaded = _load(page, workflow)
-    assert loaded["flagged"] == [[node["id"], {"widget": "mesh_file", "value": "3d/my_mesh.glb"}]]
+    assert sorted(loaded["flagged"]) == sorted([[mesh["id"], {"widget": "mesh_file", "value": "3d/my_mesh.glb"}],
+                                                [frames["id"], {"widget": "source", "value": "frames/my_object"}]])
     assert page.locator("text=ActionMesh: input file missing").first.is_visible()
-    node["widgets_values"][1] = MESH  # a file that is there: no flag
+    mesh["widgets_values"][1] = MESH  # files that are there: no flag
+    frames["widgets_values"][0] = FRAMES
     assert _load(page, workflow)["flagged"] == []
 
 
@@ -353,6 +357,8 @@ def test_interrupt_stops_cleanly_without_a_partial_file(comfy, page, video_to_4d
     deadline = time.time() + 300
     during = set()
     while time.time() < deadline:  # wait until stage I holds the denoiser (ComfyUI loaded it)
+        history = comfy.get(f"/history/{prompt_id}")
+        assert prompt_id not in history, f"the run ended before it could be interrupted: {history}"[:4000]
         running = comfy.get("/queue")["queue_running"]
         during = {m["class"] for m in comfy.loaded_models()}
         if running and "TemporalDenoiser" in during:
@@ -367,7 +373,18 @@ def test_interrupt_stops_cleanly_without_a_partial_file(comfy, page, video_to_4d
     assert entry["status"]["status_str"] == "error"
     kinds = [message[0] for message in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds and "execution_error" not in kinds, kinds
-    assert _outputs(comfy) == before, "an interrupted run left files behind"
+    interrupted = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_interrupted")
+    export_id = next(i for i, n in prompt.items() if n["class_type"] == "ActionMeshExportGLB")
+    assert export_id not in interrupted["executed"]
+    # nodes that finished before the interrupt may have saved their files (POST /free emptied ComfyUI's cache,
+    # so stage 0 ran again and saved its anchor): each must be complete; the interrupted export wrote nothing
+    new_files = _outputs(comfy) - before
+    assert not any(f.startswith("actionmesh/video_to_4d_") for f in new_files), new_files
+    import trimesh
+
+    for name in new_files:
+        assert name.endswith(".glb"), new_files
+        assert len(trimesh.load(str(comfy.home / "output" / name), force="mesh").faces) > 0
     leftovers = [p for p in (comfy.home / "output").rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
     assert comfy.get("/queue")["queue_running"] == []
