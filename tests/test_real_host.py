@@ -171,7 +171,7 @@ def _fit_and_screenshot(page, path: Path) -> None:
         for (const [x, y, w, h] of boxes) {
             x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
         }
-        canvas.ds.fitToBounds([x0 - 90, y0 - 40, x1 - x0 + 130, y1 - y0 + 80], {zoom: 0.97});  // room for the sidebar
+        canvas.ds.fitToBounds([x0 - 260, y0 - 40, x1 - x0 + 300, y1 - y0 + 80], {zoom: 0.97});  // room for the sidebar
         canvas.setDirty(true, true);
     }""")
     page.wait_for_timeout(700)
