@@ -17,7 +17,7 @@ import trimesh
 __all__ = ["clean_mesh", "validate_mesh", "remove_small_components"]
 
 _CHUNK = 1 << 15  # faces per chunk of the per-face geometry (bounds the (chunk, 3, 3) copies; cache-sized)
-_PART_FACES = 1 << 19  # larger meshes are decimated in parts of about this many faces first (see _decimate)
+_PART_FACES = 1 << 18  # larger meshes are decimated in parts of about this many faces first (see _decimate)
 
 
 def validate_mesh(mesh, what: str = "mesh", *, require_area: bool = True) -> trimesh.Trimesh:
@@ -245,7 +245,7 @@ def clean_mesh(
        (same vertex set in any order) and unreferenced vertices;
     3. quadric decimation to at most ``target_faces`` faces with
        fast-simplification (skipped when already below or ``None``; above
-       ~1 M faces in two passes to bound memory, see ``_decimate``);
+       ~0.5 M faces in two passes to bound memory, see ``_decimate``);
     4. drop components with fewer than ``min_component_fraction`` x the
        largest component's faces, then unreferenced vertices.
 
