@@ -173,7 +173,7 @@ sys.argv = ["actionmesh_core"] + {args!r}
 runpy.run_module("actionmesh_core", run_name="__main__")
 """
 _NEW_CLI = "import sys, runpy; sys.argv = ['actionmesh_core'] + {args!r}; runpy.run_module('actionmesh_core', run_name='__main__')"
-_CLI_COLUMNS = ("stage0 sampling", "meshing", "clean-up", "dinov2", "stage1", "stage2")
+_CLI_COLUMNS = ("stage0 sampling", "meshing", "clean-up", "dinov2", "stage1", "stage2", "export")
 
 
 def _run_measured(cmd, env, cwd):
@@ -231,7 +231,7 @@ def bench_cli(frames: str, threads: int):
             print("  done", rows[-1][:3], line, flush=True)
     print()
     print("| CLI run (16 frames, tiny weights, CPU) | wall (s) | peak RSS (MB) | "
-          + " | ".join(_CLI_COLUMNS) + " | rest (imports, loads, frames, export) |")
+          + " | ".join(_CLI_COLUMNS) + " | rest (imports, checks, frames) |")
     print("|---|---|---|" + "---|" * (len(_CLI_COLUMNS) + 1))
     for label, wall, rss, t, _ in rows:
         staged = sum(t.get(k, 0.0) for k in _CLI_COLUMNS)
