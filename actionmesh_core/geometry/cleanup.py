@@ -197,7 +197,8 @@ def _decimate(verts: np.ndarray, faces: np.ndarray, target_faces: int, aggressiv
     single pass (closed surfaces are not affected).
 
     Returns:
-        ((V', 3) float64, (F', 3) int64), already welded and without bad faces.
+        ((V', 3) float64, (F', 3) int64) as fast-simplification's last pass
+        leaves them (``clean_mesh`` welds and drops bad faces afterwards).
     """
     import fast_simplification
 
