@@ -126,7 +126,11 @@ def run(extractor, fn, inside, **kw):
 def bench(fields, repeat):
     from _baseline_loader import load_baseline
 
-    old = load_baseline()  # None outside a git checkout: new rows only
+    old = load_baseline()
+    if old is None:
+        raise SystemExit("the field rows compare with the old extractor, read from git history: run them from a git "
+                         "checkout (--skip-fields --cli runs without it)")
+
     rows = []
     for name in fields:
         if name == "vae":
@@ -136,10 +140,8 @@ def bench(fields, repeat):
             fn = {"sphere_plate": sphere_plate, "torus": torus}[name]
             inside, analytic = "negative", fn
         ref = min(reference_mc(fn) for _ in range(repeat))
-        for label, extractor, kw in (("old 8->9 dense+refine", old and old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)),
+        for label, extractor, kw in (("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)),
                                      ("new 6->9 narrow band", sdf_to_meshes, {})):
-            if extractor is None:
-                continue
             best = None
             for _ in range(repeat):
                 mesh, dt, peak, drss = run(extractor, fn, inside, **kw)
