@@ -171,7 +171,9 @@ def _video_to_4d(args) -> int:
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
+    t_export = time.perf_counter()
     path = _write_outputs(result.animation, plan, args, fmt, out)
+    result.timings["export"] = time.perf_counter() - t_export
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "

@@ -3,7 +3,8 @@
 
 One run prints, per field (sphere + thin plate, torus, tiny random-weight
 TripoSG VAE field), for the *old* extractor (dense 2^8 grid refined to 2^9,
-kept in ``benchmarks/_baseline_meshing.py`` only as this baseline) and the
+removed from the tree; ``_baseline_loader.load_baseline()`` reads it from git
+history at a pinned commit, so the old column needs a git checkout) and the
 *new* one (``actionmesh_core.geometry.meshing.sdf_to_meshes`` at its
 defaults: 2^6 coarse grid, narrow band up to 2^9):
 
@@ -20,8 +21,9 @@ defaults: 2^6 coarse grid, narrow band up to 2^9):
 
 ``--cli`` also times the 16-frame default CLI run with tiny weights old vs new
 end to end (the old run passes ``--octree-depth 8`` and swaps the library's
-extractor for the baseline; each run in its own process, peak RSS from
-``resource``).
+extractor and mesh clean-up for those at the baseline commit; each run in its own process, its peak RSS from
+``os.wait4`` on that process; the CLI's own timing table split into stage-0
+sampling, meshing, clean-up, DINOv2, stage I, stage II and the rest).
 
 Usage: ``python3 benchmarks/bench_meshing.py [--fields sphere_plate,torus,vae] [--repeat 1] [--cli]``
 """
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,12 @@ def run(extractor, fn, inside, **kw):
 
 
 def bench(fields, repeat):
-    import _baseline_meshing as old
+    from _baseline_loader import load_baseline
+
+    old = load_baseline()
+    if old is None:
+        raise SystemExit("the field rows compare with the old extractor, read from git history: run them from a git "
+                         "checkout (--skip-fields --cli runs without it)")
 
     rows = []
     for name in fields:
@@ -161,43 +167,80 @@ def bench(fields, repeat):
 _OLD_CLI = """
 import sys, runpy
 sys.path.insert(0, {bench!r})
-import _baseline_meshing, actionmesh_core.geometry.meshing as m
-m.sdf_to_meshes = _baseline_meshing.sdf_to_meshes
+from _baseline_loader import load_baseline, load_baseline_cleanup
+import actionmesh_core.geometry.meshing as m, actionmesh_core.geometry.cleanup as c
+m.sdf_to_meshes = load_baseline().sdf_to_meshes
+c.clean_mesh = load_baseline_cleanup()
 sys.argv = ["actionmesh_core"] + {args!r}
 runpy.run_module("actionmesh_core", run_name="__main__")
 """
+_NEW_CLI = "import sys, runpy; sys.argv = ['actionmesh_core'] + {args!r}; runpy.run_module('actionmesh_core', run_name='__main__')"
+_CLI_COLUMNS = ("stage0 sampling", "meshing", "clean-up", "dinov2", "stage1", "stage2", "export")
+
+
+def _run_measured(cmd, env, cwd):
+    """Run ``cmd``; return (wall s, peak RSS MB of that process and the children it waited for, rc, stdout, stderr).
+
+    The peak comes from ``os.wait4`` on this child alone (``RUSAGE_CHILDREN``
+    would be the maximum over every child this process has waited for, so a
+    second, smaller run would read as the first one's peak).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return wall, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read()
+
+
+def _cli_timings(line: str) -> dict:
+    """{"stage0 sampling": 2.6, ...} from the CLI's "wrote ...: ... (checks 0.1s, ..., stage2 0.6s; total 9.9s)" line."""
+    import re
+
+    inner = line[line.rfind("(") + 1:line.rfind(")")]
+    return {k.strip(): float(v) for k, v in re.findall(r"([A-Za-z0-9+ -]+?) ([0-9.]+)s", inner.replace(";", ","))}
 
 
 def bench_cli(frames: str, threads: int):
     """16-frame default CLI run with tiny weights: old extractor (dense 8 -> 9) vs new, each in its own process."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _baseline_loader import BASELINE_COMMIT, load_baseline
+
+    runs = [("new (band 6 -> 9)", [], False)]
+    if load_baseline() is not None:
+        runs.insert(0, ("old (dense 8 -> 9)", ["--octree-depth", "8"], True))
+        print(f"old run: benchmarks/_baseline_meshing.py and actionmesh_core/geometry/cleanup.py at git "
+              f"{BASELINE_COMMIT[:12]} (the pipeline before issue #14)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         from actionmesh_core.weights import make_tiny_weights
 
         weights = make_tiny_weights(Path(tmp) / "w", seed=0)
         rows = []
-        for label, extra, old in (("old (dense 8 -> 9)", ["--octree-depth", "8"], True), ("new (band 6 -> 9)", [], False)):
+        for label, extra, old in runs:
             args = ["video-to-4d", frames, "--weights", str(weights), "--out", str(Path(tmp) / "o.glb"),
                     "--device", "cpu"] + extra
-            code = _OLD_CLI.format(bench=str(ROOT / "benchmarks"), args=args) if old else \
-                f"import sys, runpy; sys.argv = ['actionmesh_core'] + {args!r}; runpy.run_module('actionmesh_core', run_name='__main__')"
+            code = (_OLD_CLI.format(bench=str(ROOT / "benchmarks"), args=args) if old else _NEW_CLI.format(args=args))
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
-            t0 = time.perf_counter()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
-            dt = time.perf_counter() - t0
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            if proc.returncode:
-                print(proc.stdout[-2000:], proc.stderr[-2000:])
+            wall, rss, rc, out, err = _run_measured([sys.executable, "-c", code], env, ROOT)
+            if rc:
+                print(out[-2000:], err[-2000:])
                 raise SystemExit(f"CLI run failed ({label})")
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("wrote")][-1]
-            rows.append((label, dt, rss if rss > before / 1024 else float("nan"), line))
-            print("  done", rows[-1], flush=True)
+            line = [ln for ln in out.splitlines() if ln.startswith("wrote")][-1]
+            rows.append((label, wall, rss, _cli_timings(line), line))
+            print("  done", rows[-1][:3], line, flush=True)
     print()
-    print("| CLI run (16 frames, tiny weights, CPU) | wall (s) | peak RSS (MB) | CLI timing line |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.0f} | {r[3]} |")
-    print(f"\nend-to-end speed-up: {rows[0][1] / rows[1][1]:.1f}x")
+    print("| CLI run (16 frames, tiny weights, CPU) | wall (s) | peak RSS (MB) | "
+          + " | ".join(_CLI_COLUMNS) + " | rest (imports, checks, frames) |")
+    print("|---|---|---|" + "---|" * (len(_CLI_COLUMNS) + 1))
+    for label, wall, rss, t, _ in rows:
+        staged = sum(t.get(k, 0.0) for k in _CLI_COLUMNS)
+        print(f"| {label} | {wall:.1f} | {rss:.0f} | " + " | ".join(f"{t.get(k, float('nan')):.1f} s" for k in _CLI_COLUMNS)
+              + f" | {wall - staged:.1f} s |")
+    if len(rows) == 2:
+        print(f"\nend-to-end speed-up: {rows[0][1] / rows[1][1]:.2f}x; peak RSS {rows[0][2]:.0f} -> {rows[1][2]:.0f} MB")
 
 
 def main():

@@ -1,0 +1,92 @@
+"""The previous SDF extractor (dense 2^8 grid refined to 2^9) and mesh clean-up, from git history (old columns).
+
+The dense-then-refine extractor was removed from the working tree (issue #14:
+kept only as long as a benchmark needs it as a baseline). ``load_baseline()``
+reads ``benchmarks/_baseline_meshing.py`` as it was at ``BASELINE_COMMIT``
+with ``git show``, together with the library's ``meshing.py`` of the same
+commit (the baseline imports ``grid_points`` and ``_Progress`` from it, so
+later changes to the library cannot change the baseline), and returns it as a
+module in memory; nothing is written to disk.
+
+``load_baseline_cleanup()`` likewise returns the mesh clean-up of the same
+commit (trimesh-method steps and one-pass decimation), so that the old
+column of the end-to-end CLI run is the pipeline as it was before issue #14.
+
+Outside a git checkout that holds the commit (a source archive, a shallow
+clone) it returns ``None`` and says so once; callers then print the new
+extractor's rows only.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE_COMMIT = "d0df18571a0a708c0e67eddc79b648d8ad5800cb"  # last commit of benchmarks/_baseline_meshing.py
+_LIB_NAME = "actionmesh_core.geometry._meshing_at_baseline"
+_CLEANUP_NAME = "actionmesh_core.geometry._cleanup_at_baseline"
+_cached: list = []
+
+
+def _git_show(path: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "show", f"{BASELINE_COMMIT}:{path}"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+
+
+def load_baseline(quiet: bool = False) -> Optional[types.ModuleType]:
+    """The old extractor module (``sdf_to_meshes``, ``sdf_to_mesh``) at ``BASELINE_COMMIT``, or None.
+
+    Args:
+        quiet: do not print why the old column is unavailable.
+
+    Returns:
+        A module named ``_baseline_meshing`` (also registered in
+        ``sys.modules``), or ``None`` when git or the commit is not available.
+    """
+    if _cached:
+        return _cached[0]
+    try:
+        lib_src = _git_show("actionmesh_core/geometry/meshing.py")
+        src = _git_show("benchmarks/_baseline_meshing.py")
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = getattr(exc, "stderr", "") or str(exc)
+        if not quiet:
+            print(f"old extractor unavailable (needs a git checkout with commit {BASELINE_COMMIT[:12]}: "
+                  f"{why.strip().splitlines()[-1] if why.strip() else type(exc).__name__}); "
+                  "printing the new extractor only", flush=True)
+        _cached.append(None)
+        return None
+    import actionmesh_core.geometry  # noqa: F401  (parent package of the pinned library module)
+
+    lib = types.ModuleType(_LIB_NAME)
+    lib.__package__ = "actionmesh_core.geometry"
+    lib.__file__ = f"<git {BASELINE_COMMIT[:12]}:actionmesh_core/geometry/meshing.py>"
+    sys.modules[_LIB_NAME] = lib
+    exec(compile(lib_src, lib.__file__, "exec"), lib.__dict__)
+    old_import = "from actionmesh_core.geometry.meshing import"
+    if old_import not in src:
+        raise RuntimeError(f"the baseline at {BASELINE_COMMIT[:12]} no longer imports from the library as expected")
+    src = src.replace(old_import, f"from {_LIB_NAME} import")
+    mod = types.ModuleType("_baseline_meshing")
+    mod.__file__ = f"<git {BASELINE_COMMIT[:12]}:benchmarks/_baseline_meshing.py>"
+    sys.modules["_baseline_meshing"] = mod
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    _cached.append(mod)
+    return mod
+
+
+def load_baseline_cleanup(quiet: bool = False):
+    """``clean_mesh`` of ``actionmesh_core/geometry/cleanup.py`` at ``BASELINE_COMMIT``, or None (see load_baseline)."""
+    if load_baseline(quiet) is None:
+        return None
+    if _CLEANUP_NAME not in sys.modules:
+        src = _git_show("actionmesh_core/geometry/cleanup.py")
+        mod = types.ModuleType(_CLEANUP_NAME)
+        mod.__package__ = "actionmesh_core.geometry"
+        mod.__file__ = f"<git {BASELINE_COMMIT[:12]}:actionmesh_core/geometry/cleanup.py>"
+        sys.modules[_CLEANUP_NAME] = mod
+        exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return sys.modules[_CLEANUP_NAME].clean_mesh
