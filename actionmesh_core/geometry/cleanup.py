@@ -102,9 +102,9 @@ def _merge_vertices(verts: np.ndarray, faces: np.ndarray, digits: Optional[int])
 
     Same result as ``trimesh.Trimesh.merge_vertices(digits_vertex=digits)`` on
     a mesh without UVs or normals (first occurrence kept, vertices in input
-    order, unreferenced vertices dropped), without building a Trimesh and its
-    caches: one sort of a 64-bit hash of the rounded positions, and an exact
-    comparison only among the rows whose hashes collide.
+    order, unreferenced vertices dropped), computed with trimesh's own
+    array-level grouping (``trimesh.grouping.unique_rows``) without building a
+    Trimesh and its caches.
 
     Returns:
         ((V', 3) vertices, (F, 3) int64 faces).
@@ -114,32 +114,10 @@ def _merge_vertices(verts: np.ndarray, faces: np.ndarray, digits: Optional[int])
     referenced = np.zeros(len(verts), dtype=bool)
     referenced[faces] = True
     ref = np.flatnonzero(referenced)
-    key = np.round(verts[ref] * (10**digits)).astype(np.int64)
-    with np.errstate(over="ignore"):
-        ukey = key.view(np.uint64)
-        h = ukey[:, 0] * np.uint64(0x9E3779B97F4A7C15)
-        h ^= ukey[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F) + (h >> np.uint64(29))
-        h ^= ukey[:, 2] * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
-    order = np.argsort(h)
-    same = h[order[1:]] == h[order[:-1]]  # equal rows have equal hashes: every duplicate is in such a run
-    rep = np.arange(len(ref))  # representative (first occurrence) of each referenced vertex
-    if same.any():
-        cand = np.zeros(len(ref), dtype=bool)
-        cand[order[1:][same]] = True
-        cand[order[:-1][same]] = True
-        cand = np.flatnonzero(cand)  # increasing indices
-        sub = key[cand]
-        srt = np.lexsort(sub.T[::-1])  # stable: the first of equal rows has the smallest index
-        sub = sub[srt]
-        starts = np.ones(len(cand), dtype=bool)
-        starts[1:] = (sub[1:] != sub[:-1]).any(axis=1)
-        first = cand[srt][starts]
-        rep[cand[srt]] = first[np.cumsum(starts) - 1]
-    is_first = rep == np.arange(len(ref))
-    new_index = np.cumsum(is_first) - 1
+    unique, inverse_ref = trimesh.grouping.unique_rows(verts[ref], digits=digits, keep_order=True)
     inverse = np.zeros(len(verts), dtype=np.int64)
-    inverse[ref] = new_index[rep]
-    return verts[ref[is_first]], inverse[faces]
+    inverse[ref] = inverse_ref
+    return verts[ref[unique]], inverse[faces]
 
 
 def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
@@ -148,7 +126,7 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
     Degenerate as ``trimesh.Trimesh.nondegenerate_faces`` (a side of the
     face's oriented bounding box <= ``trimesh.tol.merge``; evaluated in chunks
     so no (F, 3, 3) copy is held), duplicate as ``unique_faces`` (same vertex
-    set in any order; the first occurrence is kept).
+    set in any order; the first occurrence is kept, ``trimesh.grouping.unique_rows``).
 
     Returns:
         ((V', 3) vertices, (F', 3) int64 faces), faces in input order.
@@ -158,19 +136,9 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
         tri = verts[faces[start:start + _CHUNK]]
         keep[start:start + _CHUNK] = trimesh.triangles.nondegenerate(tri, areas=trimesh.triangles.area(tri))
     faces = faces[keep]
-    srt = np.sort(faces, axis=1)
-    if len(verts) < 2**21:  # pack the sorted index triple into one integer key
-        key = (srt[:, 0].astype(np.uint64) << np.uint64(42)) | (srt[:, 1].astype(np.uint64) << np.uint64(21)) \
-            | srt[:, 2].astype(np.uint64)
-        order = np.argsort(key, kind="stable")
-        dup = key[order[1:]] == key[order[:-1]]
-    else:
-        order = np.lexsort(srt.T[::-1])
-        dup = (srt[order[1:]] == srt[order[:-1]]).all(axis=1)
-    if dup.any():
-        keep = np.ones(len(faces), dtype=bool)
-        keep[order[1:][dup]] = False  # stable sort: the later copies
-        faces = faces[keep]
+    first, _ = trimesh.grouping.unique_rows(np.sort(faces, axis=1), keep_order=True)
+    if len(first) < len(faces):
+        faces = faces[np.sort(first)]
     referenced = np.zeros(len(verts), dtype=bool)
     referenced[faces] = True
     if not referenced.all():
