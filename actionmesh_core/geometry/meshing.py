@@ -65,22 +65,19 @@ BACKENDS = ("skimage", "warp")
 """Marching-cubes backends: scikit-image (CPU) and warp-lang (``warp.geometry.sparse_marching_cubes_from_cells``)."""
 
 _SHIFT = 3
-_B = 1 << _SHIFT  # brick side (cells / points per axis owned by one storage brick)
+_B = 1 << _SHIFT  # brick side: cells / points per axis owned by one storage brick
 _B3 = _B**3
 _MASK = _B - 1
 # the 8 corner offsets of a cell, index 4*i + 2*j + k
-_CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=torch.long)
-# the 27 grid points of a cell's 2x2x2 children (offsets from twice the parent cell)
-_BLOCK = torch.tensor([[i, j, k] for i in (0, 1, 2) for j in (0, 1, 2) for k in (0, 1, 2)], dtype=torch.long)
-# the 9 block points on each side of a parent's 3x3x3 block, same side order as _FACE_STEP
-_SIDE_POINTS = torch.tensor([[i * 9 + j * 3 + k for i in range(3) for j in range(3) for k in range(3)
-                              if (i, j, k)[axis] == side] for axis in range(3) for side in (0, 2)])
-# the neighbour across each of the 6 sides of a cell: (x low, x high, y low, y high, z low, z high)
-_FACE_STEP = torch.tensor([[(1 if side else -1) if a == axis else 0 for a in range(3)]
-                           for axis in range(3) for side in (0, 1)])
-# warp's corner order (IsoSurfaceMarchingCubes.CUBE_CORNER_OFFSETS) as indices into _CORNERS
-_WARP_ORDER = [4 * i + 2 * j + k for i, j, k in ((0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0),
-                                                  (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1))]
+_CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+# the 6 face neighbours of a cell: (x low, x high, y low, y high, z low, z high)
+_FACE_STEP = [tuple((1 if side else -1) if a == axis else 0 for a in range(3)) for axis in range(3) for side in (0, 1)]
+# brick-local offsets of the even points (2u, 2v, 2w) of a brick, and of the parent's points (u, v, w) they equal
+_EVEN_FINE = [((2 * u) << 6) | ((2 * v) << 3) | (2 * w) for u in range(4) for v in range(4) for w in range(4)]
+_EVEN_PARENT = [(u << 6) | (v << 3) | w for u in range(4) for v in range(4) for w in range(4)]
+# warp's corner order (IsoSurfaceMarchingCubes.CUBE_CORNER_OFFSETS)
+_WARP_CORNERS = ((0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1))
+
 _LOGGED: set = set()
 
 
@@ -226,15 +223,38 @@ class _Evaluator:
         return vals
 
 
-# --------------------------------------------------------------------------- sparse storage of one level
+# --------------------------------------------------------------------------- brick storage of one level
+
+
+def _sign_changes(ins: torch.Tensor):
+    """Edge crossings of point signs ``ins`` (..., n+1, n+1, n+1) bool -> cells and faces with mixed signs.
+
+    Returns ``cells`` (..., n, n, n): the cell's 8 corners are not all on one
+    side; ``fx`` (..., n+1, n, n), ``fy`` (..., n, n+1, n), ``fz`` (..., n, n,
+    n+1): the face normal to x / y / z at that plane has mixed corners (one
+    of its 4 edges crosses the level).
+    """
+    ex = ins[..., :-1, :, :] ^ ins[..., 1:, :, :]  # (n, n+1, n+1) x edges
+    ey = ins[..., :, :-1, :] ^ ins[..., :, 1:, :]
+    ez = ins[..., :, :, :-1] ^ ins[..., :, :, 1:]
+    fx = ey[..., :, :, :-1] | ey[..., :, :, 1:] | ez[..., :, :-1, :] | ez[..., :, 1:, :]
+    fy = ex[..., :, :, :-1] | ex[..., :, :, 1:] | ez[..., :-1, :, :] | ez[..., 1:, :, :]
+    fz = ex[..., :, :-1, :] | ex[..., :, 1:, :] | ey[..., :-1, :, :] | ey[..., 1:, :, :]
+    # a cell whose two x faces are uniform changes sign iff its x edges cross
+    cells = fx[..., :-1, :, :] | fx[..., 1:, :, :] | ex[..., :, :-1, :-1]
+    return cells, fx, fy, fz
 
 
 class _Level:
-    """Field values at the grid points of one level, stored in bricks of ``_B**3`` points.
+    """Field values and band cells of one level, dense inside bricks of ``_B**3`` points / cells.
 
-    Point ``p`` (integer, 0..N per axis) is owned by brick ``p >> 3`` at local
-    index ``p & 7``; a dense (N/8 + 1)^3 map gives each allocated brick's
-    slot, so a lookup is a few shifts and one gather, and no sort is needed.
+    Point (or cell) ``p`` (integer, 0..N per axis) is owned by brick ``p >> 3``
+    at local index ``p & 7``; a dense (N/8 + 1)^3 map gives each allocated
+    brick's slot.  Per slot: field values ``vals`` (F, 8, 8, 8), ``known``
+    points, ``active`` cells (in the band, all 8 corners known) and ``sc``
+    cells (active with a sign change in some field).  All bookkeeping is
+    dense per brick (masks, shifts), so its cost does not grow with a
+    per-point index list.
     """
 
     def __init__(self, cells: int, num_fields: int, device: torch.device):
@@ -245,141 +265,214 @@ class _Level:
         self.map = torch.full((self.nb**3,), -1, dtype=torch.long, device=device)
         self.size = 0
         self.cap = 0
-        self.vals = torch.empty(num_fields, 0, dtype=torch.float32, device=device)
-        self.known = torch.zeros(0, dtype=torch.bool, device=device)
-        self.origin = torch.zeros(0, 3, dtype=torch.long, device=device)
+        self.bricks = torch.zeros(0, 3, dtype=torch.long, device=device)
+        self.vals = torch.zeros(num_fields, 0, _B, _B, _B, dtype=torch.float32, device=device)
+        self.known = torch.zeros(0, _B, _B, _B, dtype=torch.bool, device=device)
+        self.active = torch.zeros_like(self.known)
+        self.sc = torch.zeros_like(self.known)
+        self.pending = torch.zeros_like(self.known)
 
+    # ---- slots
     def _grow(self, need: int) -> None:
         if need <= self.cap:
             return
         cap = max(need, 2 * self.cap, 64)
-        extra = (cap - self.cap) * _B3
-        self.vals = torch.cat([self.vals, self.vals.new_zeros(self.num_fields, extra)], 1)
-        self.known = torch.cat([self.known, self.known.new_zeros(extra)])
-        self.origin = torch.cat([self.origin, self.origin.new_zeros(cap - self.cap, 3)])
+        extra = cap - self.cap
+
+        def ext(t, dim=0):
+            shape = list(t.shape)
+            shape[dim] = extra
+            return torch.cat([t, t.new_zeros(shape)], dim)
+
+        self.bricks = ext(self.bricks)
+        self.vals = ext(self.vals, 1)
+        self.known, self.active, self.sc, self.pending = (ext(t) for t in (self.known, self.active, self.sc,
+                                                                           self.pending))
         self.cap = cap
 
-    def brick_keys(self, bricks: torch.Tensor) -> torch.Tensor:
+    def key(self, bricks: torch.Tensor) -> torch.Tensor:
         return (bricks[:, 0] * self.nb + bricks[:, 1]) * self.nb + bricks[:, 2]
 
-    def ensure(self, pts: torch.Tensor) -> None:
-        """Allocate the bricks owning the points ``pts`` (Q, 3)."""
-        if pts.numel():
-            self.ensure_keys(self.brick_keys(pts >> _SHIFT))
+    def slots(self, keys: torch.Tensor) -> torch.Tensor:
+        """Slots of the bricks with dense keys ``keys`` (Q,), allocating the missing ones -> (Q,)."""
+        miss = keys[self.map[keys] < 0]
+        if miss.numel():
+            new = _unique(miss, self.nb**3)
+            self._grow(self.size + new.numel())
+            self.map[new] = torch.arange(self.size, self.size + new.numel(), device=self.device)
+            nb = self.nb
+            self.bricks[self.size : self.size + new.numel()] = torch.stack([new // (nb * nb), (new // nb) % nb,
+                                                                            new % nb], 1)
+            self.size += new.numel()
+        return self.map[keys]
 
-    def ensure_keys(self, keys: torch.Tensor) -> None:
-        """Allocate the bricks with dense keys ``keys`` (Q,)."""
-        flag = torch.zeros(self.nb**3, dtype=torch.bool, device=self.device)
-        flag[keys] = True
-        flag &= self.map < 0
-        new = torch.nonzero(flag).flatten()
-        if new.numel() == 0:
+    def masks(self, coords: torch.Tensor, shift: int):
+        """Cells (M, 3) of this level (``shift=3``) or of its parent level (``shift=2``, each -> its 8 children)
+        -> (S,) unique brick slots and (S, 8, 8, 8) bool cell masks."""
+        keys = self.key(coords >> shift)
+        uk, inv = _unique(keys, self.nb**3, inverse=True)
+        r = 1 << shift
+        loc = coords & (r - 1)
+        m = torch.zeros(uk.numel(), r, r, r, dtype=torch.bool, device=self.device)
+        m[inv, loc[:, 0], loc[:, 1], loc[:, 2]] = True
+        if shift == 2:
+            m = m[:, :, None, :, None, :, None].expand(-1, 4, 2, 4, 2, 4, 2).reshape(-1, _B, _B, _B)
+        return self.slots(uk), m
+
+    def gather(self, store: torch.Tensor, slots: torch.Tensor, lo: int, hi: int, faces_only: bool = False):
+        """(..., S, lo+8+hi, ...) block of per-brick ``store`` (..., cap, 8, 8, 8) around ``slots`` (S,), with
+        ``lo`` / ``hi`` points of the neighbour bricks before / after (zeros where a neighbour is missing)."""
+        n = lo + _B + hi
+        out = store.new_zeros(store.shape[:-4] + (slots.numel(), n, n, n))
+        b = self.bricks[slots]
+        rng = range(-1 if lo else 0, 2 if hi else 1)
+        for d in ((x, y, z) for x in rng for y in rng for z in rng):
+            if faces_only and sum(map(abs, d)) > 1:
+                continue
+            src = tuple(slice(_B - lo, _B) if x < 0 else slice(0, _B) if x == 0 else slice(0, hi) for x in d)
+            dst = tuple(slice(0, lo) if x < 0 else slice(lo, lo + _B) if x == 0 else slice(lo + _B, n) for x in d)
+            if d == (0, 0, 0):
+                out[(Ellipsis, slice(None)) + dst] = store[(Ellipsis, slots) + src]
+                continue
+            nbr = b + torch.tensor(d, device=self.device)
+            ok = ((nbr >= 0) & (nbr < self.nb)).all(1)
+            rows = torch.nonzero(ok).flatten()
+            s = self.map[self.key(nbr[rows])]
+            hit = s >= 0
+            rows, s = rows[hit], s[hit]
+            if rows.numel():
+                out[(Ellipsis, rows) + dst] = store[(Ellipsis, s) + src]
+        return out
+
+    # ---- filling
+    def set_dense(self, vals: torch.Tensor, sc: torch.Tensor) -> None:
+        """The dense coarse level: values (F, N+1, N+1, N+1) and sign-change cells (N, N, N); every cell active."""
+        n, nb = self.cells, self.nb
+        self.slots(torch.arange(nb**3, device=self.device))
+
+        def bricked(t, size):
+            pad = nb * _B - size
+            t = torch.nn.functional.pad(t, (0, pad, 0, pad, 0, pad))
+            lead = t.shape[:-3]
+            t = t.reshape((-1, nb, _B, nb, _B, nb, _B)).permute(0, 1, 3, 5, 2, 4, 6)
+            return t.reshape(lead + (nb**3, _B, _B, _B))
+
+        self.vals[:, : nb**3] = bricked(vals, n + 1)
+        self.known[: nb**3] = bricked(torch.ones((n + 1,) * 3, dtype=torch.bool, device=self.device), n + 1)
+        self.active[: nb**3] = bricked(torch.ones((n,) * 3, dtype=torch.bool, device=self.device), n)
+        self.sc[: nb**3] = bricked(sc, n)
+
+    def sc_cells(self) -> torch.Tensor:
+        """(M, 3) integer coordinates of the sign-change cells."""
+        flat = torch.nonzero(self.sc[: self.size].view(-1)).flatten()
+        return self.bricks[flat >> 9] * _B + torch.stack([(flat >> 6) & _MASK, (flat >> 3) & _MASK, flat & _MASK], 1)
+
+    def refine(self, parents: torch.Tensor, parent: "_Level", ev: "_Evaluator", level: float, sign: float) -> None:
+        """Put the children of ``parents`` (M, 3 parent-level cells) in the band, then close it: while a
+        sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour."""
+        if parents.numel() == 0:
             return
-        self._grow(self.size + new.numel())
-        self.map[new] = torch.arange(self.size, self.size + new.numel(), device=self.device)
-        nb = self.nb
-        self.origin[self.size : self.size + new.numel()] = (
-            torch.stack([new // (nb * nb), (new // nb) % nb, new % nb], 1) << _SHIFT)
-        self.size += new.numel()
+        slots, mask = self.masks(parents, 2)
+        while slots.numel():
+            front = self._activate(slots, mask, parent, ev, level, sign)
+            if front.numel() == 0:
+                break
+            slots, mask = self.masks(front, 3)
 
-    def flat(self, pts: torch.Tensor, checked: bool = False) -> torch.Tensor:
-        """Storage index of each point (Q, 3) -> (Q,); with ``checked``, -1 where its brick is missing."""
-        slot = self.map[self.brick_keys(pts >> _SHIFT)]
-        loc = pts & _MASK
-        idx = (slot << (3 * _SHIFT)) | (((loc[:, 0] << _SHIFT) | loc[:, 1]) << _SHIFT) | loc[:, 2]
-        return torch.where(slot >= 0, idx, -1) if checked else idx
-
-    def coords(self, flat: torch.Tensor) -> torch.Tensor:
-        """Integer grid coordinates (Q, 3) of storage indices (Q,)."""
-        out = self.origin[flat >> (3 * _SHIFT)]
-        out[:, 0] += (flat >> (2 * _SHIFT)) & _MASK
-        out[:, 1] += (flat >> _SHIFT) & _MASK
-        out[:, 2] += flat & _MASK
-        return out
-
-    def fill(self, parents: torch.Tensor, parent: "_Level", ev: "_Evaluator", level: float,
-             sign: float) -> torch.Tensor:
-        """Evaluate the 27 grid points of each parent cell's children (M, 3) -> their storage indices (M, 27).
-
-        Values this level already has, or that the coarser level ``parent``
-        has (even points), are reused; only the rest is evaluated.
-        """
-        # per axis, the brick and local index of 2c + {0, 1, 2}; the 27 combinations by broadcasting
-        # (a handful of passes over the M x 27 points: this is the hot loop of the finest level)
-        q = 2 * parents[:, :, None] + torch.arange(3, device=parents.device)  # (M, 3 axes, 3 offsets)
-        br, lo = q >> _SHIFT, q & _MASK
-        nb = self.nb
-        key = ((br[:, 0, :, None, None] * nb + br[:, 1, None, :, None]) * nb + br[:, 2, None, None, :]).reshape(-1)
-        loc = ((lo[:, 0, :, None, None] << (2 * _SHIFT)) | (lo[:, 1, None, :, None] << _SHIFT)
-               | lo[:, 2, None, None, :]).reshape(-1)
-        self.ensure_keys(key)
-        pf = (self.map[key] << (3 * _SHIFT)) | loc
-        del key, loc
-        if pf.numel() > self.size * _B3 // 8:  # dense marking beats sorting
-            need = torch.zeros(self.size * _B3, dtype=torch.bool, device=self.device)
-            need[pf] = True
-            need &= ~self.known[: self.size * _B3]
-            todo = torch.nonzero(need).flatten()
+    def _activate(self, slots, mask, parent, ev, level, sign) -> torch.Tensor:
+        """Add the cells ``mask`` (S, 8, 8, 8) of bricks ``slots`` (S,) to the band: evaluate their corners
+        (reusing known values and the parent level's even points), mark their sign changes, and return the
+        (Q, 3) cells the closure must add next."""
+        dev, F = self.device, self.num_fields
+        mask = mask & ~self.active[slots]
+        self.active[slots] |= mask
+        # corners of the new cells, (S, 9, 9, 9), routed to the bricks that own them
+        need = torch.zeros(slots.numel(), _B + 1, _B + 1, _B + 1, dtype=torch.bool, device=dev)
+        for a, b, c in _CORNERS:
+            need[:, a : a + _B, b : b + _B, c : c + _B] |= mask
+        owners = [slots]
+        self.pending[slots] |= need[:, :_B, :_B, :_B]
+        for d in _CORNERS[1:]:
+            part = need[(slice(None),) + tuple(slice(_B, _B + 1) if x else slice(0, _B) for x in d)]
+            hit = torch.nonzero(part.flatten(1).any(1)).flatten()
+            if hit.numel() == 0:
+                continue
+            own = self.slots(self.key(self.bricks[slots[hit]] + torch.tensor(d, device=dev)))
+            dst = (own,) + tuple(slice(0, 1) if x else slice(0, _B) for x in d)
+            self.pending[dst] |= part[hit]
+            owners.append(own)
+        own = _unique(torch.cat(owners), self.size) if len(owners) > 1 else slots
+        todo = self.pending[own] & ~self.known[own]
+        self.known[own] |= self.pending[own]
+        self.pending[own] = False
+        todo = todo.view(own.numel(), _B3)
+        vals = self.vals.view(F, -1)
+        if parent is not None:  # even points: the parent level's grid points, value known there
+            o = self.bricks[own]
+            pslot = parent.map[parent.key(o >> 1)]
+            h = o & 1
+            pidx = ((pslot.clamp_min(0) << 9) | (h[:, 0] << 8) | (h[:, 1] << 5) | (h[:, 2] << 2))[:, None] \
+                + torch.tensor(_EVEN_PARENT, device=dev)
+            pk = parent.known.view(-1)[pidx] & (pslot >= 0)[:, None]
+            fo = torch.tensor(_EVEN_FINE, device=dev)
+            te = todo[:, fo]
+            take = te & pk
+            r, c = torch.nonzero(take, as_tuple=True)
+            if r.numel():
+                vals[:, (own[r] << 9) | fo[c]] = parent.vals.view(F, -1)[:, pidx[r, c]]
+                todo[:, fo] = te & ~pk
+        r, c = torch.nonzero(todo, as_tuple=True)
+        if r.numel():
+            pts = (self.bricks[own[r]] << _SHIFT) + torch.stack([c >> 6, (c >> 3) & _MASK, c & _MASK], 1)
+            vals[:, (own[r] << 9) | c] = ev(pts, self.cells, level, sign)
+        # sign changes of the new cells and the closure
+        v = self.gather(self.vals, slots, 0, 1)
+        ins = sign * (v - level) > 0
+        cells, fx, fy, fz = _sign_changes(ins)
+        if F > 1:
+            cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
         else:
-            todo = torch.unique(pf)
-            todo = todo[~self.known[todo]]
-        if todo.numel():
-            q = self.coords(todo)
-            even = ((q & 1) == 0).all(1)
-            if bool(even.any()):
-                up = parent.flat(q[even] >> 1, checked=True)
-                hit = up >= 0
-                hit[hit.clone()] = parent.known[up[hit]]
-                ei = torch.nonzero(even).flatten()[hit]
-                self.vals[:, todo[ei]] = parent.vals[:, up[hit]]
-                self.known[todo[ei]] = True
-                rest = torch.ones_like(even)
-                rest[ei] = False
-                todo, q = todo[rest], q[rest]
-            if todo.numel():
-                self.vals[:, todo] = ev(q, self.cells, level, sign)
-                self.known[todo] = True
-        return pf.view(-1, 27)
+            cells, fx, fy, fz = cells[0], fx[0], fy[0], fz[0]
+        sc = cells & mask
+        self.sc[slots] |= sc
+        act = self.gather(self.active, slots, 1, 1, faces_only=True)
+        front = []
+        for (dx, dy, dz), face in zip(_FACE_STEP, (fx[:, :-1], fx[:, 1:], fy[:, :, :-1], fy[:, :, 1:],
+                                                   fz[:, :, :, :-1], fz[:, :, :, 1:])):
+            nact = act[:, 1 + dx : 1 + dx + _B, 1 + dy : 1 + dy + _B, 1 + dz : 1 + dz + _B]
+            s, i, j, k = torch.nonzero(sc & face & ~nact, as_tuple=True)
+            if s.numel():
+                front.append((self.bricks[slots[s]] << _SHIFT) + torch.stack([i + dx, j + dy, k + dz], 1))
+        if not front:
+            return slots.new_zeros(0, 3)
+        front = torch.cat(front)
+        return front[((front >= 0) & (front < self.cells)).all(1)]
 
-    def corner_values(self, cells: torch.Tensor) -> torch.Tensor:
-        """(F, M, 8) values at the corners of ``cells`` (M, 3) (all known), ``_CORNERS`` order."""
-        corners = (cells[:, None, :] + _CORNERS.to(cells.device)[None]).reshape(-1, 3)
-        return self.vals[:, self.flat(corners)].view(self.num_fields, cells.shape[0], 8)
-
-    def brick_volumes(self, bricks: torch.Tensor, field: int) -> torch.Tensor:
-        """(S, 9, 9, 9) values of field ``field`` at the points of cell bricks ``bricks`` (S, 3); -inf unknown."""
-        s = bricks.shape[0]
-        out = torch.full((s, _B + 1, _B + 1, _B + 1), -math.inf, dtype=torch.float32, device=self.device)
-        vals = torch.where(self.known[: self.size * _B3], self.vals[field, : self.size * _B3], -math.inf)
-        vals = vals.view(self.size, _B, _B, _B)
-        for d in _CORNERS.tolist():
-            nb = bricks + torch.tensor(d, device=self.device)
-            ok = (nb < self.nb).all(1)
-            slot = torch.full((s,), -1, dtype=torch.long, device=self.device)
-            slot[ok] = self.map[self.brick_keys(nb[ok])]
-            ok = slot >= 0
-            src = [slice(0, _B) if x == 0 else slice(0, 1) for x in d]
-            dst = [slice(0, _B) if x == 0 else slice(_B, _B + 1) for x in d]
-            out[(ok,) + tuple(dst)] = vals[(slot[ok],) + tuple(src)]
-        return out
+    def field_band(self, field: int, level: float, sign: float):
+        """Band cells with a sign change in field ``field``: (S,) slots, (S, 8, 8, 8) cell mask and the
+        (S, 9, 9, 9) values of the field at the bricks' points (zeros where unknown)."""
+        slots = torch.nonzero(self.sc[: self.size].flatten(1).any(1)).flatten()
+        v = self.gather(self.vals[field], slots, 0, 1)
+        mask = self.sc[slots]
+        if self.num_fields > 1:
+            mask = mask & _sign_changes(sign * (v - level) > 0)[0]
+            keep = mask.flatten(1).any(1)
+            slots, v, mask = slots[keep], v[keep], mask[keep]
+        return slots, mask, v
 
 
-def _block_analysis(vals: torch.Tensor, level: float, sign: float):
-    """Children of M parent cells from their (F, M, 27) point values.
-
-    Returns (M, 8) bool: child (a, b, c) (index 4a+2b+c) has a sign change in
-    some field; (M, 6) bool: the parent's side (axis, low/high) holds a child
-    face with mixed signs (the surface leaves the parent there).
-    """
-    f, m = vals.shape[0], vals.shape[1]
-    ins = (sign * (vals - level) > 0).view(f, m, 3, 3, 3)
-    frac = torch.nn.functional.avg_pool3d(ins.view(f * m, 1, 3, 3, 3).to(torch.float16 if ins.is_cuda else
-                                                                          torch.float32), 2, 1)
-    child = ((frac > 0) & (frac < 1)).view(f, m, 8).any(0)  # fractions of inside corners: exact in fp16
-    planes = ins.view(f, m, 27)[:, :, _SIDE_POINTS.to(vals.device)]  # (F, M, 6, 9)
-    frac = torch.nn.functional.avg_pool2d(planes.view(f * m * 6, 1, 3, 3).to(frac.dtype), 2, 1)
-    sides = ((frac > 0) & (frac < 1)).view(f, m, 6, 4).any(-1).any(0)
-    return child, sides
+def _unique(keys: torch.Tensor, bound: int, inverse: bool = False):
+    """Sorted unique values of ``keys`` (Q,) in [0, bound) (a dense flag array when small), optionally with
+    the inverse index (Q,)."""
+    if bound <= 2**25:
+        flag = torch.zeros(bound, dtype=torch.bool, device=keys.device)
+        flag[keys] = True
+        uk = torch.nonzero(flag).flatten()
+        if not inverse:
+            return uk
+        pos = torch.cumsum(flag, 0) - 1
+        return uk, pos[keys]
+    return torch.unique(keys, return_inverse=inverse)
 
 
 class _Marks:
@@ -428,10 +521,12 @@ def _dilate(cells: torch.Tensor, radius: int, ncells: int) -> torch.Tensor:
     return torch.stack([key // (ncells * ncells), (key // ncells) % ncells, key % ncells], 1)
 
 
+
+
 # --------------------------------------------------------------------------- marching cubes on the band
 
 
-def _mc_skimage(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: float):
+def _mc_skimage(lv: _Level, field: int, level: float, sign: float):
     """Band marching cubes with scikit-image: the band's bricks laid side by side, seams masked, then welded.
 
     The bricks (``_B**3`` cells each, with their far faces) that hold band
@@ -445,29 +540,20 @@ def _mc_skimage(lv: _Level, cells: torch.Tensor, field: int, level: float, sign:
     """
     from skimage.measure import marching_cubes
 
-    dev = cells.device
+    slots, cells, v = lv.field_band(field, level, sign)
+    nbr = slots.numel()
+    if nbr == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     n1 = _B + 1
-    nbc = (lv.cells + _B - 1) // _B  # bricks of cells per axis
-    bkey = ((cells[:, 0] // _B) * nbc + cells[:, 1] // _B) * nbc + cells[:, 2] // _B
-    flag = torch.zeros(nbc**3, dtype=torch.bool, device=dev)
-    flag[bkey] = True
-    bricks = torch.nonzero(flag).flatten()
-    nbr = bricks.numel()
-    slot = torch.full((nbc**3,), -1, dtype=torch.long, device=dev)
-    slot[bricks] = torch.arange(nbr, device=dev)
-    origin = torch.stack([bricks // (nbc * nbc), (bricks // nbc) % nbc, bricks % nbc], 1) * _B  # (S, 3)
     # packing: gx * gy * gz >= S bricks, small coordinates (float32 vertices stay precise)
     gx = max(1, round(nbr ** (1 / 3)))
     gy = gx
     gz = -(-nbr // (gx * gy))
     total = gx * gy * gz
-    vol = torch.full((total, n1, n1, n1), -1.0, dtype=torch.float32, device=dev)
-    bv = lv.brick_volumes(origin >> _SHIFT, field)
-    vol[:nbr] = torch.where(torch.isfinite(bv), sign * (bv - level), -1.0)  # unknown points: masked anyway
-    s = slot[bkey]
-    loc = cells - origin[s] + 1  # far corner of each band cell
-    mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=dev)
-    mask[s, loc[:, 0], loc[:, 1], loc[:, 2]] = True
+    vol = torch.full((total, n1, n1, n1), -1.0, dtype=torch.float32, device=v.device)
+    vol[:nbr] = sign * (v - level)  # unknown points: their cells are masked out
+    mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=v.device)
+    mask[:nbr, 1:, 1:, 1:] = cells  # far corner of each band cell
 
     def pack(t):
         t = t.view(gx, gy, gz, n1, n1, n1).permute(0, 3, 1, 4, 2, 5)
@@ -475,14 +561,12 @@ def _mc_skimage(lv: _Level, cells: torch.Tensor, field: int, level: float, sign:
 
     # inside > 0 with "ascent": counter-clockwise faces seen from outside (positive volume; tested)
     verts, faces, _n, _v = marching_cubes(pack(vol), level=0.0, gradient_direction="ascent", mask=pack(mask))
-    verts = verts.astype(np.float64)
-    faces = faces.astype(np.int64)
-    block = np.floor(verts / n1).astype(np.int64)
-    verts -= block * n1
+    block = np.floor_divide(verts, n1).astype(np.int64)
+    verts = verts.astype(np.float64) - block * n1
     onface = ((verts == 0) | (verts == _B)).any(1)
     sid = (block[:, 0] * gy + block[:, 1]) * gz + block[:, 2]
-    verts += origin.cpu().numpy()[sid]
-    return _weld(verts, faces, onface, lv.cells + 1)
+    verts += (lv.bricks[slots] * _B).cpu().numpy()[sid]
+    return _weld(verts, faces.astype(np.int64), onface, lv.cells + 1)
 
 
 def _weld(verts: np.ndarray, faces: np.ndarray, candidates: np.ndarray, n: int):
@@ -509,7 +593,9 @@ def _weld(verts: np.ndarray, faces: np.ndarray, candidates: np.ndarray, n: int):
     return verts[keep], faces
 
 
-def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: float):
+
+
+def _mc_warp(lv: _Level, field: int, level: float, sign: float):
     """Band marching cubes with warp-lang's sparse marching cubes (cells + corner values, watertight).
 
     Returns (V, 3) float64 vertices in grid-index units and (K, 3) int64 faces, outward winding.
@@ -517,8 +603,13 @@ def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: fl
     import warp as wp
     import warp.geometry as wg
 
-    occ = sign * (lv.corner_values(cells)[field] - level)
-    occ = occ[:, _WARP_ORDER].contiguous()
+    slots, cells, v = lv.field_band(field, level, sign)
+    s, i, j, k = torch.nonzero(cells, as_tuple=True)
+    if s.numel() == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    occ = torch.stack([v[s, i + a, j + b, k + c] for a, b, c in _WARP_CORNERS], 1)
+    occ = sign * (occ - level)
+    cells = (lv.bricks[slots[s]] << _SHIFT) + torch.stack([i, j, k], 1)
     # given an SDF (inside < 0, here -occ) warp winds faces counter-clockwise seen from outside
     # (tests: positive volume and the same faces as scikit-image, on the CPU, where warp runs the same kernels)
     device = "cpu" if cells.device.type == "cpu" else f"cuda:{cells.device.index or 0}"
@@ -527,9 +618,9 @@ def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: fl
     wvals = wp.from_torch((-occ).contiguous()) if device != "cpu" else (-occ).cpu().numpy()
     verts, indices = wg.sparse_marching_cubes_from_cells(wcells, wvals, origin=(0.0, 0.0, 0.0), cell_width=1.0,
                                                           threshold=0.0, device=device)
-    v = verts.numpy().astype(np.float64).reshape(-1, 3)
+    vtx = verts.numpy().astype(np.float64).reshape(-1, 3)
     f = indices.numpy().astype(np.int64).reshape(-1, 3)
-    return v, f
+    return vtx, f
 
 
 # --------------------------------------------------------------------------- public API
@@ -676,8 +767,6 @@ def sdf_to_meshes(
     lv = _Level(n0, num_fields, dev)
     g = torch.arange(n0 + 1, device=dev)
     pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    lv.ensure(pts)
-    fl = lv.flat(pts)
     if half is not None:
         ev.half_dtype = None
         exact = ev(pts, n0, level, sign)
@@ -689,61 +778,31 @@ def sdf_to_meshes(
         dist = (exact - level).abs()
         near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
         ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-        lv.vals[:, fl] = exact
-        del exact, approx, dist, near
+        del approx, dist, near
     else:
-        lv.vals[:, fl] = ev(pts, n0, level, sign)
-    lv.known[fl] = True
-    dense = lv.vals[:, fl].view(num_fields, n0 + 1, n0 + 1, n0 + 1)
-    ins = sign * (dense - level) > 0
-    any_in = torch.zeros((n0,) * 3, dtype=torch.bool, device=dev)
-    all_in = torch.ones((num_fields, n0, n0, n0), dtype=torch.bool, device=dev)
-    anyf = torch.zeros_like(all_in)
-    for a, b, c in _CORNERS.tolist():
-        sub = ins[:, a : a + n0, b : b + n0, c : c + n0]
-        anyf |= sub
-        all_in &= sub
-    any_in = (anyf & ~all_in).any(0)
-    cells = torch.nonzero(any_in)
-    del pts, fl, dense, ins, all_in, anyf, any_in
+        exact = ev(pts, n0, level, sign)
+    dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+    lv.set_dense(dense, _sign_changes(sign * (dense - level) > 0)[0].any(0))
+    del pts, exact, dense
 
     # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
     for depth in range(d0, d1):
+        cells = lv.sc_cells()
         if depth < d1 - 1:  # the safety band; the finest level relies on the closure
             cells = _dilate(cells, dilation, 2**depth)
         fine = _Level(2 ** (depth + 1), num_fields, dev)
-        marks = _Marks(2**depth, dev)
-        steps = _FACE_STEP.to(dev)
-        found = []
-        new = marks.new(cells) if cells.numel() else cells
-        while new.numel():
-            pf = fine.fill(new, lv, ev, level, sign)
-            child, sides = _block_analysis(fine.vals[:, pf], level, sign)
-            pi, ci = torch.nonzero(child, as_tuple=True)
-            found.append(2 * new[pi] + _CORNERS.to(dev)[ci])
-            pi, si = torch.nonzero(sides, as_tuple=True)
-            nb = new[pi] + steps[si]
-            nb = nb[((nb >= 0) & (nb < 2**depth)).all(1)]
-            new = marks.new(nb) if nb.numel() else nb
+        fine.refine(cells, lv, ev, level, sign)
         lv = fine
-        cells = torch.cat(found) if found else cells.new_zeros(0, 3)
-        del marks, found, new
+        del cells
 
     # ---- marching cubes on the final band, one mesh per field
     h = 2.0 * float(bounds) / 2**d1
     meshes: list[trimesh.Trimesh] = []
     empty_fields = []
     for f in range(num_fields):
-        own = cells
-        if num_fields > 1 and cells.numel():
-            ins = sign * (lv.corner_values(cells)[f] - level) > 0
-            own = cells[ins.any(-1) & ~ins.all(-1)]
-        if own.shape[0] == 0:
+        verts, faces = (_mc_warp if backend == "warp" else _mc_skimage)(lv, f, level, sign)
+        if len(faces) == 0:
             empty_fields.append(f)
-            meshes.append(trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False))
-            progress.step()
-            continue
-        verts, faces = (_mc_warp if backend == "warp" else _mc_skimage)(lv, own, f, level, sign)
         meshes.append(trimesh.Trimesh(verts * h - float(bounds), faces, process=False))
         progress.step()
     if empty_fields and not allow_empty:
@@ -758,7 +817,7 @@ def sdf_to_meshes(
         "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
         "dense_points": int(dense),
         "ratio": float(ev.count) / float(dense),
-        "band_cells": int(cells.shape[0]),
+        "band_cells": int(lv.sc[: lv.size].sum()),
         "octree_depth": d0,
         "refine_depth": d1,
         "dilation": int(dilation),
