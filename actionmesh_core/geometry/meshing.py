@@ -276,7 +276,7 @@ class _Level:
     def _grow(self, need: int) -> None:
         if need <= self.cap:
             return
-        cap = max(need, 2 * self.cap, 64)
+        cap = max(need + need // 2, 2 * self.cap, 64)
         extra = cap - self.cap
 
         def ext(t, dim=0):
@@ -387,9 +387,10 @@ class _Level:
         mask = mask & ~self.active[slots]
         self.active[slots] |= mask
         # corners of the new cells, (S, 9, 9, 9), routed to the bricks that own them
-        need = torch.zeros(slots.numel(), _B + 1, _B + 1, _B + 1, dtype=torch.bool, device=dev)
-        for a, b, c in _CORNERS:
-            need[:, a : a + _B, b : b + _B, c : c + _B] |= mask
+        need = torch.nn.functional.pad(mask, (0, 1, 0, 1, 0, 1))
+        need[:, 1:] |= need[:, :-1].clone()
+        need[:, :, 1:] |= need[:, :, :-1].clone()
+        need[:, :, :, 1:] |= need[:, :, :, :-1].clone()
         owners = [slots]
         self.pending[slots] |= need[:, :_B, :_B, :_B]
         for d in _CORNERS[1:]:
@@ -423,7 +424,7 @@ class _Level:
                 todo[:, fo] = te & ~pk
         r, c = torch.nonzero(todo, as_tuple=True)
         if r.numel():
-            pts = (self.bricks[own[r]] << _SHIFT) + torch.stack([c >> 6, (c >> 3) & _MASK, c & _MASK], 1)
+            pts = (self.bricks[own] << _SHIFT)[r] + _local_table(dev)[c]
             vals[:, (own[r] << 9) | c] = ev(pts, self.cells, level, sign)
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
@@ -436,13 +437,19 @@ class _Level:
         sc = cells & mask
         self.sc[slots] |= sc
         act = self.gather(self.active, slots, 1, 1, faces_only=True)
-        front = []
+        opens = []
         for (dx, dy, dz), face in zip(_FACE_STEP, (fx[:, :-1], fx[:, 1:], fy[:, :, :-1], fy[:, :, 1:],
                                                    fz[:, :, :, :-1], fz[:, :, :, 1:])):
-            nact = act[:, 1 + dx : 1 + dx + _B, 1 + dy : 1 + dy + _B, 1 + dz : 1 + dz + _B]
-            s, i, j, k = torch.nonzero(sc & face & ~nact, as_tuple=True)
-            if s.numel():
-                front.append((self.bricks[slots[s]] << _SHIFT) + torch.stack([i + dx, j + dy, k + dz], 1))
+            opens.append(face & ~act[:, 1 + dx : 1 + dx + _B, 1 + dy : 1 + dy + _B, 1 + dz : 1 + dz + _B])
+        anyopen = opens[0] | opens[1] | opens[2] | opens[3] | opens[4] | opens[5]
+        anyopen &= sc
+        front = []
+        rows = torch.nonzero(anyopen.flatten(1).any(1)).flatten()
+        if rows.numel():
+            for (dx, dy, dz), op in zip(_FACE_STEP, opens):
+                s, i, j, k = torch.nonzero(op[rows] & sc[rows], as_tuple=True)
+                if s.numel():
+                    front.append((self.bricks[slots[rows[s]]] << _SHIFT) + torch.stack([i + dx, j + dy, k + dz], 1))
         if not front:
             return slots.new_zeros(0, 3)
         front = torch.cat(front)
@@ -459,6 +466,17 @@ class _Level:
             keep = mask.flatten(1).any(1)
             slots, v, mask = slots[keep], v[keep], mask[keep]
         return slots, mask, v
+
+
+_LOCAL: dict = {}
+
+
+def _local_table(device) -> torch.Tensor:
+    """(512, 3) int64 brick-local coordinates of the storage index ``(i << 6) | (j << 3) | k``."""
+    if device not in _LOCAL:
+        g = torch.arange(_B, device=device)
+        _LOCAL[device] = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    return _LOCAL[device]
 
 
 def _unique(keys: torch.Tensor, bound: int, inverse: bool = False):
