@@ -226,6 +226,11 @@ class _Evaluator:
 # --------------------------------------------------------------------------- brick storage of one level
 
 
+def _inside(v: torch.Tensor, level: float, sign: float) -> torch.Tensor:
+    """Bool: the value lies inside (above ``level`` for ``sign > 0``, below it otherwise)."""
+    return v > level if sign > 0 else v < level
+
+
 def _sign_changes(ins: torch.Tensor):
     """Edge crossings of point signs ``ins`` (..., n+1, n+1, n+1) bool -> cells and faces with mixed signs.
 
@@ -271,6 +276,7 @@ class _Level:
         self.active = torch.zeros_like(self.known)
         self.sc = torch.zeros_like(self.known)
         self.pending = torch.zeros_like(self.known)
+        self.cached = None  # (slots (S,), values (F, S, 9, 9, 9)) of the last band pass
 
     # ---- slots
     def _grow(self, need: int) -> None:
@@ -373,19 +379,26 @@ class _Level:
         if parents.numel() == 0:
             return
         slots, mask = self.masks(parents, 2)
+        passes = 0
         while slots.numel():
-            front = self._activate(slots, mask, parent, ev, level, sign)
+            front = self._activate(slots, mask, parent, ev, level, sign, fresh=passes == 0)
+            passes += 1
             if front.numel() == 0:
                 break
             slots, mask = self.masks(front, 3)
+        if passes > 1:  # the closure added cells: values gathered before it may miss their far faces
+            self.cached = None
 
-    def _activate(self, slots, mask, parent, ev, level, sign) -> torch.Tensor:
+    def _activate(self, slots, mask, parent, ev, level, sign, fresh=False) -> torch.Tensor:
         """Add the cells ``mask`` (S, 8, 8, 8) of bricks ``slots`` (S,) to the band: evaluate their corners
         (reusing known values and the parent level's even points), mark their sign changes, and return the
         (Q, 3) cells the closure must add next."""
         dev, F = self.device, self.num_fields
-        mask = mask & ~self.active[slots]
-        self.active[slots] |= mask
+        if fresh:  # nothing of this level is in the band yet
+            self.active[slots] = mask
+        else:
+            mask = mask & ~self.active[slots]
+            self.active[slots] |= mask
         # corners of the new cells, (S, 9, 9, 9), routed to the bricks that own them
         need = torch.nn.functional.pad(mask, (0, 1, 0, 1, 0, 1))
         need[:, 1:] |= need[:, :-1].clone()
@@ -428,7 +441,9 @@ class _Level:
             vals[:, (own[r] << 9) | c] = ev(pts, self.cells, level, sign)
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
-        ins = sign * (v - level) > 0
+        self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
+        ins = _inside(v, level, sign)
+        del v
         cells, fx, fy, fz = _sign_changes(ins)
         if F > 1:
             cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
@@ -459,10 +474,17 @@ class _Level:
         """Band cells with a sign change in field ``field``: (S,) slots, (S, 8, 8, 8) cell mask and the
         (S, 9, 9, 9) values of the field at the bricks' points (zeros where unknown)."""
         slots = torch.nonzero(self.sc[: self.size].flatten(1).any(1)).flatten()
-        v = self.gather(self.vals[field], slots, 0, 1)
+        if self.cached is not None:
+            pos = torch.full((self.size,), -1, dtype=torch.long, device=self.device)
+            pos[self.cached[0]] = torch.arange(self.cached[0].numel(), device=self.device)
+            rows = pos[slots]
+        if self.cached is not None and bool((rows >= 0).all()):
+            v = self.cached[1][field, rows]
+        else:
+            v = self.gather(self.vals[field], slots, 0, 1)
         mask = self.sc[slots]
         if self.num_fields > 1:
-            mask = mask & _sign_changes(sign * (v - level) > 0)[0]
+            mask = mask & _sign_changes(_inside(v, level, sign))[0]
             keep = mask.flatten(1).any(1)
             slots, v, mask = slots[keep], v[keep], mask[keep]
         return slots, mask, v
@@ -569,7 +591,7 @@ def _mc_skimage(lv: _Level, field: int, level: float, sign: float):
     gz = -(-nbr // (gx * gy))
     total = gx * gy * gz
     vol = torch.full((total, n1, n1, n1), -1.0, dtype=torch.float32, device=v.device)
-    vol[:nbr] = sign * (v - level)  # unknown points: their cells are masked out
+    vol[:nbr] = v - level if sign > 0 else level - v  # unknown points: their cells are masked out
     mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=v.device)
     mask[:nbr, 1:, 1:, 1:] = cells  # far corner of each band cell
 
@@ -579,38 +601,42 @@ def _mc_skimage(lv: _Level, field: int, level: float, sign: float):
 
     # inside > 0 with "ascent": counter-clockwise faces seen from outside (positive volume; tested)
     verts, faces, _n, _v = marching_cubes(pack(vol), level=0.0, gradient_direction="ascent", mask=pack(mask))
-    block = np.floor_divide(verts, n1).astype(np.int64)
-    verts = verts.astype(np.float64) - block * n1
+    block = verts.astype(np.int32) // n1  # packed brick of each vertex (coordinates >= 0)
+    verts -= block * n1  # exact: integer shifts of small float32 values
     onface = ((verts == 0) | (verts == _B)).any(1)
     sid = (block[:, 0] * gy + block[:, 1]) * gz + block[:, 2]
-    verts += (lv.bricks[slots] * _B).cpu().numpy()[sid]
-    return _weld(verts, faces.astype(np.int64), onface, lv.cells + 1)
+    verts = verts.astype(np.float64) + (lv.bricks[slots] * _B).cpu().numpy()[sid]
+    return _weld(verts, faces, onface, lv.cells + 1)
 
 
 def _weld(verts: np.ndarray, faces: np.ndarray, candidates: np.ndarray, n: int):
-    """Merge duplicated vertices among ``candidates`` (brick-face vertices) by the grid edge they lie on."""
+    """Merge duplicated vertices among ``candidates`` (brick-face vertices) by the grid edge they lie on.
+
+    ``verts`` (V, 3) float64 in grid-index units (a vertex lies on a grid edge: two integer coordinates),
+    ``faces`` (K, 3) int, ``n`` points per axis.  Returns the welded vertices and (K, 3) int64 faces.
+    """
     idx = np.nonzero(candidates)[0]
     if idx.size == 0:
-        return verts, faces
+        return verts, faces.astype(np.int64)
     p = verts[idx]
-    r = np.round(p)
-    frac = np.abs(p - r)
-    axis = frac.argmax(1)
-    base = r.astype(np.int64)
-    rows = np.arange(idx.size)
-    base[rows, axis] = np.floor(p[rows, axis]).astype(np.int64)
+    base = np.floor(p)
+    axis = (p - base).argmax(1)  # the edge's direction (its fractional coordinate)
+    base = base.astype(np.int64)
     key = ((base[:, 0] * n + base[:, 1]) * n + base[:, 2]) * 3 + axis
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    remap = np.arange(len(verts))
-    remap[idx] = idx[first[inverse]]
+    order = np.argsort(key)
+    sk = key[order]
+    head = np.empty(sk.size, dtype=bool)
+    head[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=head[1:])
+    rep = np.empty(idx.size, dtype=np.int64)
+    rep[order] = order[head][np.cumsum(head) - 1]  # each candidate -> one representative of its edge
     keep = np.ones(len(verts), dtype=bool)
     keep[idx] = False
-    keep[idx[first]] = True
+    keep[idx[order[head]]] = True
     new_index = np.cumsum(keep) - 1
-    faces = new_index[remap[faces]]
-    return verts[keep], faces
-
-
+    remap = np.arange(len(verts))
+    remap[idx] = idx[rep]
+    return verts[keep], new_index[remap][faces]
 
 
 def _mc_warp(lv: _Level, field: int, level: float, sign: float):
@@ -800,7 +826,7 @@ def sdf_to_meshes(
     else:
         exact = ev(pts, n0, level, sign)
     dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
-    lv.set_dense(dense, _sign_changes(sign * (dense - level) > 0)[0].any(0))
+    lv.set_dense(dense, _sign_changes(_inside(dense, level, sign))[0].any(0))
     del pts, exact, dense
 
     # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
@@ -808,6 +834,7 @@ def sdf_to_meshes(
         cells = lv.sc_cells()
         if depth < d1 - 1:  # the safety band; the finest level relies on the closure
             cells = _dilate(cells, dilation, 2**depth)
+        lv.cached = None
         fine = _Level(2 ** (depth + 1), num_fields, dev)
         fine.refine(cells, lv, ev, level, sign)
         lv = fine
