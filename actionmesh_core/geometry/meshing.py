@@ -70,8 +70,6 @@ _B3 = _B**3
 _MASK = _B - 1
 # the 8 corner offsets of a cell, index 4*i + 2*j + k
 _CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-# the 6 face neighbours of a cell: (x low, x high, y low, y high, z low, z high)
-_FACE_STEP = [tuple((1 if side else -1) if a == axis else 0 for a in range(3)) for axis in range(3) for side in (0, 1)]
 # brick-local offsets of the even points (2u, 2v, 2w) of a brick, and of the parent's points (u, v, w) they equal
 _EVEN_FINE = [((2 * u) << 6) | ((2 * v) << 3) | (2 * w) for u in range(4) for v in range(4) for w in range(4)]
 _EVEN_PARENT = [(u << 6) | (v << 3) | w for u in range(4) for v in range(4) for w in range(4)]
@@ -437,7 +435,7 @@ class _Level:
                 todo[:, fo] = te & ~pk
         r, c = torch.nonzero(todo, as_tuple=True)
         if r.numel():
-            pts = (self.bricks[own] << _SHIFT)[r] + _local_table(dev)[c]
+            pts = (self.bricks[own] << _SHIFT).index_select(0, r) + _local_table(dev).index_select(0, c)
             vals[:, (own[r] << 9) | c] = ev(pts, self.cells, level, sign)
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
@@ -451,24 +449,33 @@ class _Level:
             cells, fx, fy, fz = cells[0], fx[0], fy[0], fz[0]
         sc = cells & mask
         self.sc[slots] |= sc
+        # closure: a face with mixed signs between a band cell and a cell outside the band (both cells of
+        # such a face change sign; all its corners are known, they belong to the band cell)
         act = self.gather(self.active, slots, 1, 1, faces_only=True)
-        opens = []
-        for (dx, dy, dz), face in zip(_FACE_STEP, (fx[:, :-1], fx[:, 1:], fy[:, :, :-1], fy[:, :, 1:],
-                                                   fz[:, :, :, :-1], fz[:, :, :, 1:])):
-            opens.append(face & ~act[:, 1 + dx : 1 + dx + _B, 1 + dy : 1 + dy + _B, 1 + dz : 1 + dz + _B])
-        anyopen = opens[0] | opens[1] | opens[2] | opens[3] | opens[4] | opens[5]
-        anyopen &= sc
+        inner = slice(1, _B + 1)
+        opens = (fx & (act[:, :-1, inner, inner] ^ act[:, 1:, inner, inner]),
+                 fy & (act[:, inner, :-1, inner] ^ act[:, inner, 1:, inner]),
+                 fz & (act[:, inner, inner, :-1] ^ act[:, inner, inner, 1:]))
         front = []
-        rows = torch.nonzero(anyopen.flatten(1).any(1)).flatten()
-        if rows.numel():
-            for (dx, dy, dz), op in zip(_FACE_STEP, opens):
-                s, i, j, k = torch.nonzero(op[rows] & sc[rows], as_tuple=True)
-                if s.numel():
-                    front.append((self.bricks[slots[rows[s]]] << _SHIFT) + torch.stack([i + dx, j + dy, k + dz], 1))
+        for axis, op in enumerate(opens):
+            rows = torch.nonzero(op.flatten(1).any(1)).flatten()
+            if rows.numel() == 0:
+                continue
+            s, i, j, k = torch.nonzero(op[rows], as_tuple=True)
+            face = (self.bricks[slots[rows[s]]] << _SHIFT) + torch.stack([i, j, k], 1)
+            face[:, axis] -= 1
+            front.append(face)  # the cell before the face; the one after it: below
+            face = face.clone()
+            face[:, axis] += 1
+            front.append(face)  # (the band one of the two is dropped by the next pass)
         if not front:
             return slots.new_zeros(0, 3)
         front = torch.cat(front)
-        return front[((front >= 0) & (front < self.cells)).all(1)]
+        front = front[((front >= 0) & (front < self.cells)).all(1)]
+        slot = self.map[self.key(front >> _SHIFT)]
+        loc = front & _MASK
+        inband = self.active.view(-1)[(slot.clamp_min(0) << 9) | (loc[:, 0] << 6) | (loc[:, 1] << 3) | loc[:, 2]]
+        return front[~(inband & (slot >= 0))]
 
     def field_band(self, field: int, level: float, sign: float):
         """Band cells with a sign change in field ``field``: (S,) slots, (S, 8, 8, 8) cell mask and the
