@@ -169,20 +169,32 @@ class _Evaluator:
         self.count = 0
         self.count_fp32 = 0
 
-    def __call__(self, idx: torch.Tensor, cells: int, level: float, sign: float) -> torch.Tensor:
-        """Field at integer grid points ``idx`` (Q, 3) of a grid with ``cells`` cells per axis -> (F, Q) fp32."""
+    def __call__(self, idx, cells: int, level: float, sign: float, count: int = -1, sink=None):
+        """Field at integer grid points of a grid with ``cells`` cells per axis.
+
+        ``idx`` is a (Q, 3) integer tensor, or a function ``idx(start, stop) -> (q, 3)`` giving the
+        points chunk by chunk (then ``count`` = Q).  Returns (F, Q) fp32, or with ``sink`` calls
+        ``sink(start, stop, values (F, q))`` per chunk and returns None.
+        """
         h = 2.0 * self.bounds / cells
-        out = torch.empty(self.num_fields, idx.shape[0], dtype=torch.float32, device=self.device)
-        self.progress.add(math.ceil(idx.shape[0] / self.chunk_size))
-        for start in range(0, idx.shape[0], self.chunk_size):
-            pts = idx[start : start + self.chunk_size].to(torch.float32) * h - self.bounds
+        q_all = idx.shape[0] if isinstance(idx, torch.Tensor) else count
+        out = None if sink is not None else \
+            torch.empty(self.num_fields, q_all, dtype=torch.float32, device=self.device)
+        self.progress.add(math.ceil(q_all / self.chunk_size))
+        for start in range(0, q_all, self.chunk_size):
+            stop = min(start + self.chunk_size, q_all)
+            chunk = idx[start:stop] if isinstance(idx, torch.Tensor) else idx(start, stop)
+            pts = chunk.to(torch.float32) * h - self.bounds
             vals = self._call(pts, self.half_dtype)
             if self.half_dtype is not None and math.isfinite(self.margin):
                 near = ((vals - level).abs() <= self.margin).any(0)
                 if bool(near.any()):
                     vals[:, near] = self._call(pts[near], None)
                     self.count_fp32 += int(near.sum())
-            out[:, start : start + pts.shape[0]] = vals
+            if sink is not None:
+                sink(start, stop, vals)
+            else:
+                out[:, start:stop] = vals
             self.count += pts.shape[0]
             self.progress.step()
         return out
@@ -435,8 +447,15 @@ class _Level:
                 todo[:, fo] = te & ~pk
         r, c = torch.nonzero(todo, as_tuple=True)
         if r.numel():
-            pts = (self.bricks[own] << _SHIFT).index_select(0, r) + _local_table(dev).index_select(0, c)
-            vals[:, (own[r] << 9) | c] = ev(pts, self.cells, level, sign)
+            base, local = self.bricks[own] << _SHIFT, _local_table(dev)
+
+            def points(a, b):
+                return base.index_select(0, r[a:b]) + local.index_select(0, c[a:b])
+
+            def store(a, b, values):
+                vals[:, (own.index_select(0, r[a:b]) << 9) | c[a:b]] = values
+
+            ev(points, self.cells, level, sign, count=r.numel(), sink=store)
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
