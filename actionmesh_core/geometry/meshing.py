@@ -426,9 +426,11 @@ class _Level:
             self.pending[dst] |= part[hit]
             owners.append(own)
         own = _unique(torch.cat(owners), self.size) if len(owners) > 1 else slots
-        todo = self.pending[own] & ~self.known[own]
-        self.known[own] |= self.pending[own]
+        pend, known = self.pending[own], self.known[own]
+        todo = pend & ~known
+        self.known[own] = known | pend
         self.pending[own] = False
+        del pend, known
         todo = todo.view(own.numel(), _B3)
         vals = self.vals.view(F, -1)
         if parent is not None:  # even points: the parent level's grid points, value known there
@@ -616,14 +618,16 @@ def _mc_skimage(lv: _Level, field: int, level: float, sign: float):
     gy = gx
     gz = -(-nbr // (gx * gy))
     total = gx * gy * gz
-    vol = torch.full((total, n1, n1, n1), -1.0, dtype=torch.float32, device=v.device)
-    vol[:nbr] = v - level if sign > 0 else level - v  # unknown points: their cells are masked out
+    vol = torch.empty(total, n1, n1, n1, dtype=torch.float32, device=v.device)
+    torch.sub(v, level, out=vol[:nbr]) if sign > 0 else torch.sub(level, v, out=vol[:nbr])
+    vol[nbr:] = -1.0  # unknown points: their cells are masked out
     mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=v.device)
     mask[:nbr, 1:, 1:, 1:] = cells  # far corner of each band cell
 
     def pack(t):
-        t = t.view(gx, gy, gz, n1, n1, n1).permute(0, 3, 1, 4, 2, 5)
-        return t.reshape(gx * n1, gy * n1, gz * n1).cpu().numpy()
+        out = t.new_empty(gx, n1, gy, n1, gz, n1)
+        out.permute(0, 2, 4, 1, 3, 5).copy_(t.view(gx, gy, gz, n1, n1, n1))
+        return out.view(gx * n1, gy * n1, gz * n1).cpu().numpy()
 
     # inside > 0 with "ascent": counter-clockwise faces seen from outside (positive volume; tested)
     verts, faces, _n, _v = marching_cubes(pack(vol), level=0.0, gradient_direction="ascent", mask=pack(mask))
