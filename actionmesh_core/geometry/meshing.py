@@ -892,7 +892,7 @@ def sdf_to_meshes(
         "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
         "dense_points": int(dense),
         "ratio": float(ev.count) / float(dense),
-        "band_cells": int(lv.sc[: lv.size].sum()),
+        "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
         "octree_depth": d0,
         "refine_depth": d1,
         "dilation": int(dilation),
