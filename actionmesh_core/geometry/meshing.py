@@ -70,9 +70,12 @@ _B3 = _B**3
 _MASK = _B - 1
 # the 8 corner offsets of a cell, index 4*i + 2*j + k
 _CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-# brick-local offsets of the even points (2u, 2v, 2w) of a brick, and of the parent's points (u, v, w) they equal
-_EVEN_FINE = [((2 * u) << 6) | ((2 * v) << 3) | (2 * w) for u in range(4) for v in range(4) for w in range(4)]
-_EVEN_PARENT = [(u << 6) | (v << 3) | w for u in range(4) for v in range(4) for w in range(4)]
+# for k = 1, 2, 3 levels up: brick-local offsets of a brick's points (s*u, s*v, s*w), s = 2**k, and of the
+# coarser level's points (u, v, w) they equal (u, v, w < 8 / s)
+_UP = {k: ([((s * u) << 6) | ((s * v) << 3) | (s * w) for u in range(_B // s) for v in range(_B // s)
+            for w in range(_B // s)],
+           [(u << 6) | (v << 3) | w for u in range(_B // s) for v in range(_B // s) for w in range(_B // s)])
+       for k, s in ((1, 2), (2, 4), (3, 8))}
 # warp's corner order (IsoSurfaceMarchingCubes.CUBE_CORNER_OFFSETS)
 _WARP_CORNERS = ((0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1))
 
@@ -383,9 +386,10 @@ class _Level:
         flat = torch.nonzero(self.sc[: self.size].view(-1)).flatten()
         return self.bricks[flat >> 9] * _B + torch.stack([(flat >> 6) & _MASK, (flat >> 3) & _MASK, flat & _MASK], 1)
 
-    def refine(self, parents: torch.Tensor, parent: "_Level", ev: "_Evaluator", level: float, sign: float) -> None:
+    def refine(self, parents: torch.Tensor, parent: list, ev: "_Evaluator", level: float, sign: float) -> None:
         """Put the children of ``parents`` (M, 3 parent-level cells) in the band, then close it: while a
-        sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour."""
+        sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour.
+        ``parent``: the coarser levels, nearest first (their values are reused at the points they share)."""
         if parents.numel() == 0:
             return
         slots, mask = self.masks(parents, 2)
@@ -433,19 +437,20 @@ class _Level:
         del pend, known
         todo = todo.view(own.numel(), _B3)
         vals = self.vals.view(F, -1)
-        if parent is not None:  # even points: the parent level's grid points, value known there
-            o = self.bricks[own]
-            pslot = parent.map[parent.key(o >> 1)]
-            h = o & 1
-            pidx = ((pslot.clamp_min(0) << 9) | (h[:, 0] << 8) | (h[:, 1] << 5) | (h[:, 2] << 2))[:, None] \
-                + torch.tensor(_EVEN_PARENT, device=dev)
-            pk = parent.known.view(-1)[pidx] & (pslot >= 0)[:, None]
-            fo = torch.tensor(_EVEN_FINE, device=dev)
+        o = self.bricks[own]
+        for k, up in enumerate(parent[:3], 1):  # points of the coarser levels: their values, where known there
+            m = _B >> k
+            pslot = up.map[up.key(o >> k)]
+            h = (o & ((1 << k) - 1)) * m
+            pidx = ((pslot.clamp_min(0) << 9) | (h[:, 0] << 6) | (h[:, 1] << 3) | h[:, 2])[:, None] \
+                + torch.tensor(_UP[k][1], device=dev)
+            pk = up.known.view(-1)[pidx] & (pslot >= 0)[:, None]
+            fo = torch.tensor(_UP[k][0], device=dev)
             te = todo[:, fo]
             take = te & pk
             r, c = torch.nonzero(take, as_tuple=True)
             if r.numel():
-                vals[:, (own[r] << 9) | fo[c]] = parent.vals.view(F, -1)[:, pidx[r, c]]
+                vals[:, (own[r] << 9) | fo[c]] = up.vals.view(F, -1)[:, pidx[r, c]]
                 todo[:, fo] = te & ~pk
         r, c = torch.nonzero(todo, as_tuple=True)
         if r.numel():
@@ -860,15 +865,18 @@ def sdf_to_meshes(
     del pts, exact, dense
 
     # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
+    coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
     for depth in range(d0, d1):
         cells = lv.sc_cells()
         if depth < d1 - 1:  # the safety band; the finest level relies on the closure
             cells = _dilate(cells, dilation, 2**depth)
         lv.cached = None
+        coarser = [lv] + coarser[:2]
         fine = _Level(2 ** (depth + 1), num_fields, dev)
-        fine.refine(cells, lv, ev, level, sign)
+        fine.refine(cells, coarser, ev, level, sign)
         lv = fine
         del cells
+    del coarser
 
     # ---- marching cubes on the final band, one mesh per field
     h = 2.0 * float(bounds) / 2**d1
