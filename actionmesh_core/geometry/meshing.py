@@ -22,15 +22,24 @@ The band, level by level (depth ``d`` -> ``d + 1``):
    ``dilation`` cells (the safety band: a thin part that the coarser grid
    straddles shows up at a finer level next to the detected surface) and
    split in 8 children;
-2. the children's corners are evaluated (values known at level ``d`` are
-   reused, nothing is evaluated twice);
-3. *closure*: wherever a sign-change child has a face with mixed signs whose
-   neighbour across that face is not in the band, the neighbour is added and
-   evaluated, until no surface leaves the band.  So every surface component
-   that enters the band is meshed whole at the finest level, with exactly the
-   values a dense grid would have there: the mesh equals the dense-grid mesh
-   wherever the band covers the surface (tests check it against a dense
-   grid, ``octree_depth == refine_depth``, which is the dense path).
+2. the children's corners are evaluated (values known at this level or at
+   the 3 coarser ones are reused: no grid point is evaluated twice);
+3. *closure*: wherever a face with mixed signs separates a band cell from a
+   cell outside the band, that cell is added and evaluated, until no
+   surface leaves the band.  So every surface component that enters the
+   band is meshed whole at the finest level, with exactly the values a
+   dense grid would have there: the mesh equals the dense-grid mesh wherever
+   the band covers the surface (tests check it against a dense grid,
+   ``octree_depth == refine_depth``, which is the dense path).
+
+Storage and bookkeeping are dense per *brick* of 8^3 points / cells (a
+level keeps only the bricks the band touches; a dense map of bricks gives
+their slots): band membership, the points still to evaluate and the sign
+changes are bool masks per brick, updated with shifts and element-wise
+operations, so the finest level costs a few passes over its bricks rather
+than per-point index lists.  Marching cubes runs on the band's bricks laid
+side by side (scikit-image, with a mask keeping only band cells; seams
+welded by grid edge) or on the band's cells (warp-lang).
 
 What a band can miss: a surface component that no grid point of the coarse
 level sees and that does not touch the detected surface's band (e.g. a
