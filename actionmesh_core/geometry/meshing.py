@@ -351,7 +351,7 @@ class _Level:
         """(..., S, lo+8+hi, ...) block of per-brick ``store`` (..., cap, 8, 8, 8) around ``slots`` (S,), with
         ``lo`` / ``hi`` points of the neighbour bricks before / after (zeros where a neighbour is missing)."""
         n = lo + _B + hi
-        out = store.new_zeros(store.shape[:-4] + (slots.numel(), n, n, n))
+        out = torch.nn.functional.pad(store.index_select(store.dim() - 4, slots), (lo, hi) * 3)
         b = self.bricks[slots]
         rng = range(-1 if lo else 0, 2 if hi else 1)
         for d in ((x, y, z) for x in rng for y in rng for z in rng):
@@ -360,7 +360,6 @@ class _Level:
             src = tuple(slice(_B - lo, _B) if x < 0 else slice(0, _B) if x == 0 else slice(0, hi) for x in d)
             dst = tuple(slice(0, lo) if x < 0 else slice(lo, lo + _B) if x == 0 else slice(lo + _B, n) for x in d)
             if d == (0, 0, 0):
-                out[(Ellipsis, slice(None)) + dst] = store[(Ellipsis, slots) + src]
                 continue
             nbr = b + torch.tensor(d, device=self.device)
             ok = ((nbr >= 0) & (nbr < self.nb)).all(1)
