@@ -9,7 +9,9 @@ defaults: 2^6 coarse grid, narrow band up to 2^9):
 
 - points evaluated (field evaluations);
 - wall time and its ratio to one dense 257^3 scikit-image marching-cubes
-  pass over the same field, timed in the same run (the reference);
+  pass over the same field, timed in the same run (the reference); best of
+  ``--repeat`` runs; beside it the ratio of process CPU times (steadier on a
+  shared machine, equal to the wall ratio on a quiet one with 1 thread);
 - max distance from the mesh vertices to the analytic surface, in voxels of
   the final grid (analytic fields);
 - whether the thin plate is present (mesh vertices on both faces of it, far
@@ -88,24 +90,38 @@ def tiny_vae_field():
     return vae.field_fn(latent), vae.inside_sign
 
 
+class _Seconds(float):
+    """Wall seconds, with the process CPU seconds of the same run in ``.cpu``."""
+
+    cpu = float("nan")
+
+
+_REF_VOLUMES: dict = {}
+
+
 def reference_mc(fn):
-    """One dense 257^3 scikit-image marching-cubes pass over the field (evaluation not timed)."""
+    """One dense 257^3 scikit-image marching-cubes pass over the field (evaluation not timed) -> wall s (.cpu)."""
     from skimage.measure import marching_cubes
 
-    ax = torch.linspace(-BOUNDS, BOUNDS, 257)
-    with torch.no_grad():
-        vol = torch.cat([fn(c) for c in torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)
-                         .reshape(-1, 3).split(2**18)], -1).reshape(257, 257, 257).numpy()
+    if fn not in _REF_VOLUMES:  # the field on the dense grid, once per field
+        ax = torch.linspace(-BOUNDS, BOUNDS, 257)
+        with torch.no_grad():
+            _REF_VOLUMES[fn] = torch.cat([fn(c) for c in torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)
+                                          .reshape(-1, 3).split(2**18)], -1).reshape(257, 257, 257).numpy()
+    vol = _REF_VOLUMES[fn]
     lvl = 0.0 if vol.min() < 0 < vol.max() else float(np.median(vol))
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     marching_cubes(vol, level=lvl)
-    return time.perf_counter() - t0
+    out = _Seconds(time.perf_counter() - t0)
+    out.cpu = time.process_time() - c0
+    return out
 
 
 def run(extractor, fn, inside, **kw):
-    t0 = time.perf_counter()
+    """One extraction -> (mesh, wall s, process CPU s)."""
+    c0, t0 = time.process_time(), time.perf_counter()
     mesh = extractor(lambda p: fn(p).reshape(1, -1), 1, inside=inside, **kw)[0]
-    return mesh, time.perf_counter() - t0
+    return mesh, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _status_mb(key):
@@ -159,10 +175,11 @@ def bench(fields, repeat):
         ref = min(reference_mc(fn) for _ in range(repeat))
         for label, extractor, kw in (("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)),
                                      ("new 6->9 narrow band", sdf_to_meshes, {})):
-            best = None
+            best = best_cpu = None
             for _ in range(repeat):
-                mesh, dt = run(extractor, fn, inside, **kw)
+                mesh, dt, cpu = run(extractor, fn, inside, **kw)
                 best = dt if best is None else min(best, dt)
+                best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
             peak = peak_rss_mb(extractor, fn, inside, **kw)
             st = mesh.metadata["meshing"]
             dist = "n/a"
@@ -170,16 +187,16 @@ def bench(fields, repeat):
                 d = analytic(torch.from_numpy(np.asarray(mesh.vertices)).float()).abs().max().item()
                 dist = f"{d / st['voxel_size']:.3f}"
             plate = ("yes" if plate_present(mesh) else "NO") if name == "sphere_plate" else "-"
-            rows.append((name, label, st["points_evaluated"], best, ref, best / ref, dist, plate, peak,
-                         len(mesh.faces), bool(mesh.is_watertight)))
+            rows.append((name, label, st["points_evaluated"], best, ref, best / ref, best_cpu / ref.cpu, dist, plate,
+                         peak, len(mesh.faces), bool(mesh.is_watertight)))
             print("  done", rows[-1], flush=True)
     print()
-    print("| field | extractor | points evaluated | time (s) | ref 257^3 MC (s) | time / ref | max dist (voxels) "
-          "| thin plate | peak RSS of the extraction (MB) | faces | watertight |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| field | extractor | points evaluated | time (s) | ref 257^3 MC (s) | time / ref | CPU time / ref CPU "
+          "| max dist (voxels) | thin plate | peak RSS of the extraction (MB) | faces | watertight |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f}x | {r[6]} | {r[7]} | {r[8]:.0f} "
-              f"| {r[9]:,} | {r[10]} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f}x | {r[6]:.1f}x | {r[7]} | {r[8]} "
+              f"| {r[9]:.0f} | {r[10]:,} | {r[11]} |")
 
 
 _OLD_CLI = """
