@@ -462,7 +462,8 @@ class _Level:
                 todo[:, fo] = te & ~pk
         r, c = torch.nonzero(todo, as_tuple=True)
         if r.numel():
-            base, local = self.bricks[own] << _SHIFT, _local_table(dev)
+            # integer coordinates held exactly in float32 (< 2**24): the same points as an integer grid
+            base, local = (self.bricks[own] << _SHIFT).to(torch.float32), _local_table(dev)
 
             def points(a, b):
                 return base.index_select(0, r[a:b]) + local.index_select(0, c[a:b])
@@ -535,9 +536,9 @@ _LOCAL: dict = {}
 
 
 def _local_table(device) -> torch.Tensor:
-    """(512, 3) int64 brick-local coordinates of the storage index ``(i << 6) | (j << 3) | k``."""
+    """(512, 3) float32 brick-local coordinates of the storage index ``(i << 6) | (j << 3) | k``."""
     if device not in _LOCAL:
-        g = torch.arange(_B, device=device)
+        g = torch.arange(_B, device=device, dtype=torch.float32)
         _LOCAL[device] = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
     return _LOCAL[device]
 
