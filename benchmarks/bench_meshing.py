@@ -147,6 +147,7 @@ def peak_rss_mb(extractor, fn, inside, **kw) -> float:
     if pid == 0:  # child
         try:
             os.close(rd)
+            torch.set_num_threads(1)  # the parent's OpenMP thread pool does not survive fork()
             try:  # hand the heap's free pages back, so that reusing them counts again
                 import ctypes
 
