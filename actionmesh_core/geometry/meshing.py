@@ -55,6 +55,7 @@ surface keeps its fp32 sign (tested on the CPU with bf16).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Callable, Optional, Union
@@ -151,6 +152,27 @@ def grid_points(depth: int, bounds: float = 1.005, device=None) -> torch.Tensor:
 # --------------------------------------------------------------------------- field evaluation
 
 
+@contextlib.contextmanager
+def _bookkeeping_threads(ev: "_Evaluator"):
+    """On the CPU, run the extraction's own torch ops on one thread and the field on the caller's.
+
+    The band's bookkeeping is many short element-wise passes: with OpenMP
+    threads on a small machine they ran ~2x slower than on one (measured
+    with 2 threads on 2 cores); the field (a model) keeps every thread.
+    """
+    threads = torch.get_num_threads()
+    if ev.device.type != "cpu" or threads <= 1:
+        yield
+        return
+    ev.threads = threads
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        ev.threads = 0
+
+
 class _Progress:
     def __init__(self, callback: Optional[ProgressFn]):
         self.callback = callback
@@ -180,6 +202,7 @@ class _Evaluator:
         self.margin = math.inf  # |half value - level| below which a point is re-evaluated in fp32
         self.count = 0
         self.count_fp32 = 0
+        self.threads = 0  # > 1: torch threads to restore around field calls (see _bookkeeping_threads)
 
     def __call__(self, idx, cells: int, level: float, sign: float, count: int = -1, sink=None):
         """Field at integer grid points of a grid with ``cells`` cells per axis.
@@ -214,12 +237,18 @@ class _Evaluator:
     def _call(self, pts: torch.Tensor, half_dtype) -> torch.Tensor:
         from ..perf import tf32_matmuls
 
-        with torch.no_grad(), tf32_matmuls():  # TF32 only when opted in (perf flag ``tf32``)
-            if half_dtype is not None:
-                with torch.autocast(device_type=pts.device.type, dtype=half_dtype):
+        if self.threads > 1:  # the field gets the caller's threads, the bookkeeping runs on one
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad(), tf32_matmuls():  # TF32 only when opted in (perf flag ``tf32``)
+                if half_dtype is not None:
+                    with torch.autocast(device_type=pts.device.type, dtype=half_dtype):
+                        vals = self.field_fn(pts)
+                else:
                     vals = self.field_fn(pts)
-            else:
-                vals = self.field_fn(pts)
+        finally:
+            if self.threads > 1:
+                torch.set_num_threads(1)
         if isinstance(vals, np.ndarray):
             vals = torch.from_numpy(vals)
         if not isinstance(vals, torch.Tensor):
@@ -850,77 +879,78 @@ def sdf_to_meshes(
     progress.add(num_fields)
     ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
 
-    # ---- dense coarse level (the field's first evaluation also calibrates half precision)
-    n0 = 2**d0
-    lv = _Level(n0, num_fields, dev)
-    g = torch.arange(n0 + 1, device=dev)
-    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    if half is not None:
-        ev.half_dtype = None
-        exact = ev(pts, n0, level, sign)
-        ev.half_dtype = half
-        approx = torch.empty_like(exact)
-        for s in range(0, pts.shape[0], ev.chunk_size):
-            p = pts[s : s + ev.chunk_size].to(torch.float32) * (2.0 * bounds / n0) - bounds
-            approx[:, s : s + p.shape[0]] = ev._call(p, half)
-        dist = (exact - level).abs()
-        near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
-        ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-        del approx, dist, near
-    else:
-        exact = ev(pts, n0, level, sign)
-    dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
-    lv.set_dense(dense, _sign_changes(_inside(dense, level, sign))[0].any(0))
-    del pts, exact, dense
+    with _bookkeeping_threads(ev):
+        # ---- dense coarse level (the field's first evaluation also calibrates half precision)
+        n0 = 2**d0
+        lv = _Level(n0, num_fields, dev)
+        g = torch.arange(n0 + 1, device=dev)
+        pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        if half is not None:
+            ev.half_dtype = None
+            exact = ev(pts, n0, level, sign)
+            ev.half_dtype = half
+            approx = torch.empty_like(exact)
+            for s in range(0, pts.shape[0], ev.chunk_size):
+                p = pts[s : s + ev.chunk_size].to(torch.float32) * (2.0 * bounds / n0) - bounds
+                approx[:, s : s + p.shape[0]] = ev._call(p, half)
+            dist = (exact - level).abs()
+            near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
+            ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
+            del approx, dist, near
+        else:
+            exact = ev(pts, n0, level, sign)
+        dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+        lv.set_dense(dense, _sign_changes(_inside(dense, level, sign))[0].any(0))
+        del pts, exact, dense
 
-    # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
-    coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
-    for depth in range(d0, d1):
-        cells = lv.sc_cells()
-        if depth < d1 - 1:  # the safety band; the finest level relies on the closure
-            cells = _dilate(cells, dilation, 2**depth)
-        lv.cached = None
-        coarser = [lv] + coarser[:2]
-        fine = _Level(2 ** (depth + 1), num_fields, dev)
-        fine.refine(cells, coarser, ev, level, sign)
-        lv = fine
-        del cells
-    del coarser
+        # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
+        coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
+        for depth in range(d0, d1):
+            cells = lv.sc_cells()
+            if depth < d1 - 1:  # the safety band; the finest level relies on the closure
+                cells = _dilate(cells, dilation, 2**depth)
+            lv.cached = None
+            coarser = [lv] + coarser[:2]
+            fine = _Level(2 ** (depth + 1), num_fields, dev)
+            fine.refine(cells, coarser, ev, level, sign)
+            lv = fine
+            del cells
+        del coarser
 
-    # ---- marching cubes on the final band, one mesh per field
-    h = 2.0 * float(bounds) / 2**d1
-    meshes: list[trimesh.Trimesh] = []
-    empty_fields = []
-    for f in range(num_fields):
-        verts, faces = (_mc_warp if backend == "warp" else _mc_skimage)(lv, f, level, sign)
-        if len(faces) == 0:
-            empty_fields.append(f)
-        meshes.append(trimesh.Trimesh(verts * h - float(bounds), faces, process=False))
-        progress.step()
-    if empty_fields and not allow_empty:
-        raise ValueError(
-            f"sdf_to_meshes: field(s) {empty_fields} have no surface at level {level} inside "
-            f"[-{bounds}, {bounds}]^3 (all values on one side); check the latent, the level and the "
-            "`inside` convention, or pass allow_empty=True"
-        )
-    dense = (2**d1 + 1) ** 3
-    stats = {
-        "points_evaluated": int(ev.count),
-        "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
-        "dense_points": int(dense),
-        "ratio": float(ev.count) / float(dense),
-        "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
-        "octree_depth": d0,
-        "refine_depth": d1,
-        "dilation": int(dilation),
-        "voxel_size": h,
-        "bounds": float(bounds),
-        "precision": "fp32" if half is None else str(half).replace("torch.", ""),
-        "backend": backend,
-    }
-    for m in meshes:
-        m.metadata["meshing"] = dict(stats)
-    return meshes
+        # ---- marching cubes on the final band, one mesh per field
+        h = 2.0 * float(bounds) / 2**d1
+        meshes: list[trimesh.Trimesh] = []
+        empty_fields = []
+        for f in range(num_fields):
+            verts, faces = (_mc_warp if backend == "warp" else _mc_skimage)(lv, f, level, sign)
+            if len(faces) == 0:
+                empty_fields.append(f)
+            meshes.append(trimesh.Trimesh(verts * h - float(bounds), faces, process=False))
+            progress.step()
+        if empty_fields and not allow_empty:
+            raise ValueError(
+                f"sdf_to_meshes: field(s) {empty_fields} have no surface at level {level} inside "
+                f"[-{bounds}, {bounds}]^3 (all values on one side); check the latent, the level and the "
+                "`inside` convention, or pass allow_empty=True"
+            )
+        dense = (2**d1 + 1) ** 3
+        stats = {
+            "points_evaluated": int(ev.count),
+            "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
+            "dense_points": int(dense),
+            "ratio": float(ev.count) / float(dense),
+            "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
+            "octree_depth": d0,
+            "refine_depth": d1,
+            "dilation": int(dilation),
+            "voxel_size": h,
+            "bounds": float(bounds),
+            "precision": "fp32" if half is None else str(half).replace("torch.", ""),
+            "backend": backend,
+        }
+        for m in meshes:
+            m.metadata["meshing"] = dict(stats)
+        return meshes
 
 
 def sdf_to_mesh(field_fn: FieldFn, **kwargs) -> trimesh.Trimesh:
