@@ -18,7 +18,8 @@ defaults: 2^6 coarse grid, narrow band up to 2^9):
   from the sphere);
 - peak memory of the extraction: the peak resident set size (VmHWM) above
   the process's resident size at the start, measured in a forked child per
-  extractor and field (peak reset through ``/proc/self/clear_refs``), so it
+  extractor and field (free heap pages handed back with ``malloc_trim``,
+  peak reset through ``/proc/self/clear_refs``), so it
   counts torch's and numpy's buffers alike.
 
 ``--cli`` also times the 16-frame default CLI run with tiny weights old vs new
