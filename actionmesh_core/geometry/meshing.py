@@ -331,15 +331,16 @@ class _Level:
 
     # ---- slots
     def _grow(self, need: int) -> None:
-        if need <= self.cap:
+        if need < self.cap:  # at least one slot stays free and zero: ``gather``'s stand-in for missing bricks
             return
         cap = max(need + need // 2, 2 * self.cap, 64)
-        extra = cap - self.cap
 
         def ext(t, dim=0):
             shape = list(t.shape)
-            shape[dim] = extra
-            return torch.cat([t, t.new_zeros(shape)], dim)
+            shape[dim] = cap
+            out = t.new_zeros(shape)
+            out.narrow(dim, 0, self.size).copy_(t.narrow(dim, 0, self.size))
+            return out
 
         self.bricks = ext(self.bricks)
         self.vals = ext(self.vals, 1)
@@ -380,8 +381,10 @@ class _Level:
         """(..., S, lo+8+hi, ...) block of per-brick ``store`` (..., cap, 8, 8, 8) around ``slots`` (S,), with
         ``lo`` / ``hi`` points of the neighbour bricks before / after (zeros where a neighbour is missing)."""
         n = lo + _B + hi
-        out = torch.nn.functional.pad(store.index_select(store.dim() - 4, slots), (lo, hi) * 3)
+        dim = store.dim() - 4
+        out = torch.nn.functional.pad(store.index_select(dim, slots), (lo, hi) * 3)
         b = self.bricks[slots]
+        zero = self.size  # a free slot, all zero (the capacity always exceeds the size)
         rng = range(-1 if lo else 0, 2 if hi else 1)
         for d in ((x, y, z) for x in rng for y in rng for z in rng):
             if faces_only and sum(map(abs, d)) > 1:
@@ -392,12 +395,9 @@ class _Level:
                 continue
             nbr = b + torch.tensor(d, device=self.device)
             ok = ((nbr >= 0) & (nbr < self.nb)).all(1)
-            rows = torch.nonzero(ok).flatten()
-            s = self.map[self.key(nbr[rows])]
-            hit = s >= 0
-            rows, s = rows[hit], s[hit]
-            if rows.numel():
-                out[(Ellipsis, rows) + dst] = store[(Ellipsis, s) + src]
+            s = self.map[self.key(nbr.clamp(0, self.nb - 1))]
+            s = torch.where(ok & (s >= 0), s, zero)
+            out[(Ellipsis, slice(None)) + dst] = store[(Ellipsis, slice(None)) + src].index_select(dim, s)
         return out
 
     # ---- filling
