@@ -423,16 +423,16 @@ class _Level:
         flat = torch.nonzero(self.sc[: self.size].view(-1)).flatten()
         return self.bricks[flat >> 9] * _B + torch.stack([(flat >> 6) & _MASK, (flat >> 3) & _MASK, flat & _MASK], 1)
 
-    def refine(self, parents: torch.Tensor, parent: list, ev: "_Evaluator", level: float, sign: float) -> None:
+    def refine(self, parents: torch.Tensor, coarser: list, ev: "_Evaluator", level: float, sign: float) -> None:
         """Put the children of ``parents`` (M, 3 parent-level cells) in the band, then close it: while a
         sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour.
-        ``parent``: the coarser levels, nearest first (their values are reused at the points they share)."""
+        ``coarser``: the coarser levels, nearest first (their values are reused at the points they share)."""
         if parents.numel() == 0:
             return
         slots, mask = self.masks(parents, 2)
         passes = 0
         while slots.numel():
-            front = self._activate(slots, mask, parent, ev, level, sign, fresh=passes == 0)
+            front = self._activate(slots, mask, coarser, ev, level, sign, fresh=passes == 0)
             passes += 1
             if front.numel() == 0:
                 break
@@ -440,9 +440,9 @@ class _Level:
         if passes > 1:  # the closure added cells: values gathered before it may miss their far faces
             self.cached = None
 
-    def _activate(self, slots, mask, parent, ev, level, sign, fresh=False) -> torch.Tensor:
+    def _activate(self, slots, mask, coarser, ev, level, sign, fresh=False) -> torch.Tensor:
         """Add the cells ``mask`` (S, 8, 8, 8) of bricks ``slots`` (S,) to the band: evaluate their corners
-        (reusing known values and the parent level's even points), mark their sign changes, and return the
+        (reusing known values and those of the ``coarser`` levels), mark their sign changes, and return the
         (Q, 3) cells the closure must add next."""
         dev, F = self.device, self.num_fields
         if fresh:  # nothing of this level is in the band yet
@@ -475,7 +475,7 @@ class _Level:
         todo = todo.view(own.numel(), _B3)
         vals = self.vals.view(F, -1)
         o = self.bricks[own]
-        for k, up in enumerate(parent[:3], 1):  # points of the coarser levels: their values, where known there
+        for k, up in enumerate(coarser[:3], 1):  # points of the coarser levels: their values, where known there
             m = _B >> k
             pslot = up.map[up.key(o >> k)]
             h = (o & ((1 << k) - 1)) * m
