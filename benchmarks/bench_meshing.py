@@ -10,14 +10,18 @@ defaults: 2^6 coarse grid, narrow band up to 2^9):
 
 - points evaluated (field evaluations);
 - wall time and its ratio to one dense 257^3 scikit-image marching-cubes
-  pass over the same field, timed in the same run (the reference);
+  pass over the same field, timed in the same run (the reference); best of
+  ``--repeat`` runs; beside it the ratio of process CPU times (steadier on a
+  shared machine, equal to the wall ratio on a quiet one with 1 thread);
 - max distance from the mesh vertices to the analytic surface, in voxels of
   the final grid (analytic fields);
 - whether the thin plate is present (mesh vertices on both faces of it, far
   from the sphere);
-- peak memory: Python-heap peak of the extraction (``tracemalloc`` sees
-  numpy and torch CPU buffers only through their allocations; RSS growth is
-  printed beside it).
+- peak memory of the extraction: the peak resident set size (VmHWM) above
+  the process's resident size at the start, measured in a forked child per
+  extractor and field (free heap pages handed back with ``malloc_trim``,
+  peak reset through ``/proc/self/clear_refs``), so it
+  counts torch's and numpy's buffers alike.
 
 ``--cli`` also times the 16-frame default CLI run with tiny weights old vs new
 end to end (the old run passes ``--octree-depth 8`` and swaps the library's
@@ -88,39 +92,82 @@ def tiny_vae_field():
     return vae.field_fn(latent), vae.inside_sign
 
 
+class _Seconds(float):
+    """Wall seconds, with the process CPU seconds of the same run in ``.cpu``."""
+
+    cpu = float("nan")
+
+
+_REF_VOLUMES: dict = {}
+
+
 def reference_mc(fn):
-    """One dense 257^3 scikit-image marching-cubes pass over the field (evaluation not timed)."""
+    """One dense 257^3 scikit-image marching-cubes pass over the field (evaluation not timed) -> wall s (.cpu)."""
     from skimage.measure import marching_cubes
 
-    ax = torch.linspace(-BOUNDS, BOUNDS, 257)
-    with torch.no_grad():
-        vol = torch.cat([fn(c) for c in torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)
-                         .reshape(-1, 3).split(2**18)], -1).reshape(257, 257, 257).numpy()
+    if fn not in _REF_VOLUMES:  # the field on the dense grid, once per field
+        ax = torch.linspace(-BOUNDS, BOUNDS, 257)
+        with torch.no_grad():
+            _REF_VOLUMES[fn] = torch.cat([fn(c) for c in torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)
+                                          .reshape(-1, 3).split(2**18)], -1).reshape(257, 257, 257).numpy()
+    vol = _REF_VOLUMES[fn]
     lvl = 0.0 if vol.min() < 0 < vol.max() else float(np.median(vol))
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     marching_cubes(vol, level=lvl)
-    return time.perf_counter() - t0
+    out = _Seconds(time.perf_counter() - t0)
+    out.cpu = time.process_time() - c0
+    return out
 
 
-def _rss_mb():
+def run(extractor, fn, inside, **kw):
+    """One extraction -> (mesh, wall s, process CPU s)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    mesh = extractor(lambda p: fn(p).reshape(1, -1), 1, inside=inside, **kw)[0]
+    return mesh, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _status_mb(key):
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def run(extractor, fn, inside, **kw):
-    import tracemalloc
+def peak_rss_mb(extractor, fn, inside, **kw) -> float:
+    """Peak resident memory (MB) of one extraction above the process's resident size before it.
 
-    rss0 = _rss_mb()
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    mesh = extractor(lambda p: fn(p).reshape(1, -1), 1, inside=inside, **kw)[0]
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return mesh, dt, peak, _rss_mb() - rss0
+    Runs in a forked child (so earlier runs do not hide the peak): the
+    child resets its peak (``echo 5 > /proc/self/clear_refs``), runs the
+    extractor and reports VmHWM - VmRSS-at-start.  NaN where that is not
+    available (not Linux).
+    """
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
+        return float("nan")
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(rd)
+            torch.set_num_threads(1)  # the parent's OpenMP thread pool does not survive fork()
+            try:  # hand the heap's free pages back, so that reusing them counts again
+                import ctypes
+
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except OSError:
+                pass
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            base = _status_mb("VmRSS")
+            extractor(lambda p: fn(p).reshape(1, -1), 1, inside=inside, **kw)
+            os.write(wr, f"{_status_mb('VmHWM') - base}".encode())
+        finally:
+            os._exit(0)
+    os.close(wr)
+    with os.fdopen(rd) as fh:
+        text = fh.read()
+    os.waitpid(pid, 0)
+    return float(text) if text else float("nan")
 
 
 def bench(fields, repeat):
@@ -142,25 +189,27 @@ def bench(fields, repeat):
         ref = min(reference_mc(fn) for _ in range(repeat))
         for label, extractor, kw in (("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)),
                                      ("new 6->9 narrow band", sdf_to_meshes, {})):
-            best = None
+            best = best_cpu = None
             for _ in range(repeat):
-                mesh, dt, peak, drss = run(extractor, fn, inside, **kw)
+                mesh, dt, cpu = run(extractor, fn, inside, **kw)
                 best = dt if best is None else min(best, dt)
+                best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
+            peak = peak_rss_mb(extractor, fn, inside, **kw)
             st = mesh.metadata["meshing"]
             dist = "n/a"
             if analytic is not None:
                 d = analytic(torch.from_numpy(np.asarray(mesh.vertices)).float()).abs().max().item()
                 dist = f"{d / st['voxel_size']:.3f}"
             plate = ("yes" if plate_present(mesh) else "NO") if name == "sphere_plate" else "-"
-            rows.append((name, label, st["points_evaluated"], best, ref, best / ref, dist, plate, peak, drss,
-                         len(mesh.faces), bool(mesh.is_watertight)))
+            rows.append((name, label, st["points_evaluated"], best, ref, best / ref, best_cpu / ref.cpu, dist, plate,
+                         peak, len(mesh.faces), bool(mesh.is_watertight)))
             print("  done", rows[-1], flush=True)
     print()
-    print("| field | extractor | points evaluated | time (s) | ref 257^3 MC (s) | time / ref | max dist (voxels) "
-          "| thin plate | peak heap (MB) | RSS growth (MB) | faces | watertight |")
+    print("| field | extractor | points evaluated | time (s) | ref 257^3 MC (s) | time / ref | CPU time / ref CPU "
+          "| max dist (voxels) | thin plate | peak RSS of the extraction (MB) | faces | watertight |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f}x | {r[6]} | {r[7]} | {r[8]:.0f} "
+        print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f}x | {r[6]:.1f}x | {r[7]} | {r[8]} "
               f"| {r[9]:.0f} | {r[10]:,} | {r[11]} |")
 
 

@@ -34,10 +34,10 @@ def box_sdf(p, center, half):
     return q.clamp_min(0).norm(dim=-1) + q.max(-1).values.clamp_max(0)
 
 
-def sphere_with_plate(half_thickness):
-    """Sphere r=0.5 plus a plate |z - 0.013| < t, x in [0.4, 0.95], |y| < 0.2 touching it."""
+def sphere_with_plate(half_thickness, z=0.013):
+    """Sphere r=0.5 plus a plate |z - z0| < t, x in [0.4, 0.95], |y| < 0.2 touching it."""
     def f(p):
-        return torch.minimum(p.norm(dim=-1) - 0.5, box_sdf(p, (0.675, 0.0, 0.013), (0.275, 0.2, half_thickness)))
+        return torch.minimum(p.norm(dim=-1) - 0.5, box_sdf(p, (0.675, 0.0, z), (0.275, 0.2, half_thickness)))
 
     return f
 
@@ -109,14 +109,16 @@ def test_band_matches_dense_grid_with_far_fewer_evaluations(coarse, dilation):
 
 def test_closure_follows_a_plate_the_coarse_grid_cannot_see():
     """A plate thinner than a coarse cell, between coarse grid planes, touching a sphere: meshed whole."""
-    t = 0.6 * voxel(6)  # half thickness: 1.2 voxels of the final grid, invisible at depths 3..5
-    f = sphere_with_plate(t)
+    # the plate holds only the grid plane z = 1 voxel of depth 6 (z = 0, a plane of every depth, and z = 2 voxels
+    # lie outside it): invisible at depths 3..5 away from the sphere, so only the closure finds it at depth 6
+    t = 0.3 * voxel(6)
+    f = sphere_with_plate(t, z=voxel(6))
     mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0)
     dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
     np.testing.assert_allclose(mesh_key(mesh), mesh_key(dense), atol=1e-6)
     v = mesh.vertices
     tip = v[v[:, 0] > 0.9]
-    assert len(tip) and (tip[:, 2] > 0.013).any() and (tip[:, 2] < 0.013).any()  # both faces up to its end
+    assert len(tip) and (tip[:, 2] > voxel(6)).any() and (tip[:, 2] < voxel(6)).any()  # both faces up to its end
     assert mesh.is_watertight
 
 
@@ -254,3 +256,33 @@ def test_half_precision_on_cuda_by_default():
     assert st["precision"] == "bfloat16"
     assert st["backend"] == ("warp" if "warp" in available_backends("cuda") else "skimage")
     assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.5).max() < voxel(6)
+
+
+@pytest.mark.parametrize("dilation", [0, 1])
+def test_surface_leaving_the_box_matches_dense_grid(dilation):
+    """A surface cut by the box (open at its faces): the band stops at the box and equals the dense grid.
+
+    (A closure that keeps proposing the cells across the box's faces never ends; one that drops the band's own
+    border cells there loses the triangles next to the faces.)"""
+    f = sphere_sdf(1.1, (0.2, -0.1, 0.05))
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    band = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=dilation)
+    assert len(band.faces) == len(dense.faces) > 1000
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    assert np.abs(band.vertices).max() <= BOUNDS + 1e-9
+
+
+def test_no_grid_point_is_evaluated_twice():
+    """Points shared by bricks, levels (even points) and closure passes are evaluated once, and counted."""
+    seen = []
+
+    def field(p):
+        seen.append(p.clone())
+        return sphere_with_plate(0.3 * voxel(6), z=voxel(6))(p)[None]  # the plate needs closure passes
+
+    mesh = sdf_to_meshes(field, 1, octree_depth=3, refine_depth=6, dilation=0, chunk_size=3000)[0]
+    pts = torch.cat(seen)
+    assert pts.shape[0] == mesh.metadata["meshing"]["points_evaluated"]
+    grid = torch.round((pts.double() + BOUNDS) / voxel(6)).long()  # every level's points lie on the final grid
+    key = (grid[:, 0] * 65 + grid[:, 1]) * 65 + grid[:, 2]
+    assert torch.unique(key).numel() == key.numel()

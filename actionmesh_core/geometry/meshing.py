@@ -22,15 +22,24 @@ The band, level by level (depth ``d`` -> ``d + 1``):
    ``dilation`` cells (the safety band: a thin part that the coarser grid
    straddles shows up at a finer level next to the detected surface) and
    split in 8 children;
-2. the children's corners are evaluated (values known at level ``d`` are
-   reused, nothing is evaluated twice);
-3. *closure*: wherever a sign-change child has a face with mixed signs whose
-   neighbour across that face is not in the band, the neighbour is added and
-   evaluated, until no surface leaves the band.  So every surface component
-   that enters the band is meshed whole at the finest level, with exactly the
-   values a dense grid would have there: the mesh equals the dense-grid mesh
-   wherever the band covers the surface (tests check it against a dense
-   grid, ``octree_depth == refine_depth``, which is the dense path).
+2. the children's corners are evaluated (values known at this level or at
+   the 3 coarser ones are reused: no grid point is evaluated twice);
+3. *closure*: wherever a face with mixed signs separates a band cell from a
+   cell outside the band, that cell is added and evaluated, until no
+   surface leaves the band.  So every surface component that enters the
+   band is meshed whole at the finest level, with exactly the values a
+   dense grid would have there: the mesh equals the dense-grid mesh wherever
+   the band covers the surface (tests check it against a dense grid,
+   ``octree_depth == refine_depth``, which is the dense path).
+
+Storage and bookkeeping are dense per *brick* of 8^3 points / cells (a
+level keeps only the bricks the band touches; a dense map of bricks gives
+their slots): band membership, the points still to evaluate and the sign
+changes are bool masks per brick, updated with shifts and element-wise
+operations, so the finest level costs a few passes over its bricks rather
+than per-point index lists.  Marching cubes runs on the band's bricks laid
+side by side (scikit-image, with a mask keeping only band cells; seams
+welded by grid edge) or on the band's cells (warp-lang).
 
 What a band can miss: a surface component that no grid point of the coarse
 level sees and that does not touch the detected surface's band (e.g. a
@@ -46,6 +55,7 @@ surface keeps its fp32 sign (tested on the CPU with bf16).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Callable, Optional, Union
@@ -65,22 +75,20 @@ BACKENDS = ("skimage", "warp")
 """Marching-cubes backends: scikit-image (CPU) and warp-lang (``warp.geometry.sparse_marching_cubes_from_cells``)."""
 
 _SHIFT = 3
-_B = 1 << _SHIFT  # brick side (cells / points per axis owned by one storage brick)
+_B = 1 << _SHIFT  # brick side: cells / points per axis owned by one storage brick
 _B3 = _B**3
 _MASK = _B - 1
 # the 8 corner offsets of a cell, index 4*i + 2*j + k
-_CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=torch.long)
-# the 27 grid points of a cell's 2x2x2 children (offsets from twice the parent cell)
-_BLOCK = torch.tensor([[i, j, k] for i in (0, 1, 2) for j in (0, 1, 2) for k in (0, 1, 2)], dtype=torch.long)
-# the 9 block points on each side of a parent's 3x3x3 block, same side order as _FACE_STEP
-_SIDE_POINTS = torch.tensor([[i * 9 + j * 3 + k for i in range(3) for j in range(3) for k in range(3)
-                              if (i, j, k)[axis] == side] for axis in range(3) for side in (0, 2)])
-# the neighbour across each of the 6 sides of a cell: (x low, x high, y low, y high, z low, z high)
-_FACE_STEP = torch.tensor([[(1 if side else -1) if a == axis else 0 for a in range(3)]
-                           for axis in range(3) for side in (0, 1)])
-# warp's corner order (IsoSurfaceMarchingCubes.CUBE_CORNER_OFFSETS) as indices into _CORNERS
-_WARP_ORDER = [4 * i + 2 * j + k for i, j, k in ((0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0),
-                                                  (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1))]
+_CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+# for k = 1, 2, 3 levels up: brick-local offsets of a brick's points (s*u, s*v, s*w), s = 2**k, and of the
+# coarser level's points (u, v, w) they equal (u, v, w < 8 / s)
+_UP = {k: ([((s * u) << 6) | ((s * v) << 3) | (s * w) for u in range(_B // s) for v in range(_B // s)
+            for w in range(_B // s)],
+           [(u << 6) | (v << 3) | w for u in range(_B // s) for v in range(_B // s) for w in range(_B // s)])
+       for k, s in ((1, 2), (2, 4), (3, 8))}
+# warp's corner order (IsoSurfaceMarchingCubes.CUBE_CORNER_OFFSETS)
+_WARP_CORNERS = ((0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1))
+
 _LOGGED: set = set()
 
 
@@ -144,6 +152,27 @@ def grid_points(depth: int, bounds: float = 1.005, device=None) -> torch.Tensor:
 # --------------------------------------------------------------------------- field evaluation
 
 
+@contextlib.contextmanager
+def _bookkeeping_threads(ev: "_Evaluator"):
+    """On the CPU, run the extraction's own torch ops on one thread and the field on the caller's.
+
+    The band's bookkeeping is many short element-wise passes: with OpenMP
+    threads on a small machine they ran ~2x slower than on one (measured
+    with 2 threads on 2 cores); the field (a model) keeps every thread.
+    """
+    threads = torch.get_num_threads()
+    if ev.device.type != "cpu" or threads <= 1:
+        yield
+        return
+    ev.threads = threads
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        ev.threads = 0
+
+
 class _Progress:
     def __init__(self, callback: Optional[ProgressFn]):
         self.callback = callback
@@ -173,21 +202,34 @@ class _Evaluator:
         self.margin = math.inf  # |half value - level| below which a point is re-evaluated in fp32
         self.count = 0
         self.count_fp32 = 0
+        self.threads = 0  # > 1: torch threads to restore around field calls (see _bookkeeping_threads)
 
-    def __call__(self, idx: torch.Tensor, cells: int, level: float, sign: float) -> torch.Tensor:
-        """Field at integer grid points ``idx`` (Q, 3) of a grid with ``cells`` cells per axis -> (F, Q) fp32."""
+    def __call__(self, idx, cells: int, level: float, sign: float, count: int = -1, sink=None):
+        """Field at integer grid points of a grid with ``cells`` cells per axis.
+
+        ``idx`` is a (Q, 3) integer tensor, or a function ``idx(start, stop) -> (q, 3)`` giving the
+        points chunk by chunk (then ``count`` = Q).  Returns (F, Q) fp32, or with ``sink`` calls
+        ``sink(start, stop, values (F, q))`` per chunk and returns None.
+        """
         h = 2.0 * self.bounds / cells
-        out = torch.empty(self.num_fields, idx.shape[0], dtype=torch.float32, device=self.device)
-        self.progress.add(math.ceil(idx.shape[0] / self.chunk_size))
-        for start in range(0, idx.shape[0], self.chunk_size):
-            pts = idx[start : start + self.chunk_size].to(torch.float32) * h - self.bounds
+        q_all = idx.shape[0] if isinstance(idx, torch.Tensor) else count
+        out = None if sink is not None else \
+            torch.empty(self.num_fields, q_all, dtype=torch.float32, device=self.device)
+        self.progress.add(math.ceil(q_all / self.chunk_size))
+        for start in range(0, q_all, self.chunk_size):
+            stop = min(start + self.chunk_size, q_all)
+            chunk = idx[start:stop] if isinstance(idx, torch.Tensor) else idx(start, stop)
+            pts = chunk.to(torch.float32) * h - self.bounds
             vals = self._call(pts, self.half_dtype)
             if self.half_dtype is not None and math.isfinite(self.margin):
                 near = ((vals - level).abs() <= self.margin).any(0)
                 if bool(near.any()):
                     vals[:, near] = self._call(pts[near], None)
                     self.count_fp32 += int(near.sum())
-            out[:, start : start + pts.shape[0]] = vals
+            if sink is not None:
+                sink(start, stop, vals)
+            else:
+                out[:, start:stop] = vals
             self.count += pts.shape[0]
             self.progress.step()
         return out
@@ -195,12 +237,18 @@ class _Evaluator:
     def _call(self, pts: torch.Tensor, half_dtype) -> torch.Tensor:
         from ..perf import tf32_matmuls
 
-        with torch.no_grad(), tf32_matmuls():  # TF32 only when opted in (perf flag ``tf32``)
-            if half_dtype is not None:
-                with torch.autocast(device_type=pts.device.type, dtype=half_dtype):
+        if self.threads > 1:  # the field gets the caller's threads, the bookkeeping runs on one
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad(), tf32_matmuls():  # TF32 only when opted in (perf flag ``tf32``)
+                if half_dtype is not None:
+                    with torch.autocast(device_type=pts.device.type, dtype=half_dtype):
+                        vals = self.field_fn(pts)
+                else:
                     vals = self.field_fn(pts)
-            else:
-                vals = self.field_fn(pts)
+        finally:
+            if self.threads > 1:
+                torch.set_num_threads(1)
         if isinstance(vals, np.ndarray):
             vals = torch.from_numpy(vals)
         if not isinstance(vals, torch.Tensor):
@@ -226,15 +274,43 @@ class _Evaluator:
         return vals
 
 
-# --------------------------------------------------------------------------- sparse storage of one level
+# --------------------------------------------------------------------------- brick storage of one level
+
+
+def _inside(v: torch.Tensor, level: float, sign: float) -> torch.Tensor:
+    """Bool: the value lies inside (above ``level`` for ``sign > 0``, below it otherwise)."""
+    return v > level if sign > 0 else v < level
+
+
+def _sign_changes(ins: torch.Tensor):
+    """Edge crossings of point signs ``ins`` (..., n+1, n+1, n+1) bool -> cells and faces with mixed signs.
+
+    Returns ``cells`` (..., n, n, n): the cell's 8 corners are not all on one
+    side; ``fx`` (..., n+1, n, n), ``fy`` (..., n, n+1, n), ``fz`` (..., n, n,
+    n+1): the face normal to x / y / z at that plane has mixed corners (one
+    of its 4 edges crosses the level).
+    """
+    ex = ins[..., :-1, :, :] ^ ins[..., 1:, :, :]  # (n, n+1, n+1) x edges
+    ey = ins[..., :, :-1, :] ^ ins[..., :, 1:, :]
+    ez = ins[..., :, :, :-1] ^ ins[..., :, :, 1:]
+    fx = ey[..., :, :, :-1] | ey[..., :, :, 1:] | ez[..., :, :-1, :] | ez[..., :, 1:, :]
+    fy = ex[..., :, :, :-1] | ex[..., :, :, 1:] | ez[..., :-1, :, :] | ez[..., 1:, :, :]
+    fz = ex[..., :, :-1, :] | ex[..., :, 1:, :] | ey[..., :-1, :, :] | ey[..., 1:, :, :]
+    # a cell whose two x faces are uniform changes sign iff its x edges cross
+    cells = fx[..., :-1, :, :] | fx[..., 1:, :, :] | ex[..., :, :-1, :-1]
+    return cells, fx, fy, fz
 
 
 class _Level:
-    """Field values at the grid points of one level, stored in bricks of ``_B**3`` points.
+    """Field values and band cells of one level, dense inside bricks of ``_B**3`` points / cells.
 
-    Point ``p`` (integer, 0..N per axis) is owned by brick ``p >> 3`` at local
-    index ``p & 7``; a dense (N/8 + 1)^3 map gives each allocated brick's
-    slot, so a lookup is a few shifts and one gather, and no sort is needed.
+    Point (or cell) ``p`` (integer, 0..N per axis) is owned by brick ``p >> 3``
+    at local index ``p & 7``; a dense (N/8 + 1)^3 map gives each allocated
+    brick's slot.  Per slot: field values ``vals`` (F, 8, 8, 8), ``known``
+    points, ``active`` cells (in the band, all 8 corners known) and ``sc``
+    cells (active with a sign change in some field).  All bookkeeping is
+    dense per brick (masks, shifts), so its cost does not grow with a
+    per-point index list.
     """
 
     def __init__(self, cells: int, num_fields: int, device: torch.device):
@@ -245,141 +321,269 @@ class _Level:
         self.map = torch.full((self.nb**3,), -1, dtype=torch.long, device=device)
         self.size = 0
         self.cap = 0
-        self.vals = torch.empty(num_fields, 0, dtype=torch.float32, device=device)
-        self.known = torch.zeros(0, dtype=torch.bool, device=device)
-        self.origin = torch.zeros(0, 3, dtype=torch.long, device=device)
+        self.bricks = torch.zeros(0, 3, dtype=torch.long, device=device)
+        self.vals = torch.zeros(num_fields, 0, _B, _B, _B, dtype=torch.float32, device=device)
+        self.known = torch.zeros(0, _B, _B, _B, dtype=torch.bool, device=device)
+        self.active = torch.zeros_like(self.known)
+        self.sc = torch.zeros_like(self.known)
+        self.pending = torch.zeros_like(self.known)
+        self.cached = None  # (slots (S,), values (F, S, 9, 9, 9)) of the last band pass
 
+    # ---- slots
     def _grow(self, need: int) -> None:
-        if need <= self.cap:
+        if need < self.cap:  # at least one slot stays free and zero: ``gather``'s stand-in for missing bricks
             return
-        cap = max(need, 2 * self.cap, 64)
-        extra = (cap - self.cap) * _B3
-        self.vals = torch.cat([self.vals, self.vals.new_zeros(self.num_fields, extra)], 1)
-        self.known = torch.cat([self.known, self.known.new_zeros(extra)])
-        self.origin = torch.cat([self.origin, self.origin.new_zeros(cap - self.cap, 3)])
+        cap = max(need + need // 2, 2 * self.cap, 64)
+
+        def ext(t, dim=0):
+            shape = list(t.shape)
+            shape[dim] = cap
+            out = t.new_zeros(shape)
+            out.narrow(dim, 0, self.size).copy_(t.narrow(dim, 0, self.size))
+            return out
+
+        self.bricks = ext(self.bricks)
+        self.vals = ext(self.vals, 1)
+        self.known, self.active, self.sc, self.pending = (ext(t) for t in (self.known, self.active, self.sc,
+                                                                           self.pending))
         self.cap = cap
 
-    def brick_keys(self, bricks: torch.Tensor) -> torch.Tensor:
+    def key(self, bricks: torch.Tensor) -> torch.Tensor:
         return (bricks[:, 0] * self.nb + bricks[:, 1]) * self.nb + bricks[:, 2]
 
-    def ensure(self, pts: torch.Tensor) -> None:
-        """Allocate the bricks owning the points ``pts`` (Q, 3)."""
-        if pts.numel():
-            self.ensure_keys(self.brick_keys(pts >> _SHIFT))
+    def slots(self, keys: torch.Tensor) -> torch.Tensor:
+        """Slots of the bricks with dense keys ``keys`` (Q,), allocating the missing ones -> (Q,)."""
+        miss = keys[self.map[keys] < 0]
+        if miss.numel():
+            new = _unique(miss, self.nb**3)
+            self._grow(self.size + new.numel())
+            self.map[new] = torch.arange(self.size, self.size + new.numel(), device=self.device)
+            nb = self.nb
+            self.bricks[self.size : self.size + new.numel()] = torch.stack([new // (nb * nb), (new // nb) % nb,
+                                                                            new % nb], 1)
+            self.size += new.numel()
+        return self.map[keys]
 
-    def ensure_keys(self, keys: torch.Tensor) -> None:
-        """Allocate the bricks with dense keys ``keys`` (Q,)."""
-        flag = torch.zeros(self.nb**3, dtype=torch.bool, device=self.device)
-        flag[keys] = True
-        flag &= self.map < 0
-        new = torch.nonzero(flag).flatten()
-        if new.numel() == 0:
+    def masks(self, coords: torch.Tensor, shift: int):
+        """Cells (M, 3) of this level (``shift=3``) or of its parent level (``shift=2``, each -> its 8 children)
+        -> (S,) unique brick slots and (S, 8, 8, 8) bool cell masks."""
+        keys = self.key(coords >> shift)
+        uk, inv = _unique(keys, self.nb**3, inverse=True)
+        r = 1 << shift
+        loc = coords & (r - 1)
+        m = torch.zeros(uk.numel(), r, r, r, dtype=torch.bool, device=self.device)
+        m[inv, loc[:, 0], loc[:, 1], loc[:, 2]] = True
+        if shift == 2:
+            m = m[:, :, None, :, None, :, None].expand(-1, 4, 2, 4, 2, 4, 2).reshape(-1, _B, _B, _B)
+        return self.slots(uk), m
+
+    def gather(self, store: torch.Tensor, slots: torch.Tensor, lo: int, hi: int, faces_only: bool = False):
+        """(..., S, lo+8+hi, ...) block of per-brick ``store`` (..., cap, 8, 8, 8) around ``slots`` (S,), with
+        ``lo`` / ``hi`` points of the neighbour bricks before / after (zeros where a neighbour is missing)."""
+        n = lo + _B + hi
+        dim = store.dim() - 4
+        out = torch.nn.functional.pad(store.index_select(dim, slots), (lo, hi) * 3)
+        b = self.bricks[slots]
+        zero = self.size  # a free slot, all zero (the capacity always exceeds the size)
+        rng = range(-1 if lo else 0, 2 if hi else 1)
+        for d in ((x, y, z) for x in rng for y in rng for z in rng):
+            if faces_only and sum(map(abs, d)) > 1:
+                continue
+            src = tuple(slice(_B - lo, _B) if x < 0 else slice(0, _B) if x == 0 else slice(0, hi) for x in d)
+            dst = tuple(slice(0, lo) if x < 0 else slice(lo, lo + _B) if x == 0 else slice(lo + _B, n) for x in d)
+            if d == (0, 0, 0):
+                continue
+            nbr = b + torch.tensor(d, device=self.device)
+            ok = ((nbr >= 0) & (nbr < self.nb)).all(1)
+            s = self.map[self.key(nbr.clamp(0, self.nb - 1))]
+            s = torch.where(ok & (s >= 0), s, zero)
+            out[(Ellipsis, slice(None)) + dst] = store[(Ellipsis, slice(None)) + src].index_select(dim, s)
+        return out
+
+    # ---- filling
+    def set_dense(self, vals: torch.Tensor, sc: torch.Tensor) -> None:
+        """The dense coarse level: values (F, N+1, N+1, N+1) and sign-change cells (N, N, N); every cell active."""
+        n, nb = self.cells, self.nb
+        self.slots(torch.arange(nb**3, device=self.device))
+
+        def bricked(t, size):
+            pad = nb * _B - size
+            t = torch.nn.functional.pad(t, (0, pad, 0, pad, 0, pad))
+            lead = t.shape[:-3]
+            t = t.reshape((-1, nb, _B, nb, _B, nb, _B)).permute(0, 1, 3, 5, 2, 4, 6)
+            return t.reshape(lead + (nb**3, _B, _B, _B))
+
+        self.vals[:, : nb**3] = bricked(vals, n + 1)
+        self.known[: nb**3] = bricked(torch.ones((n + 1,) * 3, dtype=torch.bool, device=self.device), n + 1)
+        self.active[: nb**3] = bricked(torch.ones((n,) * 3, dtype=torch.bool, device=self.device), n)
+        self.sc[: nb**3] = bricked(sc, n)
+
+    def sc_cells(self) -> torch.Tensor:
+        """(M, 3) integer coordinates of the sign-change cells."""
+        flat = torch.nonzero(self.sc[: self.size].view(-1)).flatten()
+        return self.bricks[flat >> 9] * _B + torch.stack([(flat >> 6) & _MASK, (flat >> 3) & _MASK, flat & _MASK], 1)
+
+    def refine(self, parents: torch.Tensor, coarser: list, ev: "_Evaluator", level: float, sign: float) -> None:
+        """Put the children of ``parents`` (M, 3 parent-level cells) in the band, then close it: while a
+        sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour.
+        ``coarser``: the coarser levels, nearest first (their values are reused at the points they share)."""
+        if parents.numel() == 0:
             return
-        self._grow(self.size + new.numel())
-        self.map[new] = torch.arange(self.size, self.size + new.numel(), device=self.device)
-        nb = self.nb
-        self.origin[self.size : self.size + new.numel()] = (
-            torch.stack([new // (nb * nb), (new // nb) % nb, new % nb], 1) << _SHIFT)
-        self.size += new.numel()
+        slots, mask = self.masks(parents, 2)
+        passes = 0
+        while slots.numel():
+            front = self._activate(slots, mask, coarser, ev, level, sign, fresh=passes == 0)
+            passes += 1
+            if front.numel() == 0:
+                break
+            slots, mask = self.masks(front, 3)
+        if passes > 1:  # the closure added cells: values gathered before it may miss their far faces
+            self.cached = None
 
-    def flat(self, pts: torch.Tensor, checked: bool = False) -> torch.Tensor:
-        """Storage index of each point (Q, 3) -> (Q,); with ``checked``, -1 where its brick is missing."""
-        slot = self.map[self.brick_keys(pts >> _SHIFT)]
-        loc = pts & _MASK
-        idx = (slot << (3 * _SHIFT)) | (((loc[:, 0] << _SHIFT) | loc[:, 1]) << _SHIFT) | loc[:, 2]
-        return torch.where(slot >= 0, idx, -1) if checked else idx
-
-    def coords(self, flat: torch.Tensor) -> torch.Tensor:
-        """Integer grid coordinates (Q, 3) of storage indices (Q,)."""
-        out = self.origin[flat >> (3 * _SHIFT)]
-        out[:, 0] += (flat >> (2 * _SHIFT)) & _MASK
-        out[:, 1] += (flat >> _SHIFT) & _MASK
-        out[:, 2] += flat & _MASK
-        return out
-
-    def fill(self, parents: torch.Tensor, parent: "_Level", ev: "_Evaluator", level: float,
-             sign: float) -> torch.Tensor:
-        """Evaluate the 27 grid points of each parent cell's children (M, 3) -> their storage indices (M, 27).
-
-        Values this level already has, or that the coarser level ``parent``
-        has (even points), are reused; only the rest is evaluated.
-        """
-        # per axis, the brick and local index of 2c + {0, 1, 2}; the 27 combinations by broadcasting
-        # (a handful of passes over the M x 27 points: this is the hot loop of the finest level)
-        q = 2 * parents[:, :, None] + torch.arange(3, device=parents.device)  # (M, 3 axes, 3 offsets)
-        br, lo = q >> _SHIFT, q & _MASK
-        nb = self.nb
-        key = ((br[:, 0, :, None, None] * nb + br[:, 1, None, :, None]) * nb + br[:, 2, None, None, :]).reshape(-1)
-        loc = ((lo[:, 0, :, None, None] << (2 * _SHIFT)) | (lo[:, 1, None, :, None] << _SHIFT)
-               | lo[:, 2, None, None, :]).reshape(-1)
-        self.ensure_keys(key)
-        pf = (self.map[key] << (3 * _SHIFT)) | loc
-        del key, loc
-        if pf.numel() > self.size * _B3 // 8:  # dense marking beats sorting
-            need = torch.zeros(self.size * _B3, dtype=torch.bool, device=self.device)
-            need[pf] = True
-            need &= ~self.known[: self.size * _B3]
-            todo = torch.nonzero(need).flatten()
+    def _activate(self, slots, mask, coarser, ev, level, sign, fresh=False) -> torch.Tensor:
+        """Add the cells ``mask`` (S, 8, 8, 8) of bricks ``slots`` (S,) to the band: evaluate their corners
+        (reusing known values and those of the ``coarser`` levels), mark their sign changes, and return the
+        (Q, 3) cells the closure must add next."""
+        dev, F = self.device, self.num_fields
+        if fresh:  # nothing of this level is in the band yet
+            self.active[slots] = mask
         else:
-            todo = torch.unique(pf)
-            todo = todo[~self.known[todo]]
-        if todo.numel():
-            q = self.coords(todo)
-            even = ((q & 1) == 0).all(1)
-            if bool(even.any()):
-                up = parent.flat(q[even] >> 1, checked=True)
-                hit = up >= 0
-                hit[hit.clone()] = parent.known[up[hit]]
-                ei = torch.nonzero(even).flatten()[hit]
-                self.vals[:, todo[ei]] = parent.vals[:, up[hit]]
-                self.known[todo[ei]] = True
-                rest = torch.ones_like(even)
-                rest[ei] = False
-                todo, q = todo[rest], q[rest]
-            if todo.numel():
-                self.vals[:, todo] = ev(q, self.cells, level, sign)
-                self.known[todo] = True
-        return pf.view(-1, 27)
+            mask = mask & ~self.active[slots]
+            self.active[slots] |= mask
+        # corners of the new cells, (S, 9, 9, 9), routed to the bricks that own them
+        need = torch.nn.functional.pad(mask, (0, 1, 0, 1, 0, 1))
+        need[:, 1:] |= need[:, :-1].clone()
+        need[:, :, 1:] |= need[:, :, :-1].clone()
+        need[:, :, :, 1:] |= need[:, :, :, :-1].clone()
+        owners = [slots]
+        self.pending[slots] |= need[:, :_B, :_B, :_B]
+        for d in _CORNERS[1:]:
+            part = need[(slice(None),) + tuple(slice(_B, _B + 1) if x else slice(0, _B) for x in d)]
+            hit = torch.nonzero(part.flatten(1).any(1)).flatten()
+            if hit.numel() == 0:
+                continue
+            own = self.slots(self.key(self.bricks[slots[hit]] + torch.tensor(d, device=dev)))
+            dst = (own,) + tuple(slice(0, 1) if x else slice(0, _B) for x in d)
+            self.pending[dst] |= part[hit]
+            owners.append(own)
+        own = _unique(torch.cat(owners), self.size) if len(owners) > 1 else slots
+        pend, known = self.pending[own], self.known[own]
+        todo = pend & ~known
+        self.known[own] = known | pend
+        self.pending[own] = False
+        del pend, known
+        todo = todo.view(own.numel(), _B3)
+        vals = self.vals.view(F, -1)
+        o = self.bricks[own]
+        for k, up in enumerate(coarser[:3], 1):  # points of the coarser levels: their values, where known there
+            m = _B >> k
+            pslot = up.map[up.key(o >> k)]
+            h = (o & ((1 << k) - 1)) * m
+            pidx = ((pslot.clamp_min(0) << 9) | (h[:, 0] << 6) | (h[:, 1] << 3) | h[:, 2])[:, None] \
+                + torch.tensor(_UP[k][1], device=dev)
+            pk = up.known.view(-1)[pidx] & (pslot >= 0)[:, None]
+            fo = torch.tensor(_UP[k][0], device=dev)
+            te = todo[:, fo]
+            take = te & pk
+            r, c = torch.nonzero(take, as_tuple=True)
+            if r.numel():
+                vals[:, (own[r] << 9) | fo[c]] = up.vals.view(F, -1)[:, pidx[r, c]]
+                todo[:, fo] = te & ~pk
+        r, c = torch.nonzero(todo, as_tuple=True)
+        if r.numel():
+            # integer coordinates held exactly in float32 (< 2**24): the same points as an integer grid
+            base, local = (self.bricks[own] << _SHIFT).to(torch.float32), _local_table(dev)
 
-    def corner_values(self, cells: torch.Tensor) -> torch.Tensor:
-        """(F, M, 8) values at the corners of ``cells`` (M, 3) (all known), ``_CORNERS`` order."""
-        corners = (cells[:, None, :] + _CORNERS.to(cells.device)[None]).reshape(-1, 3)
-        return self.vals[:, self.flat(corners)].view(self.num_fields, cells.shape[0], 8)
+            def points(a, b):
+                return base.index_select(0, r[a:b]) + local.index_select(0, c[a:b])
 
-    def brick_volumes(self, bricks: torch.Tensor, field: int) -> torch.Tensor:
-        """(S, 9, 9, 9) values of field ``field`` at the points of cell bricks ``bricks`` (S, 3); -inf unknown."""
-        s = bricks.shape[0]
-        out = torch.full((s, _B + 1, _B + 1, _B + 1), -math.inf, dtype=torch.float32, device=self.device)
-        vals = torch.where(self.known[: self.size * _B3], self.vals[field, : self.size * _B3], -math.inf)
-        vals = vals.view(self.size, _B, _B, _B)
-        for d in _CORNERS.tolist():
-            nb = bricks + torch.tensor(d, device=self.device)
-            ok = (nb < self.nb).all(1)
-            slot = torch.full((s,), -1, dtype=torch.long, device=self.device)
-            slot[ok] = self.map[self.brick_keys(nb[ok])]
-            ok = slot >= 0
-            src = [slice(0, _B) if x == 0 else slice(0, 1) for x in d]
-            dst = [slice(0, _B) if x == 0 else slice(_B, _B + 1) for x in d]
-            out[(ok,) + tuple(dst)] = vals[(slot[ok],) + tuple(src)]
-        return out
+            def store(a, b, values):
+                vals[:, (own.index_select(0, r[a:b]) << 9) | c[a:b]] = values
+
+            ev(points, self.cells, level, sign, count=r.numel(), sink=store)
+        # sign changes of the new cells and the closure
+        v = self.gather(self.vals, slots, 0, 1)
+        self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
+        ins = _inside(v, level, sign)
+        del v
+        cells, fx, fy, fz = _sign_changes(ins)
+        if F > 1:
+            cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
+        else:
+            cells, fx, fy, fz = cells[0], fx[0], fy[0], fz[0]
+        sc = cells & mask
+        self.sc[slots] |= sc
+        # closure: a face with mixed signs between a band cell and a cell outside the band (both cells of
+        # such a face change sign; all its corners are known, they belong to the band cell)
+        act = self.gather(self.active, slots, 1, 1, faces_only=True)
+        inner = slice(1, _B + 1)
+        opens = (fx & (act[:, :-1, inner, inner] ^ act[:, 1:, inner, inner]),
+                 fy & (act[:, inner, :-1, inner] ^ act[:, inner, 1:, inner]),
+                 fz & (act[:, inner, inner, :-1] ^ act[:, inner, inner, 1:]))
+        front = []
+        for axis, op in enumerate(opens):
+            rows = torch.nonzero(op.flatten(1).any(1)).flatten()
+            if rows.numel() == 0:
+                continue
+            s, i, j, k = torch.nonzero(op[rows], as_tuple=True)
+            face = (self.bricks[slots[rows[s]]] << _SHIFT) + torch.stack([i, j, k], 1)
+            face[:, axis] -= 1
+            front.append(face)  # the cell before the face; the one after it: below
+            face = face.clone()
+            face[:, axis] += 1
+            front.append(face)  # (the band one of the two is dropped by the next pass)
+        if not front:
+            return slots.new_zeros(0, 3)
+        front = torch.cat(front)
+        front = front[((front >= 0) & (front < self.cells)).all(1)]
+        slot = self.map[self.key(front >> _SHIFT)]
+        loc = front & _MASK
+        inband = self.active.view(-1)[(slot.clamp_min(0) << 9) | (loc[:, 0] << 6) | (loc[:, 1] << 3) | loc[:, 2]]
+        return front[~(inband & (slot >= 0))]
+
+    def field_band(self, field: int, level: float, sign: float):
+        """Band cells with a sign change in field ``field``: (S,) slots, (S, 8, 8, 8) cell mask and the
+        (S, 9, 9, 9) values of the field at the bricks' points (zeros where unknown)."""
+        slots = torch.nonzero(self.sc[: self.size].flatten(1).any(1)).flatten()
+        if self.cached is not None:
+            pos = torch.full((self.size,), -1, dtype=torch.long, device=self.device)
+            pos[self.cached[0]] = torch.arange(self.cached[0].numel(), device=self.device)
+            rows = pos[slots]
+        if self.cached is not None and bool((rows >= 0).all()):
+            v = self.cached[1][field, rows]
+        else:
+            v = self.gather(self.vals[field], slots, 0, 1)
+        mask = self.sc[slots]
+        if self.num_fields > 1:
+            mask = mask & _sign_changes(_inside(v, level, sign))[0]
+            keep = mask.flatten(1).any(1)
+            slots, v, mask = slots[keep], v[keep], mask[keep]
+        return slots, mask, v
 
 
-def _block_analysis(vals: torch.Tensor, level: float, sign: float):
-    """Children of M parent cells from their (F, M, 27) point values.
+_LOCAL: dict = {}
 
-    Returns (M, 8) bool: child (a, b, c) (index 4a+2b+c) has a sign change in
-    some field; (M, 6) bool: the parent's side (axis, low/high) holds a child
-    face with mixed signs (the surface leaves the parent there).
-    """
-    f, m = vals.shape[0], vals.shape[1]
-    ins = (sign * (vals - level) > 0).view(f, m, 3, 3, 3)
-    frac = torch.nn.functional.avg_pool3d(ins.view(f * m, 1, 3, 3, 3).to(torch.float16 if ins.is_cuda else
-                                                                          torch.float32), 2, 1)
-    child = ((frac > 0) & (frac < 1)).view(f, m, 8).any(0)  # fractions of inside corners: exact in fp16
-    planes = ins.view(f, m, 27)[:, :, _SIDE_POINTS.to(vals.device)]  # (F, M, 6, 9)
-    frac = torch.nn.functional.avg_pool2d(planes.view(f * m * 6, 1, 3, 3).to(frac.dtype), 2, 1)
-    sides = ((frac > 0) & (frac < 1)).view(f, m, 6, 4).any(-1).any(0)
-    return child, sides
+
+def _local_table(device) -> torch.Tensor:
+    """(512, 3) float32 brick-local coordinates of the storage index ``(i << 6) | (j << 3) | k``."""
+    if device not in _LOCAL:
+        g = torch.arange(_B, device=device, dtype=torch.float32)
+        _LOCAL[device] = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    return _LOCAL[device]
+
+
+def _unique(keys: torch.Tensor, bound: int, inverse: bool = False):
+    """Sorted unique values of ``keys`` (Q,) in [0, bound) (a dense flag array when small), optionally with
+    the inverse index (Q,)."""
+    if bound <= 2**25:
+        flag = torch.zeros(bound, dtype=torch.bool, device=keys.device)
+        flag[keys] = True
+        uk = torch.nonzero(flag).flatten()
+        if not inverse:
+            return uk
+        pos = torch.cumsum(flag, 0) - 1
+        return uk, pos[keys]
+    return torch.unique(keys, return_inverse=inverse)
 
 
 class _Marks:
@@ -428,10 +632,12 @@ def _dilate(cells: torch.Tensor, radius: int, ncells: int) -> torch.Tensor:
     return torch.stack([key // (ncells * ncells), (key // ncells) % ncells, key % ncells], 1)
 
 
+
+
 # --------------------------------------------------------------------------- marching cubes on the band
 
 
-def _mc_skimage(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: float):
+def _mc_skimage(lv: _Level, field: int, level: float, sign: float):
     """Band marching cubes with scikit-image: the band's bricks laid side by side, seams masked, then welded.
 
     The bricks (``_B**3`` cells each, with their far faces) that hold band
@@ -445,71 +651,68 @@ def _mc_skimage(lv: _Level, cells: torch.Tensor, field: int, level: float, sign:
     """
     from skimage.measure import marching_cubes
 
-    dev = cells.device
+    slots, cells, v = lv.field_band(field, level, sign)
+    nbr = slots.numel()
+    if nbr == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     n1 = _B + 1
-    nbc = (lv.cells + _B - 1) // _B  # bricks of cells per axis
-    bkey = ((cells[:, 0] // _B) * nbc + cells[:, 1] // _B) * nbc + cells[:, 2] // _B
-    flag = torch.zeros(nbc**3, dtype=torch.bool, device=dev)
-    flag[bkey] = True
-    bricks = torch.nonzero(flag).flatten()
-    nbr = bricks.numel()
-    slot = torch.full((nbc**3,), -1, dtype=torch.long, device=dev)
-    slot[bricks] = torch.arange(nbr, device=dev)
-    origin = torch.stack([bricks // (nbc * nbc), (bricks // nbc) % nbc, bricks % nbc], 1) * _B  # (S, 3)
     # packing: gx * gy * gz >= S bricks, small coordinates (float32 vertices stay precise)
     gx = max(1, round(nbr ** (1 / 3)))
     gy = gx
     gz = -(-nbr // (gx * gy))
     total = gx * gy * gz
-    vol = torch.full((total, n1, n1, n1), -1.0, dtype=torch.float32, device=dev)
-    bv = lv.brick_volumes(origin >> _SHIFT, field)
-    vol[:nbr] = torch.where(torch.isfinite(bv), sign * (bv - level), -1.0)  # unknown points: masked anyway
-    s = slot[bkey]
-    loc = cells - origin[s] + 1  # far corner of each band cell
-    mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=dev)
-    mask[s, loc[:, 0], loc[:, 1], loc[:, 2]] = True
+    vol = torch.empty(total, n1, n1, n1, dtype=torch.float32, device=v.device)
+    torch.sub(v, level, out=vol[:nbr]) if sign > 0 else torch.sub(level, v, out=vol[:nbr])
+    vol[nbr:] = -1.0  # unknown points: their cells are masked out
+    mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=v.device)
+    mask[:nbr, 1:, 1:, 1:] = cells  # far corner of each band cell
 
     def pack(t):
-        t = t.view(gx, gy, gz, n1, n1, n1).permute(0, 3, 1, 4, 2, 5)
-        return t.reshape(gx * n1, gy * n1, gz * n1).cpu().numpy()
+        out = t.new_empty(gx, n1, gy, n1, gz, n1)
+        out.permute(0, 2, 4, 1, 3, 5).copy_(t.view(gx, gy, gz, n1, n1, n1))
+        return out.view(gx * n1, gy * n1, gz * n1).cpu().numpy()
 
     # inside > 0 with "ascent": counter-clockwise faces seen from outside (positive volume; tested)
     verts, faces, _n, _v = marching_cubes(pack(vol), level=0.0, gradient_direction="ascent", mask=pack(mask))
-    verts = verts.astype(np.float64)
-    faces = faces.astype(np.int64)
-    block = np.floor(verts / n1).astype(np.int64)
-    verts -= block * n1
+    block = verts.astype(np.int32) // n1  # packed brick of each vertex (coordinates >= 0)
+    verts -= block * n1  # exact: integer shifts of small float32 values
     onface = ((verts == 0) | (verts == _B)).any(1)
     sid = (block[:, 0] * gy + block[:, 1]) * gz + block[:, 2]
-    verts += origin.cpu().numpy()[sid]
+    verts = verts.astype(np.float64) + (lv.bricks[slots] * _B).cpu().numpy()[sid]
     return _weld(verts, faces, onface, lv.cells + 1)
 
 
 def _weld(verts: np.ndarray, faces: np.ndarray, candidates: np.ndarray, n: int):
-    """Merge duplicated vertices among ``candidates`` (brick-face vertices) by the grid edge they lie on."""
+    """Merge duplicated vertices among ``candidates`` (brick-face vertices) by the grid edge they lie on.
+
+    ``verts`` (V, 3) float64 in grid-index units (a vertex lies on a grid edge: two integer coordinates),
+    ``faces`` (K, 3) int, ``n`` points per axis.  Returns the welded vertices and (K, 3) int64 faces.
+    """
     idx = np.nonzero(candidates)[0]
     if idx.size == 0:
-        return verts, faces
+        return verts, faces.astype(np.int64)
     p = verts[idx]
-    r = np.round(p)
-    frac = np.abs(p - r)
-    axis = frac.argmax(1)
-    base = r.astype(np.int64)
-    rows = np.arange(idx.size)
-    base[rows, axis] = np.floor(p[rows, axis]).astype(np.int64)
+    base = np.floor(p)
+    axis = (p - base).argmax(1)  # the edge's direction (its fractional coordinate)
+    base = base.astype(np.int64)
     key = ((base[:, 0] * n + base[:, 1]) * n + base[:, 2]) * 3 + axis
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    remap = np.arange(len(verts))
-    remap[idx] = idx[first[inverse]]
+    order = np.argsort(key)
+    sk = key[order]
+    head = np.empty(sk.size, dtype=bool)
+    head[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=head[1:])
+    rep = np.empty(idx.size, dtype=np.int64)
+    rep[order] = order[head][np.cumsum(head) - 1]  # each candidate -> one representative of its edge
     keep = np.ones(len(verts), dtype=bool)
     keep[idx] = False
-    keep[idx[first]] = True
+    keep[idx[order[head]]] = True
     new_index = np.cumsum(keep) - 1
-    faces = new_index[remap[faces]]
-    return verts[keep], faces
+    remap = np.arange(len(verts))
+    remap[idx] = idx[rep]
+    return verts[keep], new_index[remap][faces]
 
 
-def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: float):
+def _mc_warp(lv: _Level, field: int, level: float, sign: float):
     """Band marching cubes with warp-lang's sparse marching cubes (cells + corner values, watertight).
 
     Returns (V, 3) float64 vertices in grid-index units and (K, 3) int64 faces, outward winding.
@@ -517,8 +720,13 @@ def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: fl
     import warp as wp
     import warp.geometry as wg
 
-    occ = sign * (lv.corner_values(cells)[field] - level)
-    occ = occ[:, _WARP_ORDER].contiguous()
+    slots, cells, v = lv.field_band(field, level, sign)
+    s, i, j, k = torch.nonzero(cells, as_tuple=True)
+    if s.numel() == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    occ = torch.stack([v[s, i + a, j + b, k + c] for a, b, c in _WARP_CORNERS], 1)
+    occ = sign * (occ - level)
+    cells = (lv.bricks[slots[s]] << _SHIFT) + torch.stack([i, j, k], 1)
     # given an SDF (inside < 0, here -occ) warp winds faces counter-clockwise seen from outside
     # (tests: positive volume and the same faces as scikit-image, on the CPU, where warp runs the same kernels)
     device = "cpu" if cells.device.type == "cpu" else f"cuda:{cells.device.index or 0}"
@@ -527,9 +735,9 @@ def _mc_warp(lv: _Level, cells: torch.Tensor, field: int, level: float, sign: fl
     wvals = wp.from_torch((-occ).contiguous()) if device != "cpu" else (-occ).cpu().numpy()
     verts, indices = wg.sparse_marching_cubes_from_cells(wcells, wvals, origin=(0.0, 0.0, 0.0), cell_width=1.0,
                                                           threshold=0.0, device=device)
-    v = verts.numpy().astype(np.float64).reshape(-1, 3)
+    vtx = verts.numpy().astype(np.float64).reshape(-1, 3)
     f = indices.numpy().astype(np.int64).reshape(-1, 3)
-    return v, f
+    return vtx, f
 
 
 # --------------------------------------------------------------------------- public API
@@ -671,105 +879,78 @@ def sdf_to_meshes(
     progress.add(num_fields)
     ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
 
-    # ---- dense coarse level (the field's first evaluation also calibrates half precision)
-    n0 = 2**d0
-    lv = _Level(n0, num_fields, dev)
-    g = torch.arange(n0 + 1, device=dev)
-    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    lv.ensure(pts)
-    fl = lv.flat(pts)
-    if half is not None:
-        ev.half_dtype = None
-        exact = ev(pts, n0, level, sign)
-        ev.half_dtype = half
-        approx = torch.empty_like(exact)
-        for s in range(0, pts.shape[0], ev.chunk_size):
-            p = pts[s : s + ev.chunk_size].to(torch.float32) * (2.0 * bounds / n0) - bounds
-            approx[:, s : s + p.shape[0]] = ev._call(p, half)
-        dist = (exact - level).abs()
-        near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
-        ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-        lv.vals[:, fl] = exact
-        del exact, approx, dist, near
-    else:
-        lv.vals[:, fl] = ev(pts, n0, level, sign)
-    lv.known[fl] = True
-    dense = lv.vals[:, fl].view(num_fields, n0 + 1, n0 + 1, n0 + 1)
-    ins = sign * (dense - level) > 0
-    any_in = torch.zeros((n0,) * 3, dtype=torch.bool, device=dev)
-    all_in = torch.ones((num_fields, n0, n0, n0), dtype=torch.bool, device=dev)
-    anyf = torch.zeros_like(all_in)
-    for a, b, c in _CORNERS.tolist():
-        sub = ins[:, a : a + n0, b : b + n0, c : c + n0]
-        anyf |= sub
-        all_in &= sub
-    any_in = (anyf & ~all_in).any(0)
-    cells = torch.nonzero(any_in)
-    del pts, fl, dense, ins, all_in, anyf, any_in
+    with _bookkeeping_threads(ev):
+        # ---- dense coarse level (the field's first evaluation also calibrates half precision)
+        n0 = 2**d0
+        lv = _Level(n0, num_fields, dev)
+        g = torch.arange(n0 + 1, device=dev)
+        pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        if half is not None:
+            ev.half_dtype = None
+            exact = ev(pts, n0, level, sign)
+            ev.half_dtype = half
+            approx = torch.empty_like(exact)
+            for s in range(0, pts.shape[0], ev.chunk_size):
+                p = pts[s : s + ev.chunk_size].to(torch.float32) * (2.0 * bounds / n0) - bounds
+                approx[:, s : s + p.shape[0]] = ev._call(p, half)
+            dist = (exact - level).abs()
+            near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
+            ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
+            del approx, dist, near
+        else:
+            exact = ev(pts, n0, level, sign)
+        dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+        lv.set_dense(dense, _sign_changes(_inside(dense, level, sign))[0].any(0))
+        del pts, exact, dense
 
-    # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
-    for depth in range(d0, d1):
-        if depth < d1 - 1:  # the safety band; the finest level relies on the closure
-            cells = _dilate(cells, dilation, 2**depth)
-        fine = _Level(2 ** (depth + 1), num_fields, dev)
-        marks = _Marks(2**depth, dev)
-        steps = _FACE_STEP.to(dev)
-        found = []
-        new = marks.new(cells) if cells.numel() else cells
-        while new.numel():
-            pf = fine.fill(new, lv, ev, level, sign)
-            child, sides = _block_analysis(fine.vals[:, pf], level, sign)
-            pi, ci = torch.nonzero(child, as_tuple=True)
-            found.append(2 * new[pi] + _CORNERS.to(dev)[ci])
-            pi, si = torch.nonzero(sides, as_tuple=True)
-            nb = new[pi] + steps[si]
-            nb = nb[((nb >= 0) & (nb < 2**depth)).all(1)]
-            new = marks.new(nb) if nb.numel() else nb
-        lv = fine
-        cells = torch.cat(found) if found else cells.new_zeros(0, 3)
-        del marks, found, new
+        # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
+        coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
+        for depth in range(d0, d1):
+            cells = lv.sc_cells()
+            if depth < d1 - 1:  # the safety band; the finest level relies on the closure
+                cells = _dilate(cells, dilation, 2**depth)
+            lv.cached = None
+            coarser = [lv] + coarser[:2]
+            fine = _Level(2 ** (depth + 1), num_fields, dev)
+            fine.refine(cells, coarser, ev, level, sign)
+            lv = fine
+            del cells
+        del coarser
 
-    # ---- marching cubes on the final band, one mesh per field
-    h = 2.0 * float(bounds) / 2**d1
-    meshes: list[trimesh.Trimesh] = []
-    empty_fields = []
-    for f in range(num_fields):
-        own = cells
-        if num_fields > 1 and cells.numel():
-            ins = sign * (lv.corner_values(cells)[f] - level) > 0
-            own = cells[ins.any(-1) & ~ins.all(-1)]
-        if own.shape[0] == 0:
-            empty_fields.append(f)
-            meshes.append(trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False))
+        # ---- marching cubes on the final band, one mesh per field
+        h = 2.0 * float(bounds) / 2**d1
+        meshes: list[trimesh.Trimesh] = []
+        empty_fields = []
+        for f in range(num_fields):
+            verts, faces = (_mc_warp if backend == "warp" else _mc_skimage)(lv, f, level, sign)
+            if len(faces) == 0:
+                empty_fields.append(f)
+            meshes.append(trimesh.Trimesh(verts * h - float(bounds), faces, process=False))
             progress.step()
-            continue
-        verts, faces = (_mc_warp if backend == "warp" else _mc_skimage)(lv, own, f, level, sign)
-        meshes.append(trimesh.Trimesh(verts * h - float(bounds), faces, process=False))
-        progress.step()
-    if empty_fields and not allow_empty:
-        raise ValueError(
-            f"sdf_to_meshes: field(s) {empty_fields} have no surface at level {level} inside "
-            f"[-{bounds}, {bounds}]^3 (all values on one side); check the latent, the level and the "
-            "`inside` convention, or pass allow_empty=True"
-        )
-    dense = (2**d1 + 1) ** 3
-    stats = {
-        "points_evaluated": int(ev.count),
-        "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
-        "dense_points": int(dense),
-        "ratio": float(ev.count) / float(dense),
-        "band_cells": int(cells.shape[0]),
-        "octree_depth": d0,
-        "refine_depth": d1,
-        "dilation": int(dilation),
-        "voxel_size": h,
-        "bounds": float(bounds),
-        "precision": "fp32" if half is None else str(half).replace("torch.", ""),
-        "backend": backend,
-    }
-    for m in meshes:
-        m.metadata["meshing"] = dict(stats)
-    return meshes
+        if empty_fields and not allow_empty:
+            raise ValueError(
+                f"sdf_to_meshes: field(s) {empty_fields} have no surface at level {level} inside "
+                f"[-{bounds}, {bounds}]^3 (all values on one side); check the latent, the level and the "
+                "`inside` convention, or pass allow_empty=True"
+            )
+        dense = (2**d1 + 1) ** 3
+        stats = {
+            "points_evaluated": int(ev.count),
+            "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
+            "dense_points": int(dense),
+            "ratio": float(ev.count) / float(dense),
+            "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
+            "octree_depth": d0,
+            "refine_depth": d1,
+            "dilation": int(dilation),
+            "voxel_size": h,
+            "bounds": float(bounds),
+            "precision": "fp32" if half is None else str(half).replace("torch.", ""),
+            "backend": backend,
+        }
+        for m in meshes:
+            m.metadata["meshing"] = dict(stats)
+        return meshes
 
 
 def sdf_to_mesh(field_fn: FieldFn, **kwargs) -> trimesh.Trimesh:
