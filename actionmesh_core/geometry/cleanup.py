@@ -136,7 +136,13 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
         tri = verts[faces[start:start + _CHUNK]]
         keep[start:start + _CHUNK] = trimesh.triangles.nondegenerate(tri, areas=trimesh.triangles.area(tri))
     faces = faces[keep]
-    first, _ = trimesh.grouping.unique_rows(np.sort(faces, axis=1), keep_order=True)
+    srt = np.sort(faces, axis=1)
+    if len(verts) < 2**21:  # the sorted index triple packed into one int64: np.unique is ~10x faster, half the memory
+        srt = (srt[:, 0] << 42) | (srt[:, 1] << 21) | srt[:, 2]
+        first = np.unique(srt, return_index=True)[1]  # index of each face's first occurrence
+    else:
+        first = trimesh.grouping.unique_rows(srt, keep_order=True)[0]
+    del srt
     if len(first) < len(faces):
         faces = faces[np.sort(first)]
     referenced = np.zeros(len(verts), dtype=bool)
