@@ -111,8 +111,13 @@ def _trimesh_weld_and_drop(vertices, faces):
     return np.asarray(m.vertices), np.asarray(m.faces)
 
 
-def test_array_weld_matches_trimesh_methods_on_a_messy_mesh():
+@pytest.mark.parametrize("packed", [True, False], ids=["packed-face-keys", "row-keys"])
+def test_array_weld_matches_trimesh_methods_on_a_messy_mesh(packed, monkeypatch):
+    import actionmesh_core.geometry.cleanup as cleanup
     from actionmesh_core.geometry.cleanup import _drop_bad_faces, _merge_vertices
+
+    if not packed:  # the branch meshes above 2^21 vertices take (duplicate faces by trimesh's unique_rows)
+        monkeypatch.setattr(cleanup, "_PACKED_VERTS", 8)
 
     rng = np.random.default_rng(0)
     sphere = trimesh.creation.icosphere(3)

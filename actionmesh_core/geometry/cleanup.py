@@ -17,6 +17,7 @@ import trimesh
 __all__ = ["clean_mesh", "validate_mesh", "remove_small_components"]
 
 _CHUNK = 1 << 15  # faces per chunk of the per-face geometry (bounds the (chunk, 3, 3) copies; cache-sized)
+_PACKED_VERTS = 1 << 21  # below this many vertices a sorted face packs into one int64 (3 x 21 bits)
 _PART_FACES = 1 << 18  # larger meshes are decimated in parts of about this many faces first (see _decimate)
 
 
@@ -137,7 +138,7 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
         keep[start:start + _CHUNK] = trimesh.triangles.nondegenerate(tri, areas=trimesh.triangles.area(tri))
     faces = faces[keep]
     srt = np.sort(faces, axis=1)
-    if len(verts) < 2**21:  # the sorted index triple packed into one int64: np.unique is ~10x faster, half the memory
+    if len(verts) <= _PACKED_VERTS:  # the sorted index triple packed into one int64: np.unique ~10x faster, half the memory
         srt = (srt[:, 0] << 42) | (srt[:, 1] << 21) | srt[:, 2]
         first = np.unique(srt, return_index=True)[1]  # index of each face's first occurrence
     else:
