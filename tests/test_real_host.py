@@ -264,6 +264,22 @@ def test_workflow_loads_in_the_browser(path, page, shots_dir):
         assert node["class_type"] == loaded["nodes"][node_id]["type"]
 
 
+def test_loader_folder_values_of_older_workflows_load_as_files(page):
+    """A workflow saved when the loaders listed folders (``ActionMesh/denoiser``) loads with the listed weights files
+    (web/js/actionmesh_model_names.js), so the frontend's missing-models check matches them: none of ours listed."""
+    workflow = _workflow("video_to_4d.json")
+    expected = {}
+    for node in workflow["nodes"]:
+        if node["type"].startswith("ActionMeshLoad") and node["type"] != "ActionMeshLoadFrames":
+            expected[str(node["id"])] = node["widgets_values"][0]
+            node["widgets_values"][0] = node["widgets_values"][0].rsplit("/", 1)[0]  # the folder, as saved before
+    assert len(expected) == 5
+    loaded = _load(page, workflow)
+    assert {i: loaded["nodes"][i]["widgets_values"][0] for i in expected} == expected
+    missing_ours = [m for m in page.evaluate(MISSING_MODELS_JS, 3000) if m["directory"] in PACK_DIRECTORIES]
+    assert missing_ours == []
+
+
 def test_placeholder_inputs_are_flagged_at_load(page):
     """The shipped placeholders (mesh ``3d/my_mesh.glb``, frames ``frames/my_object``) are flagged when the
     workflow loads (node marked, a toast), as the frontend flags a missing video upload; real files are not."""
