@@ -91,20 +91,18 @@ def download_metadata(node_type: str, entry: str) -> list:
     Returns:
         list of ``{"name", "url", "directory"}`` dicts.
     """
-    from actionmesh_core.checkpoints import WEIGHT_FILES
     from actionmesh_core.weights import COMPONENTS
 
     if node_type not in RELEASED:
         return []
     directory, component = RELEASED[node_type]
     folder, repo, _ = COMPONENTS[component]
-    kind = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder", "vae": "triposg_vae",
-            "transformer": "triposg_dit"}.get(component)
-    weights = WEIGHT_FILES[kind] if kind else "model.safetensors"  # transformers layout for DINOv2
-    if entry not in (released_entry(node_type), folder):  # the folder: a workflow saved before files were listed
+    name = released_entry(node_type)
+    if entry not in (name, folder):  # the folder: a workflow saved before files were listed
         return []
+    weights = name[len(folder) + 1:]
     inside_repo = folder.split("/", 1)[1] + "/" if "/" in folder else ""  # dinov2-large is the repo root
-    return [{"name": f"{folder}/{weights}", "url": f"https://huggingface.co/{repo}/resolve/main/{inside_repo}{weights}",
+    return [{"name": name, "url": f"https://huggingface.co/{repo}/resolve/main/{inside_repo}{weights}",
              "directory": directory}]
 
 
@@ -114,11 +112,11 @@ def released_entry(node_type: str) -> str:
     from actionmesh_core.checkpoints import WEIGHT_FILES
     from actionmesh_core.weights import COMPONENTS
 
-    directory, component = RELEASED[node_type]
+    component = RELEASED[node_type][1]
     folder = COMPONENTS[component][0]
     kind = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder", "vae": "triposg_vae",
             "transformer": "triposg_dit"}.get(component)
-    return f"{folder}/{WEIGHT_FILES[kind] if kind else 'model.safetensors'}"
+    return f"{folder}/{WEIGHT_FILES[kind] if kind else 'model.safetensors'}"  # transformers layout for DINOv2
 
 
 def validate_model_name(folder: str, model_name) -> "bool | str":
