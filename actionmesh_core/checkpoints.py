@@ -29,7 +29,7 @@ from .models import MODEL_CLASSES
 from .models.config import split_config
 
 __all__ = ["CheckpointError", "CheckpointInfo", "inspect_checkpoint", "read_safetensors_header", "load_model", "save_model", "detect_kind", "resolve_dtype", "resolve_device",
-           "KIND_DESCRIPTIONS", "WEIGHT_FILES"]
+           "KIND_DESCRIPTIONS", "WEIGHT_FILES", "FOLDER_WEIGHT_FILES"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -45,6 +45,8 @@ WEIGHT_FILES = {
     "triposg_vae": "diffusion_pytorch_model.safetensors",
     "triposg_dit": "diffusion_pytorch_model.safetensors",
 }
+FOLDER_WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors")
+"""The weights file read from a model folder, first found wins (the released names of ``WEIGHT_FILES``)."""
 _CLASS_NAMES = {"TripoSGVAEModel": "triposg_vae", "TripoSGDiTModel": "triposg_dit"}
 _TOLERATED = {"triposg_dit": {"use_cross_attention_2": (False, None), "cross_attention_2_dim": None}}
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -137,7 +139,7 @@ def _locate(path: Path, config: Union[None, PathLike, Dict[str, Any]]) -> Tuple[
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        candidates = [path / name for name in ("model.safetensors", "diffusion_pytorch_model.safetensors")]
+        candidates = [path / name for name in FOLDER_WEIGHT_FILES]
         weights = [c for c in candidates if c.exists()]
         if not weights:
             pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.ckpt"))

@@ -68,11 +68,6 @@ def model_roots(folder: str) -> List[Path]:
     return [models_dir() / folder]
 
 
-# the weights file a loader reads from a model folder, in the order the loaders look for it
-# (``actionmesh_core.checkpoints`` and transformers' DINOv2 layout)
-FOLDER_WEIGHTS = ("model.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors.index.json")
-
-
 def _is_model_dir(path: Path) -> bool:
     try:
         names = os.listdir(path)
@@ -82,8 +77,13 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _folder_weights(path: Path) -> Optional[str]:
-    """Name of the weights file a loader reads from model folder ``path`` (None: none of ``FOLDER_WEIGHTS``)."""
-    return next((name for name in FOLDER_WEIGHTS if (path / name).is_file()), None)
+    """Name of the weights file a loader reads from model folder ``path``: the one
+    ``actionmesh_core.checkpoints`` picks (``FOLDER_WEIGHT_FILES``), else transformers' sharded index;
+    None when there is none of them."""
+    from actionmesh_core.checkpoints import FOLDER_WEIGHT_FILES
+
+    names = FOLDER_WEIGHT_FILES + ("model.safetensors.index.json",)
+    return next((name for name in names if (path / name).is_file()), None)
 
 
 def _entry(root: Path, folder: Path) -> str:

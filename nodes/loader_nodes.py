@@ -40,10 +40,11 @@ def entry_kind(folder: str, name: str):
 
 def _weight_keys(path):
     """State-dict key names of a model entry (safetensors header only; empty when unreadable)."""
+    from actionmesh_core.checkpoints import FOLDER_WEIGHT_FILES
     from safetensors import safe_open
 
     if path.is_dir():
-        files = [path / n for n in ("model.safetensors", "diffusion_pytorch_model.safetensors") if (path / n).is_file()]
+        files = [path / n for n in FOLDER_WEIGHT_FILES if (path / n).is_file()]
         if not files:
             return ()
         path = files[0]
