@@ -36,6 +36,17 @@ def _git_show(path: str) -> str:
                           text=True, check=True, timeout=60).stdout
 
 
+def _module_from_source(name: str, path: str, src: str, package: Optional[str] = None) -> types.ModuleType:
+    """Run ``src`` (``path`` at ``BASELINE_COMMIT``) as module ``name``, registered in ``sys.modules``."""
+    mod = types.ModuleType(name)
+    if package is not None:
+        mod.__package__ = package
+    mod.__file__ = f"<git {BASELINE_COMMIT[:12]}:{path}>"
+    sys.modules[name] = mod
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return mod
+
+
 def load_baseline(quiet: bool = False) -> Optional[types.ModuleType]:
     """The old extractor module (``sdf_to_meshes``, ``sdf_to_mesh``) at ``BASELINE_COMMIT``, or None.
 
@@ -61,19 +72,12 @@ def load_baseline(quiet: bool = False) -> Optional[types.ModuleType]:
         return None
     import actionmesh_core.geometry  # noqa: F401  (parent package of the pinned library module)
 
-    lib = types.ModuleType(_LIB_NAME)
-    lib.__package__ = "actionmesh_core.geometry"
-    lib.__file__ = f"<git {BASELINE_COMMIT[:12]}:actionmesh_core/geometry/meshing.py>"
-    sys.modules[_LIB_NAME] = lib
-    exec(compile(lib_src, lib.__file__, "exec"), lib.__dict__)
+    _module_from_source(_LIB_NAME, "actionmesh_core/geometry/meshing.py", lib_src, "actionmesh_core.geometry")
     old_import = "from actionmesh_core.geometry.meshing import"
     if old_import not in src:
         raise RuntimeError(f"the baseline at {BASELINE_COMMIT[:12]} no longer imports from the library as expected")
     src = src.replace(old_import, f"from {_LIB_NAME} import")
-    mod = types.ModuleType("_baseline_meshing")
-    mod.__file__ = f"<git {BASELINE_COMMIT[:12]}:benchmarks/_baseline_meshing.py>"
-    sys.modules["_baseline_meshing"] = mod
-    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    mod = _module_from_source("_baseline_meshing", "benchmarks/_baseline_meshing.py", src)
     _cached.append(mod)
     return mod
 
@@ -83,10 +87,6 @@ def load_baseline_cleanup(quiet: bool = False):
     if load_baseline(quiet) is None:
         return None
     if _CLEANUP_NAME not in sys.modules:
-        src = _git_show("actionmesh_core/geometry/cleanup.py")
-        mod = types.ModuleType(_CLEANUP_NAME)
-        mod.__package__ = "actionmesh_core.geometry"
-        mod.__file__ = f"<git {BASELINE_COMMIT[:12]}:actionmesh_core/geometry/cleanup.py>"
-        sys.modules[_CLEANUP_NAME] = mod
-        exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+        path = "actionmesh_core/geometry/cleanup.py"
+        _module_from_source(_CLEANUP_NAME, path, _git_show(path), "actionmesh_core.geometry")
     return sys.modules[_CLEANUP_NAME].clean_mesh

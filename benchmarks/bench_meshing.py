@@ -159,7 +159,7 @@ def peak_rss_mb(extractor, fn, inside, **kw) -> float:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
             base = _status_mb("VmRSS")
-            extractor(lambda p: fn(p).reshape(1, -1), 1, inside=inside, **kw)
+            run(extractor, fn, inside, **kw)
             os.write(wr, f"{_status_mb('VmHWM') - base}".encode())
         finally:
             os._exit(0)
