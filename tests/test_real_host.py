@@ -295,10 +295,10 @@ def test_placeholder_inputs_are_flagged_at_load(page):
     assert _load(page, workflow)["flagged"] == []
 
 
-@pytest.fixture(scope="session")
-def video_to_4d_run(comfy, page):
-    """``video_to_4d`` from the browser's conversion, at small settings; (history entry, seconds, new files)."""
-    _load(page, _workflow("video_to_4d.json"))
+def _run_workflow(comfy, page, name: str):
+    """Load ``name`` in the browser, convert it (``_converted``), make it small (``_shrink``), queue it and wait:
+    (history entry, seconds, new output files, the API prompt)."""
+    _load(page, _workflow(name))
     prompt = _shrink(_converted(page))
     before = _outputs(comfy)
     start = time.time()
@@ -306,10 +306,19 @@ def video_to_4d_run(comfy, page):
     return entry, time.time() - start, _outputs(comfy) - before, prompt
 
 
+def _node_id(prompt: dict, class_type: str) -> str:
+    return next(i for i, n in prompt.items() if n["class_type"] == class_type)
+
+
+@pytest.fixture(scope="session")
+def video_to_4d_run(comfy, page):
+    """``video_to_4d`` from the browser's conversion, at small settings; (history entry, seconds, new files, prompt)."""
+    return _run_workflow(comfy, page, "video_to_4d.json")
+
+
 def _assert_success_with_glb(comfy, entry, new_files, prompt):
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:4000]
-    export_id = next(i for i, n in prompt.items() if n["class_type"] == "ActionMeshExportGLB")
-    preview_id = next(i for i, n in prompt.items() if n["class_type"] == "Preview3D")
+    export_id, preview_id = _node_id(prompt, "ActionMeshExportGLB"), _node_id(prompt, "Preview3D")
     files = entry["outputs"][export_id]["3d"]
     assert len(files) == 1 and files[0]["type"] == "output"
     relative = "/".join(p for p in (files[0]["subfolder"], files[0]["filename"]) if p)
@@ -333,14 +342,9 @@ def test_video_to_4d_runs(comfy, video_to_4d_run):
 
 
 def test_video_mesh_to_4d_runs(comfy, page):
-    _load(page, _workflow("video_mesh_to_4d.json"))
-    prompt = _shrink(_converted(page))
-    before = _outputs(comfy)
-    start = time.time()
-    entry = comfy.wait_history(comfy.queue_prompt(prompt), timeout=900)
-    new_files = _outputs(comfy) - before
+    entry, seconds, new_files, prompt = _run_workflow(comfy, page, "video_mesh_to_4d.json")
     glb = _assert_success_with_glb(comfy, entry, new_files, prompt)
-    print(f"video_mesh_to_4d: {time.time() - start:.1f} s, {glb.name}, new files {sorted(new_files)}")
+    print(f"video_mesh_to_4d: {seconds:.1f} s, {glb.name}, new files {sorted(new_files)}")
     import trimesh
 
     # the user's mesh is animated: same vertex count as the capsule we gave (vertex order kept)
@@ -390,8 +394,7 @@ def test_interrupt_stops_cleanly_without_a_partial_file(comfy, page, video_to_4d
     kinds = [message[0] for message in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds and "execution_error" not in kinds, kinds
     interrupted = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_interrupted")
-    export_id = next(i for i, n in prompt.items() if n["class_type"] == "ActionMeshExportGLB")
-    assert export_id not in interrupted["executed"]
+    assert _node_id(prompt, "ActionMeshExportGLB") not in interrupted["executed"]
     # nodes that finished before the interrupt may have saved their files (POST /free emptied ComfyUI's cache,
     # so stage 0 ran again and saved its anchor): each must be complete; the interrupted export wrote nothing
     new_files = _outputs(comfy) - before
