@@ -13,7 +13,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from ..io.animated_mesh import AnimatedMesh
+from ..io.animated_mesh import AnimatedMesh, check_animation  # noqa: F401  (re-exported for the writers)
 from ..io.atomic import atomic_path
 
 __all__ = ["MissingDependency", "animation_fps", "frame_codes", "named_atomic_path", "require", "rest_frame",
@@ -45,20 +45,6 @@ def require(module: str, what: str):
     except ImportError:
         raise MissingDependency(f"{what} needs the '{module}' module: {INSTALL.get(module, 'pip install ' + module)}") \
             from None
-
-
-def check_animation(anim, what: str) -> AnimatedMesh:
-    """The animation itself when it is a non-empty :class:`AnimatedMesh`.
-
-    Raises:
-        TypeError: not an ``AnimatedMesh``.
-        ValueError: no faces or fewer than 3 vertices.
-    """
-    if not isinstance(anim, AnimatedMesh):
-        raise TypeError(f"{what}: expected an AnimatedMesh, got {type(anim).__name__}")
-    if anim.faces.shape[0] == 0 or anim.num_vertices < 3:
-        raise ValueError(f"{what}: the animated mesh has no faces (or fewer than 3 vertices)")
-    return anim
 
 
 def animation_fps(anim, fps: Optional[float] = None) -> float:

@@ -35,7 +35,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
-from ..io.glb import _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, frame_normals
+from ..io.glb import _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target, frame_normals
 from ._common import check_animation, frame_codes, animation_fps, require, rest_frame
 
 __all__ = ["SkinFit", "fit_skinning", "export_skinned_glb"]
@@ -225,12 +225,7 @@ def export_skinned_glb(
     import pygltflib
 
     anim = check_animation(anim, "export_skinned_glb")
-    path = Path(path)
-    if path.suffix.lower() != ".glb":
-        raise ValueError(f"export_skinned_glb writes binary glTF; the path must end in .glb, got {path.name!r}")
-    interpolation = str(interpolation).upper()
-    if interpolation not in ("STEP", "LINEAR"):
-        raise ValueError(f"export_skinned_glb: interpolation must be 'STEP' or 'LINEAR', got {interpolation!r}")
+    path, interpolation = _glb_target(path, interpolation, "export_skinned_glb")
     times = (frame_codes(anim, fps) / animation_fps(anim, fps)).astype(np.float32)
     if fit is None:
         fit = fit_skinning(anim, bones=bones, influences=influences, iterations=iterations, rest=rest)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["AnimatedMesh"]
+__all__ = ["AnimatedMesh", "check_animation"]
 
 
 @dataclass
@@ -139,3 +139,23 @@ class AnimatedMesh:
         elif self.vertex_colors is not None:
             mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.asarray(self.vertex_colors))
         return mesh
+
+
+def check_animation(anim, what: str) -> "AnimatedMesh":
+    """The animation itself when it is a non-empty :class:`AnimatedMesh` (checked before a writer starts).
+
+    Args:
+        anim: the object to check.
+        what: the caller's name, first word of the message.
+
+    Raises:
+        TypeError: not an ``AnimatedMesh``.
+        ValueError: no faces, or fewer than 3 vertices.
+    """
+    if not isinstance(anim, AnimatedMesh):
+        raise TypeError(f"{what}: expected an AnimatedMesh, got {type(anim).__name__}")
+    if anim.faces.shape[0] == 0:
+        raise ValueError(f"{what}: the animated mesh has no faces")
+    if anim.num_vertices < 3:
+        raise ValueError(f"{what}: the animated mesh has fewer than 3 vertices")
+    return anim

@@ -27,7 +27,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .animated_mesh import AnimatedMesh
+from .animated_mesh import AnimatedMesh, check_animation
 from .atomic import atomic_write, atomic_write_bytes
 
 __all__ = ["export_animated_glb", "read_animated_glb", "export_static_glbs", "frame_normals"]
@@ -141,14 +141,19 @@ def _png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
-def _check_anim(anim, what: str) -> AnimatedMesh:
-    if not isinstance(anim, AnimatedMesh):
-        raise TypeError(f"{what}: expected an AnimatedMesh, got {type(anim).__name__}")
-    if anim.faces.shape[0] == 0:
-        raise ValueError(f"{what}: the animated mesh has no faces")
-    if anim.num_vertices < 3:
-        raise ValueError(f"{what}: the animated mesh has fewer than 3 vertices")
-    return anim
+def _glb_target(path, interpolation: str, what: str):
+    """``(Path, "STEP" | "LINEAR")`` of an animated GLB writer's arguments.
+
+    Raises:
+        ValueError: the path does not end in ``.glb``, or ``interpolation`` is neither STEP nor LINEAR.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".glb":
+        raise ValueError(f"{what} writes binary glTF; the path must end in .glb, got {path.name!r}")
+    interpolation = str(interpolation).upper()
+    if interpolation not in ("STEP", "LINEAR"):
+        raise ValueError(f"{what}: interpolation must be 'STEP' or 'LINEAR', got {interpolation!r}")
+    return path, interpolation
 
 
 def _material_factors(material):
@@ -240,13 +245,8 @@ def export_animated_glb(
     """
     import pygltflib
 
-    anim = _check_anim(anim, "export_animated_glb")
-    path = Path(path)
-    if path.suffix.lower() != ".glb":
-        raise ValueError(f"export_animated_glb writes binary glTF; the path must end in .glb, got {path.name!r}")
-    interpolation = str(interpolation).upper()
-    if interpolation not in ("STEP", "LINEAR"):
-        raise ValueError(f"export_animated_glb: interpolation must be 'STEP' or 'LINEAR', got {interpolation!r}")
+    anim = check_animation(anim, "export_animated_glb")
+    path, interpolation = _glb_target(path, interpolation, "export_animated_glb")
     T, V = anim.num_frames, anim.num_vertices
     if fps is not None:
         if not float(fps) > 0:
@@ -352,7 +352,7 @@ def export_static_glbs(anim: AnimatedMesh, folder: Union[str, Path], prefix: str
         TypeError: ``anim`` is not an ``AnimatedMesh``.
         ValueError: the mesh has no faces.
     """
-    anim = _check_anim(anim, "export_static_glbs")
+    anim = check_animation(anim, "export_static_glbs")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(anim.num_frames - 1)))
