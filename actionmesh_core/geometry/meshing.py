@@ -211,7 +211,6 @@ class _Evaluator:
         points chunk by chunk (then ``count`` = Q).  Returns (F, Q) fp32, or with ``sink`` calls
         ``sink(start, stop, values (F, q))`` per chunk and returns None.
         """
-        h = 2.0 * self.bounds / cells
         q_all = idx.shape[0] if isinstance(idx, torch.Tensor) else count
         out = None if sink is not None else \
             torch.empty(self.num_fields, q_all, dtype=torch.float32, device=self.device)
@@ -219,7 +218,7 @@ class _Evaluator:
         for start in range(0, q_all, self.chunk_size):
             stop = min(start + self.chunk_size, q_all)
             chunk = idx[start:stop] if isinstance(idx, torch.Tensor) else idx(start, stop)
-            pts = chunk.to(torch.float32) * h - self.bounds
+            pts = self.model_points(chunk, cells)
             vals = self._call(pts, self.half_dtype)
             if self.half_dtype is not None and math.isfinite(self.margin):
                 near = ((vals - level).abs() <= self.margin).any(0)
@@ -233,6 +232,10 @@ class _Evaluator:
             self.count += pts.shape[0]
             self.progress.step()
         return out
+
+    def model_points(self, idx: torch.Tensor, cells: int) -> torch.Tensor:
+        """(Q, 3) integer grid points of a grid with ``cells`` cells per axis -> (Q, 3) float32 model units."""
+        return idx.to(torch.float32) * (2.0 * self.bounds / cells) - self.bounds
 
     def _call(self, pts: torch.Tensor, half_dtype) -> torch.Tensor:
         from ..perf import tf32_matmuls
@@ -632,8 +635,6 @@ def _dilate(cells: torch.Tensor, radius: int, ncells: int) -> torch.Tensor:
     return torch.stack([key // (ncells * ncells), (key // ncells) % ncells, key % ncells], 1)
 
 
-
-
 # --------------------------------------------------------------------------- marching cubes on the band
 
 
@@ -891,7 +892,7 @@ def sdf_to_meshes(
             ev.half_dtype = half
             approx = torch.empty_like(exact)
             for s in range(0, pts.shape[0], ev.chunk_size):
-                p = pts[s : s + ev.chunk_size].to(torch.float32) * (2.0 * bounds / n0) - bounds
+                p = ev.model_points(pts[s : s + ev.chunk_size], n0)
                 approx[:, s : s + p.shape[0]] = ev._call(p, half)
             dist = (exact - level).abs()
             near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
