@@ -156,9 +156,11 @@ def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
 def _video_to_4d(args) -> int:
     from .errors import OptionError, OutputPathError
     from .export import check_format_args
+    from .perf import tune_cpu_allocator
     from .pipeline import ActionMeshPipeline
     from .validation import validate_run
 
+    tune_cpu_allocator()  # large temporary buffers reused instead of mapped afresh (this process only)
     start = time.perf_counter()
     try:  # unknown format / suffix / missing optional module: one-line error, before any model
         fmt, out = check_format_args(args)

@@ -148,7 +148,7 @@ def test_two_pass_decimation_welds_its_seams(monkeypatch):
     calls = []
     real = __import__("fast_simplification").simplify
     monkeypatch.setattr("fast_simplification.simplify", lambda *a, **k: calls.append(k) or real(*a, **k))
-    out = clean_mesh(sphere, target_faces=600)
+    out = clean_mesh(sphere, target_faces=600, processes=1)  # every call in this process, to count them
     assert sum(bool(k.get("preserve_border")) for k in calls) == 11 and not calls[-1].get("preserve_border")
     assert 500 <= len(out.faces) <= 600
     assert out.is_watertight  # every seam between slabs welded, no cracks or T-junctions
@@ -156,3 +156,37 @@ def test_two_pass_decimation_welds_its_seams(monkeypatch):
     r = np.linalg.norm(out.vertices, axis=1)
     r1 = np.linalg.norm(single.vertices, axis=1)
     assert np.abs(r - 0.8).max() < 0.02 and np.abs(r - 0.8).mean() < 2 * np.abs(r1 - 0.8).mean() + 1e-4
+
+
+def test_slab_decimation_in_helper_processes_gives_the_same_mesh(monkeypatch, caplog):
+    """The first decimation pass shared with helper processes (fast-simplification holds the GIL): same output as
+    one process, bit for bit, whatever the number of processes; a helper that fails or cannot start leaves its
+    slabs to this process (logged), same output again."""
+    import logging
+    import sys
+
+    import actionmesh_core.geometry.cleanup as cleanup
+
+    sphere = trimesh.creation.icosphere(5, radius=0.8)
+    sphere.vertices += 0.01 * np.sin(7.0 * sphere.vertices[:, [1, 2, 0]])  # not symmetric: slabs differ
+    monkeypatch.setattr(cleanup, "_PART_FACES", 2000)  # 11 slabs
+    one = clean_mesh(sphere, target_faces=600, processes=1)
+    started = []
+    real_start = cleanup._start_helper
+    monkeypatch.setattr(cleanup, "_start_helper", lambda: started.append(1) or real_start())
+    for processes in (2, 4):
+        started.clear()
+        got = clean_mesh(sphere, target_faces=600, processes=processes)
+        assert len(started) == processes - 1
+        np.testing.assert_array_equal(got.faces, one.faces)
+        np.testing.assert_array_equal(got.vertices, one.vertices)
+    assert cleanup._slab_processes(None, 11) >= 1 and cleanup._slab_processes(8, 11) == 5  # <= half the slabs
+    # a helper that dies: its slabs are decimated here, same mesh, one warning
+    monkeypatch.setattr(cleanup, "_WORKER", "import sys; sys.stdin.buffer.read(10); sys.exit('helper broke')")
+    with caplog.at_level(logging.WARNING, logger=cleanup.__name__):
+        got = clean_mesh(sphere, target_faces=600, processes=2)
+    np.testing.assert_array_equal(got.faces, one.faces)
+    assert "helper broke" in caplog.text
+    # no interpreter to start: this process alone
+    monkeypatch.setattr(sys, "executable", "")
+    np.testing.assert_array_equal(clean_mesh(sphere, target_faces=600, processes=3).faces, one.faces)

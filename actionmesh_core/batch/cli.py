@@ -89,6 +89,9 @@ def run_batch_command(args, stdout=None) -> int:
                                  export_options={"bones": args.bones, "influences": args.influences})
         ray_options = RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                                  cpus_per_worker=args.cpus_per_worker, verbose=args.verbose)
+        from ..perf import tune_cpu_allocator
+
+        tune_cpu_allocator()  # this process's large temporary buffers reused (see perf.tune_cpu_allocator)
         summary = run_batch(clips, settings, engine=args.engine, ray_options=ray_options,
                             progress=not args.no_progress)
     except InputError as exc:

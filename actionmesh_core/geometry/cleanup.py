@@ -9,7 +9,13 @@ Shape legend: V vertices, F faces.
 """
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import List, Optional, Tuple
 
 import numpy as np
 import trimesh
@@ -19,6 +25,30 @@ __all__ = ["clean_mesh", "validate_mesh", "remove_small_components"]
 _CHUNK = 1 << 15  # faces per chunk of the per-face geometry (bounds the (chunk, 3, 3) copies; cache-sized)
 _PACKED_VERTS = 1 << 21  # below this many vertices a sorted face packs into one int64 (3 x 21 bits)
 _PART_FACES = 1 << 18  # larger meshes are decimated in parts of about this many faces first (see _decimate)
+_MAX_PROCESSES = 4  # slab decimation: at most this many processes (this one + helpers), see _simplify_slabs
+
+log = logging.getLogger(__name__)
+
+# The helper process of _simplify_slabs: numpy + fast-simplification only (no torch, no actionmesh_core), slabs in
+# on stdin and decimated slabs out on stdout as .npy records (numpy.lib.format; no pickle). It reads every slab,
+# decimates them in order and writes all results at the end (the parent reads them after its own share).
+_WORKER = """
+import sys
+import numpy as np
+import fast_simplification
+from numpy.lib import format as npf
+class Pipe:  # read/write only: numpy.lib.format would seek a real file object (a pipe cannot)
+    def __init__(self, f):
+        self.read, self.write = getattr(f, "read", None), getattr(f, "write", None)
+src, dst = Pipe(sys.stdin.buffer), Pipe(sys.stdout.buffer)
+jobs = [[npf.read_array(src) for _ in range(3)] for _ in range(int(npf.read_array(src)[0]))]
+out = []
+for v, f, p in jobs:
+    out += fast_simplification.simplify(v, f, target_count=int(p[0]), agg=float(p[1]), preserve_border=True)
+for a in out:
+    npf.write_array(dst, np.ascontiguousarray(a))
+sys.stdout.buffer.flush()
+"""
 
 
 def validate_mesh(mesh, what: str = "mesh", *, require_area: bool = True) -> trimesh.Trimesh:
@@ -154,7 +184,8 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
     return verts, faces
 
 
-def _decimate(verts: np.ndarray, faces: np.ndarray, target_faces: int, aggressiveness: float):
+def _decimate(verts: np.ndarray, faces: np.ndarray, target_faces: int, aggressiveness: float,
+              processes: Optional[int] = None):
     """Quadric decimation of (V, 3) / (F, 3) arrays to at most ``target_faces`` faces (fast-simplification).
 
     fast-simplification holds about 350 bytes per input face while it works
@@ -171,6 +202,10 @@ def _decimate(verts: np.ndarray, faces: np.ndarray, target_faces: int, aggressiv
     (a surface cut by the grid's bounds), so those end finer than after a
     single pass (closed surfaces are not affected).
 
+    The slabs are independent: fast-simplification holds the GIL, so they are
+    shared between this process and up to ``processes - 1`` helper processes
+    (see :func:`_simplify_slabs`); the result does not depend on it.
+
     Returns:
         ((V', 3) float64, (F', 3) int64) as fast-simplification's last pass
         leaves them (``clean_mesh`` welds and drops bad faces afterwards).
@@ -183,26 +218,141 @@ def _decimate(verts: np.ndarray, faces: np.ndarray, target_faces: int, aggressiv
         key = verts[faces[:, 0], axis]
         slab = np.searchsorted(np.quantile(key, np.linspace(0.0, 1.0, parts + 1)[1:-1]), key)
         del key
-        out_v, out_f, offset = [], [], 0
         budget = 4 * target_faces
-        for k in range(parts):
+
+        def slab_job(k):
             part = faces[slab == k]
             used = np.zeros(len(verts), dtype=bool)
             used[part] = True
             index = np.cumsum(used) - 1
-            pv, pf = fast_simplification.simplify(
-                verts[used].astype(np.float32), index[part].astype(np.int32),
-                target_count=max(4, budget * len(part) // len(faces)), agg=aggressiveness, preserve_border=True)
+            return (verts[used].astype(np.float32), index[part].astype(np.int32),
+                    max(4, budget * len(part) // len(faces)))
+
+        done = _simplify_slabs(slab_job, parts, aggressiveness, _slab_processes(processes, parts))
+        del slab
+        out_v, out_f, offset = [], [], 0
+        for pv, pf in done:
             out_v.append(np.asarray(pv, np.float64))
             out_f.append(np.asarray(pf, np.int64) + offset)
             offset += len(pv)
-        del slab, part, used, index
+        del done
         verts, faces = _drop_bad_faces(*_merge_vertices(np.concatenate(out_v), np.concatenate(out_f), None))
         del out_v, out_f
     if len(faces) > target_faces:
         verts, faces = fast_simplification.simplify(
             verts.astype(np.float32), faces.astype(np.int32), target_count=int(target_faces), agg=aggressiveness)
     return np.asarray(verts, np.float64), np.asarray(faces, np.int64)
+
+
+def _slab_processes(processes: Optional[int], parts: int) -> int:
+    """Processes for ``parts`` slabs: ``processes`` when given, else the CPUs this process may use (<= 4)."""
+    if processes is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cpus = os.cpu_count() or 1
+        processes = min(cpus, _MAX_PROCESSES)
+    return max(1, min(int(processes), parts // 2))
+
+
+def _simplify_slabs(job, parts: int, aggressiveness: float, processes: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """fast-simplification of ``parts`` slabs with their borders kept, ``processes`` at a time.
+
+    ``job(k) -> ((V_k, 3) float32, (F_k, 3) int32, target faces)`` builds slab
+    ``k``. fast-simplification holds the GIL, so threads would not overlap:
+    with ``processes > 1`` the first slabs go, in contiguous groups, to
+    ``processes - 1`` helper Python processes (numpy + fast-simplification
+    only, started with ``sys.executable``; arrays over pipes as .npy records),
+    while this process decimates the last group. A helper that cannot start
+    or fails leaves its slabs to this process (logged): the output is the
+    same either way (fast-simplification is deterministic; tested).
+
+    Returns:
+        One ((V'_k, 3) float32, (F'_k, 3) int32) pair per slab, in slab order.
+    """
+    import fast_simplification
+
+    bounds = np.linspace(0, parts, processes + 1).round().astype(int)
+    groups = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    helpers = []
+    for group in groups[:-1]:
+        helper = _start_helper()
+        if helper is None:
+            break
+        jobs = [job(k) for k in group]
+        writer = threading.Thread(target=_send_jobs, args=(helper, jobs, aggressiveness), daemon=True)
+        writer.start()  # the helper imports numpy first: do not wait for it here
+        helpers.append((group, helper, writer))
+    results: dict = {}
+    for k in range(bounds[len(helpers)], parts):  # this process: the groups no helper took
+        v, f, target = job(k)
+        results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness, preserve_border=True)
+    for group, helper, writer in helpers:
+        got = _collect(helper, writer, len(group))
+        for k, pair in zip(group, got or ()):
+            results[k] = pair
+        if got is None:
+            for k in group:
+                v, f, target = job(k)
+                results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness,
+                                                          preserve_border=True)
+    return [results[k] for k in range(parts)]
+
+
+def _start_helper() -> Optional[subprocess.Popen]:
+    if not sys.executable:
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
+    except OSError as exc:
+        log.warning("clean_mesh: no helper process for decimation (%s); decimating in this process", exc)
+        return None
+
+
+class _Pipe:
+    """Read/write view of a pipe: ``numpy.lib.format`` would seek a real file object, which a pipe cannot."""
+
+    def __init__(self, f):
+        self.read, self.write = getattr(f, "read", None), getattr(f, "write", None)
+
+
+def _send_jobs(helper: subprocess.Popen, jobs, aggressiveness: float) -> None:
+    from numpy.lib import format as npf
+
+    try:
+        pipe = _Pipe(helper.stdin)
+        npf.write_array(pipe, np.array([len(jobs)], np.int64))
+        for v, f, target in jobs:
+            for a in (v, f, np.array([target, aggressiveness], np.float64)):
+                npf.write_array(pipe, a)
+        helper.stdin.close()
+    except (OSError, ValueError):  # the helper died; _collect reports it
+        pass
+
+
+def _collect(helper: subprocess.Popen, writer: threading.Thread, count: int):
+    """The helper's ``count`` decimated slabs, or None (logged) when it failed."""
+    from numpy.lib import format as npf
+
+    got, pipe = [], _Pipe(helper.stdout)
+    try:
+        for _ in range(count):
+            got.append((npf.read_array(pipe), npf.read_array(pipe)))
+    except (OSError, ValueError, EOFError):
+        got = None
+        helper.kill()  # a helper that stopped reading would otherwise block the writer
+    writer.join()
+    err = helper.stderr.read()
+    for stream in (helper.stdout, helper.stderr):
+        stream.close()
+    helper.wait()
+    if helper.returncode != 0 or got is None:
+        lines = err.decode(errors="replace").strip().splitlines()
+        log.warning("clean_mesh: the decimation helper process failed (%s); decimating its slabs in this process",
+                    lines[-1] if lines else f"exit status {helper.returncode}")
+        return None
+    return got
 
 
 def clean_mesh(
@@ -212,6 +362,7 @@ def clean_mesh(
     min_component_fraction: float = 0.02,
     merge_digits: Optional[int] = None,
     aggressiveness: float = 7.0,
+    processes: Optional[int] = None,
 ) -> trimesh.Trimesh:
     """Clean a marching-cubes mesh (REFERENCE §4 order).
 
@@ -240,6 +391,10 @@ def clean_mesh(
         min_component_fraction: floater threshold in [0, 1] (0 disables).
         merge_digits: decimals used to merge vertices (None = trimesh default).
         aggressiveness: fast-simplification ``agg`` (higher = faster, coarser).
+        processes: processes that share the first decimation pass of a large
+            mesh (``None``: the CPUs this process may use, at most 4; 1: this
+            process only). Helpers are plain Python processes running
+            fast-simplification; the result does not depend on it.
 
     Returns:
         A new ``trimesh.Trimesh`` (V', 3) float64 / (F', 3) int64; the input
@@ -263,7 +418,7 @@ def clean_mesh(
         raise ValueError("clean_mesh: total surface area is 0 (every face is degenerate); nothing is left to clean")
     # 3. quadric decimation to the face budget
     if target_faces is not None and len(faces) > int(target_faces):
-        verts, faces = _decimate(verts, faces, int(target_faces), aggressiveness)
+        verts, faces = _decimate(verts, faces, int(target_faces), aggressiveness, processes)
         verts, faces = _drop_bad_faces(*_merge_vertices(verts, faces, merge_digits))
     # 4. floaters
     out = remove_small_components(trimesh.Trimesh(verts, faces, process=False), min_component_fraction)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..perf import FLAGS as _PERF
+from ..perf import query_chunk_points
 from .layers import FP32LayerNorm, TransformerBlock, fourier_point_embedding
 
 __all__ = ["TripoSGVAE"]
@@ -134,12 +135,14 @@ class TripoSGVAE(nn.Module):
             x = blk(x)
         return x
 
-    def query_field(self, tokens: torch.Tensor, points: torch.Tensor, chunk_size: int = 2 ** 16) -> torch.Tensor:
+    def query_field(self, tokens: torch.Tensor, points: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
         """Field values at query points from :meth:`decode_tokens` output.
 
         Args:
             tokens: (B, M, W_dec). points: (B, Q, 3) in [-1.005, 1.005]^3 or (Q, 3) shared.
-            chunk_size: points per chunk (bounds memory: 10^7 points fit).
+            chunk_size: points per chunk (bounds memory: 10^7 points fit); ``None``:
+                :func:`~actionmesh_core.perf.query_chunk_points` (2^16 on CUDA, cache-sized on
+                the CPU). The values do not depend on it (float32 rounding aside).
 
         Returns:
             (B, Q) float32 field (negated decoder output; zero level = surface).
@@ -152,6 +155,8 @@ class TripoSGVAE(nn.Module):
         cross = dec.blocks[-1]
         kv = cross.sub("x_attn").project_kv(tokens) if _PERF.cache_cross_kv else None
         b = tokens.shape[0]
+        if chunk_size is None:
+            chunk_size = query_chunk_points(tokens.device, b * cross.sub("ff").net[0].proj.out_features)
         if points.ndim == 2:
             points = points[None].expand(b, -1, -1)
         total = points.shape[1]
@@ -167,7 +172,7 @@ class TripoSGVAE(nn.Module):
             outs.append(-h[:, :size, 0].float())
         return torch.cat(outs, dim=1)
 
-    def decode(self, latent: torch.Tensor, points: torch.Tensor, chunk_size: int = 2 ** 16) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, points: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
         """SDF decoder: field values at arbitrary points.
 
         Args:
@@ -182,7 +187,7 @@ class TripoSGVAE(nn.Module):
             raise ValueError(f"points must be (B, Q, 3), got {tuple(points.shape)}")
         return self.query_field(self.decode_tokens(latent), points, chunk_size)[..., None]
 
-    def field_fn(self, latents: torch.Tensor, chunk_size: int = 2 ** 16) -> Callable[[torch.Tensor], torch.Tensor]:
+    def field_fn(self, latents: torch.Tensor, chunk_size: Optional[int] = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """A field callable for SDF meshing of several latents at once.
 
         Args:
