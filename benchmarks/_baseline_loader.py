@@ -8,9 +8,10 @@ commit (the baseline imports ``grid_points`` and ``_Progress`` from it, so
 later changes to the library cannot change the baseline), and returns it as a
 module in memory; nothing is written to disk.
 
-``load_baseline_cleanup()`` likewise returns the mesh clean-up of the same
-commit (trimesh-method steps and one-pass decimation), so that the old
-column of the end-to-end CLI run is the pipeline as it was before issue #14.
+``baseline_tree(dest)`` extracts the whole library as it was before issue
+#14 (``PIPELINE_COMMIT``: dense-then-refine extractor, trimesh clean-up,
+VAE field chunks, no allocator tuning) with ``git archive``, so that the old
+column of the end-to-end CLI run is that pipeline, run as it was.
 
 Outside a git checkout that holds the commit (a source archive, a shallow
 clone) it returns ``None`` and says so once; callers then print the new
@@ -26,6 +27,7 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "d0df18571a0a708c0e67eddc79b648d8ad5800cb"  # last commit of benchmarks/_baseline_meshing.py
+PIPELINE_COMMIT = "c0000f42522a7e3dd094fde258ad0ef34dc642b5"  # the library before the first issue #14 commit
 _LIB_NAME = "actionmesh_core.geometry._meshing_at_baseline"
 _CLEANUP_NAME = "actionmesh_core.geometry._cleanup_at_baseline"
 _cached: list = []
@@ -82,11 +84,23 @@ def load_baseline(quiet: bool = False) -> Optional[types.ModuleType]:
     return mod
 
 
-def load_baseline_cleanup(quiet: bool = False):
-    """``clean_mesh`` of ``actionmesh_core/geometry/cleanup.py`` at ``BASELINE_COMMIT``, or None (see load_baseline)."""
-    if load_baseline(quiet) is None:
+def baseline_tree(dest: Path, quiet: bool = False) -> Optional[Path]:
+    """``actionmesh_core/`` at ``PIPELINE_COMMIT`` extracted under ``dest`` (``git archive``); ``dest`` or None.
+
+    Put ``dest`` first on ``PYTHONPATH`` to run that library (``python -m actionmesh_core ...``).
+    """
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", PIPELINE_COMMIT, "actionmesh_core"],
+                                 capture_output=True, check=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        if not quiet:
+            print(f"pre-#14 library unavailable (needs a git checkout with commit {PIPELINE_COMMIT[:12]}): "
+                  f"{type(exc).__name__}; timing the current library only", flush=True)
         return None
-    if _CLEANUP_NAME not in sys.modules:
-        path = "actionmesh_core/geometry/cleanup.py"
-        _module_from_source(_CLEANUP_NAME, path, _git_show(path), "actionmesh_core.geometry")
-    return sys.modules[_CLEANUP_NAME].clean_mesh
+    import io
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest

@@ -24,10 +24,12 @@ defaults: 2^6 coarse grid, narrow band up to 2^9):
   counts torch's and numpy's buffers alike.
 
 ``--cli`` also times the 16-frame default CLI run with tiny weights old vs new
-end to end (the old run passes ``--octree-depth 8`` and swaps the library's
-extractor and mesh clean-up for those at the baseline commit; each run in its own process, its peak RSS from
-``os.wait4`` on that process; the CLI's own timing table split into stage-0
-sampling, meshing, clean-up, DINOv2, stage I, stage II and the rest).
+end to end: *old* is the whole library before issue #14 (``actionmesh_core``
+at ``_baseline_loader.PIPELINE_COMMIT``, extracted with ``git archive`` and run
+as it was), *new* this tree; each run in its own process, its peak RSS from
+``os.wait4`` on that process; the CLI's own timing line split into stage 0
+(and, where the CLI reports them, its sampling, meshing and clean-up), DINOv2,
+stage I, stage II, export and the rest (start-up, imports, input checks).
 
 Usage: ``python3 benchmarks/bench_meshing.py [--fields sphere_plate,torus,vae] [--repeat 1] [--cli]``
 """
@@ -213,18 +215,9 @@ def bench(fields, repeat):
               f"| {r[9]:.0f} | {r[10]:,} | {r[11]} |")
 
 
-_OLD_CLI = """
-import sys, runpy
-sys.path.insert(0, {bench!r})
-from _baseline_loader import load_baseline, load_baseline_cleanup
-import actionmesh_core.geometry.meshing as m, actionmesh_core.geometry.cleanup as c
-m.sdf_to_meshes = load_baseline().sdf_to_meshes
-c.clean_mesh = load_baseline_cleanup()
-sys.argv = ["actionmesh_core"] + {args!r}
-runpy.run_module("actionmesh_core", run_name="__main__")
-"""
-_NEW_CLI = "import sys, runpy; sys.argv = ['actionmesh_core'] + {args!r}; runpy.run_module('actionmesh_core', run_name='__main__')"
-_CLI_COLUMNS = ("stage0 sampling", "meshing", "clean-up", "dinov2", "stage1", "stage2", "export")
+_CLI = "import sys, runpy; sys.argv = ['actionmesh_core'] + {args!r}; runpy.run_module('actionmesh_core', run_name='__main__')"
+_CLI_COLUMNS = ("stage0", "stage0 sampling", "meshing", "clean-up", "dinov2", "stage1", "stage2", "export")
+_CLI_STAGES = ("stage0", "dinov2", "stage1", "stage2", "export")  # disjoint: what "rest" is wall minus
 
 
 def _run_measured(cmd, env, cwd):
@@ -254,26 +247,27 @@ def _cli_timings(line: str) -> dict:
 
 
 def bench_cli(frames: str, threads: int):
-    """16-frame default CLI run with tiny weights: old extractor (dense 8 -> 9) vs new, each in its own process."""
+    """16-frame default CLI run with tiny weights: the library before issue #14 vs now, each in its own process."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _baseline_loader import BASELINE_COMMIT, load_baseline
+    from _baseline_loader import PIPELINE_COMMIT, baseline_tree
 
-    runs = [("new (band 6 -> 9)", [], False)]
-    if load_baseline() is not None:
-        runs.insert(0, ("old (dense 8 -> 9)", ["--octree-depth", "8"], True))
-        print(f"old run: benchmarks/_baseline_meshing.py and actionmesh_core/geometry/cleanup.py at git "
-              f"{BASELINE_COMMIT[:12]} (the pipeline before issue #14)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         from actionmesh_core.weights import make_tiny_weights
 
+        runs = [("new (band 6 -> 9)", ROOT)]
+        old_root = baseline_tree(Path(tmp) / "pre14")
+        if old_root is not None:
+            runs.insert(0, ("old (dense 8 -> 9)", old_root))
+            print(f"old run: actionmesh_core at git {PIPELINE_COMMIT[:12]} (the library before issue #14), "
+                  "run as it was", flush=True)
         weights = make_tiny_weights(Path(tmp) / "w", seed=0)
         rows = []
-        for label, extra, old in runs:
+        for label, lib in runs:
             args = ["video-to-4d", frames, "--weights", str(weights), "--out", str(Path(tmp) / "o.glb"),
-                    "--device", "cpu"] + extra
-            code = (_OLD_CLI.format(bench=str(ROOT / "benchmarks"), args=args) if old else _NEW_CLI.format(args=args))
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
-            wall, rss, rc, out, err = _run_measured([sys.executable, "-c", code], env, ROOT)
+                    "--device", "cpu"]
+            code = _CLI.format(args=args)
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(lib))
+            wall, rss, rc, out, err = _run_measured([sys.executable, "-c", code], env, lib)
             if rc:
                 print(out[-2000:], err[-2000:])
                 raise SystemExit(f"CLI run failed ({label})")
@@ -285,8 +279,8 @@ def bench_cli(frames: str, threads: int):
           + " | ".join(_CLI_COLUMNS) + " | rest (imports, checks, frames) |")
     print("|---|---|---|" + "---|" * (len(_CLI_COLUMNS) + 1))
     for label, wall, rss, t, _ in rows:
-        staged = sum(t.get(k, 0.0) for k in _CLI_COLUMNS)
-        print(f"| {label} | {wall:.1f} | {rss:.0f} | " + " | ".join(f"{t.get(k, float('nan')):.1f} s" for k in _CLI_COLUMNS)
+        staged = sum(t.get(k, 0.0) for k in _CLI_STAGES)
+        print(f"| {label} | {wall:.1f} | {rss:.0f} | " + " | ".join(f"{t[k]:.1f} s" if k in t else "-" for k in _CLI_COLUMNS)
               + f" | {wall - staged:.1f} s |")
     if len(rows) == 2:
         print(f"\nend-to-end speed-up: {rows[0][1] / rows[1][1]:.2f}x; peak RSS {rows[0][2]:.0f} -> {rows[1][2]:.0f} MB")

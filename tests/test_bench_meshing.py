@@ -46,3 +46,16 @@ def test_baseline_from_git_history_meshes_the_same_surface():
     assert sphere(torch.from_numpy(mesh_new.vertices).float()).abs().max().item() < voxel
     # the plate detector the benchmark reports: a sphere alone has no plate
     assert not bench.plate_present(mesh_new)
+
+
+def test_end_to_end_baseline_is_the_library_before_issue_14(tmp_path):
+    """The CLI comparison's old column runs the whole pre-#14 library (dense 2^8 -> 2^9 extractor), extracted from
+    git history; the current tree's changes (field chunks, allocator, clean-up) must not leak into it."""
+    loader = _module("_baseline_loader")
+    root = loader.baseline_tree(tmp_path / "pre14", quiet=True)
+    if root is None:
+        pytest.skip("the pinned pre-#14 commit is not in this checkout's git history")
+    meshing = (root / "actionmesh_core" / "geometry" / "meshing.py").read_text()
+    assert "octree_depth: int = 8" in meshing and "narrow band" not in meshing.lower()
+    assert (root / "actionmesh_core" / "cli.py").is_file()
+    assert "query_chunk_points" not in (root / "actionmesh_core" / "models" / "vae.py").read_text()

@@ -190,3 +190,24 @@ def test_slab_decimation_in_helper_processes_gives_the_same_mesh(monkeypatch, ca
     # no interpreter to start: this process alone
     monkeypatch.setattr(sys, "executable", "")
     np.testing.assert_array_equal(clean_mesh(sphere, target_faces=600, processes=3).faces, one.faces)
+
+
+def test_interrupted_decimation_leaves_no_helper_process(monkeypatch):
+    """Ctrl-C (or any error) while this process decimates its own slabs: the helper processes are stopped."""
+    import actionmesh_core.geometry.cleanup as cleanup
+
+    sphere = trimesh.creation.icosphere(5, radius=0.8)
+    monkeypatch.setattr(cleanup, "_PART_FACES", 2000)
+    started = []
+    real_start = cleanup._start_helper
+    monkeypatch.setattr(cleanup, "_start_helper", lambda: started.append(real_start()) or started[-1])
+    real = __import__("fast_simplification").simplify
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fast_simplification.simplify", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        clean_mesh(sphere, target_faces=600, processes=2)
+    assert len(started) == 1 and started[0].poll() is not None  # stopped and reaped
+    monkeypatch.setattr("fast_simplification.simplify", real)

@@ -275,27 +275,36 @@ def _simplify_slabs(job, parts: int, aggressiveness: float, processes: int) -> L
     bounds = np.linspace(0, parts, processes + 1).round().astype(int)
     groups = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     helpers = []
-    for group in groups[:-1]:
-        helper = _start_helper()
-        if helper is None:
-            break
-        jobs = [job(k) for k in group]
-        writer = threading.Thread(target=_send_jobs, args=(helper, jobs, aggressiveness), daemon=True)
-        writer.start()  # the helper imports numpy first: do not wait for it here
-        helpers.append((group, helper, writer))
     results: dict = {}
-    for k in range(bounds[len(helpers)], parts):  # this process: the groups no helper took
-        v, f, target = job(k)
-        results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness, preserve_border=True)
-    for group, helper, writer in helpers:
-        got = _collect(helper, writer, len(group))
-        for k, pair in zip(group, got or ()):
-            results[k] = pair
-        if got is None:
-            for k in group:
-                v, f, target = job(k)
-                results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness,
-                                                          preserve_border=True)
+    try:
+        for group in groups[:-1]:
+            helper = _start_helper()
+            if helper is None:
+                break
+            helpers.append([group, helper, None])
+            jobs = [job(k) for k in group]
+            writer = threading.Thread(target=_send_jobs, args=(helper, jobs, aggressiveness), daemon=True)
+            writer.start()  # the helper imports numpy first: do not wait for it here
+            helpers[-1][2] = writer
+        for k in range(bounds[len(helpers)], parts):  # this process: the groups no helper took
+            v, f, target = job(k)
+            results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness,
+                                                      preserve_border=True)
+        for entry in list(helpers):
+            group, helper, writer = entry
+            got = _collect(helper, writer, len(group))
+            helpers.remove(entry)
+            for k, pair in zip(group, got or ()):
+                results[k] = pair
+            if got is None:
+                for k in group:
+                    v, f, target = job(k)
+                    results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness,
+                                                              preserve_border=True)
+    finally:  # interrupted or failed here: no helper outlives this call
+        for _group, helper, _writer in helpers:
+            helper.kill()
+            helper.wait()
     return [results[k] for k in range(parts)]
 
 
