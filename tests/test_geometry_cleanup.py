@@ -181,15 +181,34 @@ def test_slab_decimation_in_helper_processes_gives_the_same_mesh(monkeypatch, ca
         np.testing.assert_array_equal(got.faces, one.faces)
         np.testing.assert_array_equal(got.vertices, one.vertices)
     assert cleanup._slab_processes(None, 11) >= 1 and cleanup._slab_processes(8, 11) == 5  # <= half the slabs
-    # a helper that dies: its slabs are decimated here, same mesh, one warning
+    # a helper that dies: its slabs are decimated here, same mesh, one warning; no helper is tried again
+    monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
     monkeypatch.setattr(cleanup, "_WORKER", "import sys; sys.stdin.buffer.read(10); sys.exit('helper broke')")
     with caplog.at_level(logging.WARNING, logger=cleanup.__name__):
         got = clean_mesh(sphere, target_faces=600, processes=2)
     np.testing.assert_array_equal(got.faces, one.faces)
     assert "helper broke" in caplog.text
-    # no interpreter to start: this process alone
-    monkeypatch.setattr(sys, "executable", "")
-    np.testing.assert_array_equal(clean_mesh(sphere, target_faces=600, processes=3).faces, one.faces)
+    assert cleanup._start_helper() is None
+    # an embedding application's binary (not a Python interpreter) is never started: this process alone
+    monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
+    for exe in ("", "/opt/blender/blender"):
+        monkeypatch.setattr(sys, "executable", exe)
+        assert cleanup._start_helper() is None
+        np.testing.assert_array_equal(clean_mesh(sphere, target_faces=600, processes=3).faces, one.faces)
+
+
+def test_helper_sees_the_packages_of_this_process(monkeypatch, tmp_path):
+    """Packages this process found through a runtime sys.path entry (as ComfyUI custom nodes add) are found by
+    the helper too."""
+    import actionmesh_core.geometry.cleanup as cleanup
+
+    (tmp_path / "only_here_pkg.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
+    monkeypatch.setattr(cleanup, "_WORKER", "import only_here_pkg, sys; sys.stdout.write(str(only_here_pkg.VALUE))")
+    helper = cleanup._start_helper()
+    out, err = helper.communicate(timeout=60)
+    assert helper.returncode == 0 and out == b"7", err
 
 
 def test_interrupted_decimation_leaves_no_helper_process(monkeypatch):

@@ -308,13 +308,24 @@ def _simplify_slabs(job, parts: int, aggressiveness: float, processes: int) -> L
     return [results[k] for k in range(parts)]
 
 
+_HELPERS_OFF: list = []  # set after a helper failed once: this process decimates alone from then on
+
+
 def _start_helper() -> Optional[subprocess.Popen]:
-    if not sys.executable:
+    """A helper Python process (``sys.executable -c _WORKER``, this process's ``sys.path``), or None.
+
+    None when helpers failed before in this process or ``sys.executable`` is not a Python interpreter (an
+    embedding application such as Blender reports its own binary there).
+    """
+    exe = sys.executable or ""
+    if _HELPERS_OFF or not os.path.basename(exe).lower().startswith("python"):
         return None
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # the packages this process sees
     try:
-        return subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
+        return subprocess.Popen([exe, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=tempfile.gettempdir(), env=env)
     except OSError as exc:
+        _HELPERS_OFF.append(True)
         log.warning("clean_mesh: no helper process for decimation (%s); decimating in this process", exc)
         return None
 
@@ -358,7 +369,8 @@ def _collect(helper: subprocess.Popen, writer: threading.Thread, count: int):
     helper.wait()
     if helper.returncode != 0 or got is None:
         lines = err.decode(errors="replace").strip().splitlines()
-        log.warning("clean_mesh: the decimation helper process failed (%s); decimating its slabs in this process",
+        _HELPERS_OFF.append(True)
+        log.warning("clean_mesh: the decimation helper process failed (%s); decimating in this process from now on",
                     lines[-1] if lines else f"exit status {helper.returncode}")
         return None
     return got
