@@ -276,6 +276,11 @@ def _simplify_slabs(job, parts: int, aggressiveness: float, processes: int) -> L
     groups = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     helpers = []
     results: dict = {}
+
+    def here(k):
+        v, f, target = job(k)
+        results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness, preserve_border=True)
+
     try:
         for group in groups[:-1]:
             helper = _start_helper()
@@ -287,9 +292,7 @@ def _simplify_slabs(job, parts: int, aggressiveness: float, processes: int) -> L
             writer.start()  # the helper imports numpy first: do not wait for it here
             helpers[-1][2] = writer
         for k in range(bounds[len(helpers)], parts):  # this process: the groups no helper took
-            v, f, target = job(k)
-            results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness,
-                                                      preserve_border=True)
+            here(k)
         for entry in list(helpers):
             group, helper, writer = entry
             got = _collect(helper, writer, len(group))
@@ -298,9 +301,7 @@ def _simplify_slabs(job, parts: int, aggressiveness: float, processes: int) -> L
                 results[k] = pair
             if got is None:
                 for k in group:
-                    v, f, target = job(k)
-                    results[k] = fast_simplification.simplify(v, f, target_count=target, agg=aggressiveness,
-                                                              preserve_border=True)
+                    here(k)
     finally:  # interrupted or failed here: no helper outlives this call
         for _group, helper, _writer in helpers:
             helper.kill()
