@@ -81,8 +81,8 @@ def plate_present(mesh) -> bool:
     return bool((far[:, 2] > 0).any() and (far[:, 2] < 0).any() and far[:, 0].max() > PLATE["x1"] - 0.02)
 
 
-def tiny_vae_field():
-    """The tiny random-weight TripoSG VAE field of the CLI's tiny weights, calibrated to cross zero."""
+def tiny_vae():
+    """The tiny random-weight TripoSG VAE of the CLI's tiny weights and a latent its field crosses zero on."""
     from actionmesh_core.weights import make_tiny_weights
     from actionmesh_core.checkpoints import load_model
 
@@ -90,7 +90,12 @@ def tiny_vae_field():
     root = make_tiny_weights(tmp / "w", seed=0)
     vae = load_model(Path(root) / "TripoSG" / "vae", "triposg_vae", device="cpu", dtype=torch.float32)
     # a random latent like the ones the tiny weights are calibrated on (8 channels, 64 tokens)
-    latent = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(0))
+    return vae, torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(0))
+
+
+def tiny_vae_field():
+    """The tiny VAE's field (:func:`tiny_vae`) and its inside sign."""
+    vae, latent = tiny_vae()
     return vae.field_fn(latent), vae.inside_sign
 
 
@@ -286,6 +291,74 @@ def bench_cli(frames: str, threads: int):
         print(f"\nend-to-end speed-up: {rows[0][1] / rows[1][1]:.2f}x; peak RSS {rows[0][2]:.0f} -> {rows[1][2]:.0f} MB")
 
 
+def bench_cpu_parts(frames: str, threads: int, repeat: int):
+    """The three CPU changes of the anchor run, each measured against its off position in one run.
+
+    1. VAE field chunk size (points per decoder pass) -> us per point, tiny VAE, 2^20 random points;
+    2. ``clean_mesh`` of the tiny VAE's anchor mesh with 1, 2, 3 processes (slab decimation helpers);
+    3. the 16-frame CLI run with and without ``perf.tune_cpu_allocator`` (off: ``MALLOC_ARENA_MAX`` set to
+       glibc's own default for this machine, which makes the tuning step aside), wall / system time / page faults.
+    """
+    import resource
+
+    from actionmesh_core.geometry.cleanup import clean_mesh
+    from actionmesh_core.perf import query_chunk_points
+
+    vae, latent = tiny_vae()
+    with torch.no_grad():
+        tokens = vae.decode_tokens(latent)
+    points = torch.rand(2**20, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    chosen = query_chunk_points("cpu", tokens.shape[0] * vae.decoder.blocks[-1].sub("ff").net[0].proj.out_features)
+    print(f"\n| VAE field chunk (points) | us per point (best of {repeat}) |\n|---|---|")
+    with torch.no_grad():
+        for chunk in (2**18, 2**16, 2**15, 2**14, 2**13, 2**12, 2**10):
+            best = min(_timed(lambda: vae.query_field(tokens, points, chunk)) for _ in range(repeat))
+            mark = " (the CPU policy)" if chunk == chosen else " (the previous default)" if chunk == 2**16 else ""
+            print(f"| 2^{chunk.bit_length() - 1}{mark} | {best * 1e6 / points.shape[0]:.3f} |", flush=True)
+    mesh = sdf_to_meshes(vae.field_fn(latent), 1, inside=vae.inside_sign)[0]
+    print(f"\n| clean_mesh of the {len(mesh.faces):,}-face tiny-VAE anchor mesh | s (best of {repeat}) | faces |"
+          "\n|---|---|---|")
+    ref = None
+    for processes in (1, 2, 3):
+        best = min(_timed(lambda: clean_mesh(mesh, processes=processes)) for _ in range(repeat))
+        out = clean_mesh(mesh, processes=processes)
+        same = ref is None or (np.array_equal(out.faces, ref.faces) and np.array_equal(out.vertices, ref.vertices))
+        ref = ref if ref is not None else out
+        print(f"| {processes} process{'es' if processes > 1 else ''} | {best:.2f} | {len(out.faces):,}"
+              f"{'' if same else ' (DIFFERENT mesh)'} |", flush=True)
+    print(f"\n| CLI run (16 frames, tiny weights; best of {repeat}) | wall (s) | system time (s) | page faults | "
+          "peak RSS (MB) |"
+          "\n|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        from actionmesh_core.weights import make_tiny_weights
+
+        weights = make_tiny_weights(Path(tmp) / "w", seed=0)
+        args = ["video-to-4d", frames, "--weights", str(weights), "--out", str(Path(tmp) / "o.glb"), "--device", "cpu"]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        base.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
+        arenas = str(8 * (os.cpu_count() or 1))  # glibc's default arena limit on 64-bit
+        best: dict = {}
+        for _ in range(repeat):  # the two modes alternate; each keeps its fastest run
+            for label, env in (("allocator tuned (CLI default)", base),
+                               ("not tuned", dict(base, MALLOC_ARENA_MAX=arenas))):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                wall, rss, rc, out, err = _run_measured([sys.executable, "-c", _CLI.format(args=args)], env, ROOT)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if rc:
+                    raise SystemExit(f"CLI run failed ({label}): {err[-500:]}")
+                row = (wall, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt, rss)
+                if label not in best or wall < best[label][0]:
+                    best[label] = row
+        for label, (wall, stime, faults, rss) in best.items():
+            print(f"| {label} | {wall:.1f} | {stime:.1f} | {faults:,} | {rss:.0f} |", flush=True)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fields", default="sphere_plate,torus,vae")
@@ -293,6 +366,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: shared machines)")
     ap.add_argument("--cli", action="store_true", help="also time the 16-frame default CLI run old vs new")
     ap.add_argument("--skip-fields", action="store_true")
+    ap.add_argument("--cpu-parts", action="store_true",
+                    help="also measure the CPU changes one by one: VAE field chunk size, clean-up helper processes, "
+                         "allocator tuning of the CLI")
     fixtures = os.environ.get("ACTIONMESH_FIXTURES_DIR") or next(
         (str(p / "shared" / "fixtures") for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
         str(ROOT.parent / "shared" / "fixtures"))
@@ -306,6 +382,8 @@ def main():
         bench(args.fields.split(","), max(1, args.repeat))
     if args.cli:
         bench_cli(args.frames, args.threads)
+    if args.cpu_parts:
+        bench_cpu_parts(args.frames, args.threads, max(1, args.repeat))
 
 
 if __name__ == "__main__":

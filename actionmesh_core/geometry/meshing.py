@@ -504,6 +504,8 @@ class _Level:
                 vals[:, (own.index_select(0, r[a:b]) << 9) | c[a:b]] = values
 
             ev(points, self.cells, level, sign, count=r.numel(), sink=store)
+            del points, store, base
+        del r, c, todo, need, own  # (peak memory: the finest level's lists are the largest)
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
@@ -556,6 +558,8 @@ class _Level:
             v = self.cached[1][field, rows]
         else:
             v = self.gather(self.vals[field], slots, 0, 1)
+        if field == self.num_fields - 1:
+            self.cached = None  # (peak memory) marching cubes asks for the fields in order: this was the last
         mask = self.sc[slots]
         if self.num_fields > 1:
             mask = mask & _sign_changes(_inside(v, level, sign))[0]
@@ -667,14 +671,18 @@ def _mc_skimage(lv: _Level, field: int, level: float, sign: float):
     vol[nbr:] = -1.0  # unknown points: their cells are masked out
     mask = torch.zeros(total, n1, n1, n1, dtype=torch.bool, device=v.device)
     mask[:nbr, 1:, 1:, 1:] = cells  # far corner of each band cell
+    del v, cells  # (peak memory: only the packed copies are needed from here on)
 
     def pack(t):
         out = t.new_empty(gx, n1, gy, n1, gz, n1)
         out.permute(0, 2, 4, 1, 3, 5).copy_(t.view(gx, gy, gz, n1, n1, n1))
         return out.view(gx * n1, gy * n1, gz * n1).cpu().numpy()
 
+    packed_vol, packed_mask = pack(vol), pack(mask)
+    del vol, mask
     # inside > 0 with "ascent": counter-clockwise faces seen from outside (positive volume; tested)
-    verts, faces, _n, _v = marching_cubes(pack(vol), level=0.0, gradient_direction="ascent", mask=pack(mask))
+    verts, faces = marching_cubes(packed_vol, level=0.0, gradient_direction="ascent", mask=packed_mask)[:2]
+    del packed_vol, packed_mask
     block = verts.astype(np.int32) // n1  # packed brick of each vertex (coordinates >= 0)
     verts -= block * n1  # exact: integer shifts of small float32 values
     onface = ((verts == 0) | (verts == _B)).any(1)
