@@ -111,13 +111,15 @@ def _trimesh_weld_and_drop(vertices, faces):
     return np.asarray(m.vertices), np.asarray(m.faces)
 
 
-@pytest.mark.parametrize("packed", [True, False], ids=["packed-face-keys", "row-keys"])
+@pytest.mark.parametrize("packed", [True, False, "collide"], ids=["packed-face-keys", "row-keys", "hash-collisions"])
 def test_array_weld_matches_trimesh_methods_on_a_messy_mesh(packed, monkeypatch):
     import actionmesh_core.geometry.cleanup as cleanup
     from actionmesh_core.geometry.cleanup import _drop_bad_faces, _merge_vertices
 
-    if not packed:  # the branch meshes above 2^21 vertices take (duplicate faces by trimesh's unique_rows)
+    if packed is not True:  # the branch meshes above 2^21 vertices take (hashed face keys, exact where they repeat)
         monkeypatch.setattr(cleanup, "_PACKED_VERTS", 8)
+    if packed == "collide":  # every hash equal: the exact grouping alone must decide (vertices and faces)
+        monkeypatch.setattr(cleanup, "_row_hash", lambda rows: np.zeros(len(rows), np.uint64))
 
     rng = np.random.default_rng(0)
     sphere = trimesh.creation.icosphere(3)

@@ -128,14 +128,45 @@ def _faces_with_area(verts: np.ndarray, faces: np.ndarray) -> bool:
     return False
 
 
+def _first_occurrence(keys: np.ndarray, exact) -> np.ndarray:
+    """For each row, the index of the first row equal to it: (N,) int64 (``arange`` when all rows differ).
+
+    ``keys`` (N,) int64/uint64: equal rows have equal keys (an exact packed
+    key, or a hash that may also collide). Only rows whose key repeats are
+    grouped exactly, with ``exact(idx) -> (len(idx),)`` labels equal for
+    equal rows among the rows ``idx``. A marching-cubes mesh has few such
+    rows, so this costs one sort of the keys instead of a full row grouping
+    (``np.unique(..., return_index=True)`` / ``trimesh.grouping.unique_rows``,
+    whose result it reproduces: tested).
+    """
+    rep = np.arange(len(keys))
+    srt = np.sort(keys)
+    repeated = np.unique(srt[1:][srt[1:] == srt[:-1]])
+    del srt
+    if len(repeated) == 0:
+        return rep
+    cand = np.flatnonzero(repeated[np.searchsorted(repeated, keys).clip(max=len(repeated) - 1)] == keys)
+    first = np.unique(exact(cand), return_index=True, return_inverse=True)
+    rep[cand] = cand[first[1][first[2].reshape(-1)]]
+    return rep
+
+
+def _row_hash(rows: np.ndarray) -> np.ndarray:
+    """(N, 3) integers -> (N,) uint64 hash (multiply-xor; equal rows, equal hashes)."""
+    r = rows.astype(np.uint64, copy=False)
+    return (r[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (r[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)) \
+        ^ (r[:, 2] * np.uint64(0x165667B19E3779F9))
+
+
 def _merge_vertices(verts: np.ndarray, faces: np.ndarray, digits: Optional[int]):
     """Weld vertices whose positions are equal after rounding to ``digits`` decimals.
 
     Same result as ``trimesh.Trimesh.merge_vertices(digits_vertex=digits)`` on
     a mesh without UVs or normals (first occurrence kept, vertices in input
     order, unreferenced vertices dropped), computed with trimesh's own
-    array-level grouping (``trimesh.grouping.unique_rows``) without building a
-    Trimesh and its caches.
+    array-level rounding and grouping (``trimesh.grouping.float_to_int``,
+    ``unique_rows``, the latter only on rows whose rounded hash repeats: see
+    :func:`_first_occurrence`) without building a Trimesh and its caches.
 
     Returns:
         ((V', 3) vertices, (F, 3) int64 faces).
@@ -145,10 +176,13 @@ def _merge_vertices(verts: np.ndarray, faces: np.ndarray, digits: Optional[int])
     referenced = np.zeros(len(verts), dtype=bool)
     referenced[faces] = True
     ref = np.flatnonzero(referenced)
-    unique, inverse_ref = trimesh.grouping.unique_rows(verts[ref], digits=digits, keep_order=True)
+    rounded = trimesh.grouping.float_to_int(verts[ref], digits)
+    rep = _first_occurrence(_row_hash(rounded), lambda idx: trimesh.grouping.unique_rows(rounded[idx])[1])
+    del rounded
+    kept = rep == np.arange(len(rep))
     inverse = np.zeros(len(verts), dtype=np.int64)
-    inverse[ref] = inverse_ref
-    return verts[ref[unique]], inverse[faces]
+    inverse[ref] = (np.cumsum(kept) - 1)[rep]
+    return verts[ref[kept]], inverse[faces]
 
 
 def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
@@ -157,7 +191,10 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
     Degenerate as ``trimesh.Trimesh.nondegenerate_faces`` (a side of the
     face's oriented bounding box <= ``trimesh.tol.merge``; evaluated in chunks
     so no (F, 3, 3) copy is held), duplicate as ``unique_faces`` (same vertex
-    set in any order; the first occurrence is kept, ``trimesh.grouping.unique_rows``).
+    set in any order; the first occurrence is kept): the sorted index triple
+    packed into one int64 key (up to 2^21 vertices; a hash above, grouped
+    exactly with ``trimesh.grouping.unique_rows`` where it repeats), see
+    :func:`_first_occurrence`.
 
     Returns:
         ((V', 3) vertices, (F', 3) int64 faces), faces in input order.
@@ -168,14 +205,15 @@ def _drop_bad_faces(verts: np.ndarray, faces: np.ndarray):
         keep[start:start + _CHUNK] = trimesh.triangles.nondegenerate(tri, areas=trimesh.triangles.area(tri))
     faces = faces[keep]
     srt = np.sort(faces, axis=1)
-    if len(verts) <= _PACKED_VERTS:  # the sorted index triple packed into one int64: np.unique ~10x faster, half the memory
-        srt = (srt[:, 0] << 42) | (srt[:, 1] << 21) | srt[:, 2]
-        first = np.unique(srt, return_index=True)[1]  # index of each face's first occurrence
+    if len(verts) <= _PACKED_VERTS:
+        key = (srt[:, 0] << 42) | (srt[:, 1] << 21) | srt[:, 2]
+        rep = _first_occurrence(key, lambda idx: key[idx])
     else:
-        first = trimesh.grouping.unique_rows(srt, keep_order=True)[0]
+        rep = _first_occurrence(_row_hash(srt), lambda idx: trimesh.grouping.unique_rows(srt[idx])[1])
     del srt
-    if len(first) < len(faces):
-        faces = faces[np.sort(first)]
+    first = rep == np.arange(len(rep))
+    if not first.all():
+        faces = faces[first]
     referenced = np.zeros(len(verts), dtype=bool)
     referenced[faces] = True
     if not referenced.all():
