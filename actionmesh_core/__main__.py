@@ -2,9 +2,9 @@
 import sys
 
 try:
-    from .cli import main
+    from .cli import run
 except KeyboardInterrupt:  # Ctrl-C while the libraries are still importing
     sys.stderr.write("\ninterrupted: stopped before finishing; no output file was written or changed\n")
     sys.exit(130)
 
-sys.exit(main())
+run()

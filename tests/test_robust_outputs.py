@@ -253,3 +253,44 @@ def test_ctrl_c_in_a_real_run_exits_130_in_one_line(world, tmp_path):
              if line.strip() and "stage" not in line and "Loading weights" not in line and "it/s" not in line]
     assert lines == ["interrupted: stopped before finishing; no output file was written or changed"], lines
     assert not out.exists() and not out.parent.exists()
+
+
+def _run_entry(tmp_path, argv, before=""):
+    """``actionmesh_core.cli.run`` (the console entry point) in a child process, output piped."""
+    import subprocess
+
+    code = f"""
+import atexit, sys
+atexit.register(lambda: open({str(tmp_path / 'atexit-ran')!r}, 'w').write('yes'))
+{before}
+sys.argv = ['actionmesh'] + {argv!r}
+from actionmesh_core.cli import run
+run()
+"""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_entry_point_exits_fast_with_status_output_and_atexit(tmp_path):
+    """The console entry point skips the interpreter's teardown but keeps what a normal exit does: the exit status,
+    piped (block-buffered) stdout and stderr flushed, atexit handlers run."""
+    ok = _run_entry(tmp_path, ["make-tiny-weights", str(tmp_path / "w")])
+    assert ok.returncode == 0 and "wrote tiny random weights" in ok.stdout, ok.stderr
+    assert (tmp_path / "atexit-ran").read_text() == "yes"
+    (tmp_path / "atexit-ran").unlink()
+    bad = _run_entry(tmp_path, ["video-to-4d", str(tmp_path / "missing"), "--weights", str(tmp_path / "w"),
+                                "--out", str(tmp_path / "o.glb")])
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "does not exist" in bad.stderr
+    assert (tmp_path / "atexit-ran").exists()
+
+
+def test_entry_point_waits_for_a_running_thread(tmp_path):
+    """A non-daemon thread still running at the end: the normal exit path, which waits for it."""
+    marker = tmp_path / "thread-done"
+    before = f"""
+import threading, time
+threading.Thread(target=lambda: (time.sleep(1.0), open({str(marker)!r}, 'w').write('done'))).start()
+"""
+    proc = _run_entry(tmp_path, ["make-tiny-weights", str(tmp_path / "w")], before)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.read_text() == "done"
