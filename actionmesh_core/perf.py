@@ -256,8 +256,8 @@ def query_chunk_points(device: Union[str, torch.device], floats_per_point: int, 
     width) fits in :data:`CPU_QUERY_CHUNK_BYTES`, within [2^10, ``default``]:
     the feed-forward pass then runs in the caches instead of streaming
     through memory (tiny-weights VAE field on 2 cores: 0.42 us per point at
-    2^14 points vs 1.06 us at 2^18 and 0.73 us at 2^16,
-    ``benchmarks/bench_meshing.py``).
+    2^14 points vs 0.87 us at 2^18 and 0.74 us at 2^16,
+    ``benchmarks/bench_meshing.py --cpu-parts``).
 
     Args:
         device: where the queries run.
@@ -287,10 +287,10 @@ def tune_cpu_allocator(threshold: int = 1 << 30) -> bool:
     system time in a CPU run. This raises the mmap and trim thresholds
     (``mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD)``) to ``threshold`` bytes,
     so buffers below it come from the heap and freed ones are reused
-    (tiny-weights 16-frame CLI run on 2 cores: page faults 0.77 M -> 0.39 M,
-    system time 4.4 s -> 2.4 s, same peak RSS; ``benchmarks/bench_meshing.py --cli``).
-    The freed memory (up to ``threshold``) stays with the process until it
-    exits. Nothing is changed when the user set any ``MALLOC_*`` variable
+    (tiny-weights 16-frame CLI run on 2 cores: page faults 0.80 M -> 0.34 M,
+    wall 18.4 -> 17.5 s, ~60-140 MB more peak RSS;
+    ``benchmarks/bench_meshing.py --cpu-parts``). The freed memory (up to
+    ``threshold``) stays with the process until it exits. Nothing is changed when the user set any ``MALLOC_*`` variable
     (glibc's own tuning), off Linux, or without glibc.
 
     Args:
