@@ -201,13 +201,16 @@ def test_slab_decimation_in_helper_processes_gives_the_same_mesh(monkeypatch, ca
 
 def test_helper_sees_the_packages_of_this_process(monkeypatch, tmp_path):
     """Packages this process found through a runtime sys.path entry (as ComfyUI custom nodes add) are found by
-    the helper too."""
+    the helper too, after its own paths: a module of that folder named like a standard one does not shadow it."""
     import actionmesh_core.geometry.cleanup as cleanup
 
     (tmp_path / "only_here_pkg.py").write_text("VALUE = 7\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
-    monkeypatch.setattr(cleanup, "_WORKER", "import only_here_pkg, sys; sys.stdout.write(str(only_here_pkg.VALUE))")
+    (tmp_path / "json.py").write_text("raise ImportError('a host folder shadowed the standard library')\n")
+    prelude = cleanup._WORKER.split("import numpy")[0]  # the helper's own sys.path handling
+    monkeypatch.setattr(cleanup, "_WORKER", prelude + "import json, only_here_pkg\n"
+                        "sys.stdout.write(str(only_here_pkg.VALUE))")
     helper = cleanup._start_helper()
     out, err = helper.communicate(timeout=60)
     assert helper.returncode == 0 and out == b"7", err

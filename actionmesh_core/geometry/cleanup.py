@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 # on stdin and decimated slabs out on stdout as .npy records (numpy.lib.format; no pickle). It reads every slab,
 # decimates them in order and writes all results at the end (the parent reads them after its own share).
 _WORKER = """
-import sys
+import os, sys
+sys.path = [p for p in sys.path if p not in ("", os.getcwd())]  # python -c puts the working folder first
+sys.path += [p for p in os.environ.get("ACTIONMESH_HELPER_PATH", "").split(os.pathsep) if p and p not in sys.path]
 import numpy as np
 import fast_simplification
 from numpy.lib import format as npf
@@ -351,7 +353,7 @@ _HELPERS_OFF: list = []  # set after a helper failed once: this process decimate
 
 
 def _start_helper() -> Optional[subprocess.Popen]:
-    """A helper Python process (``sys.executable -c _WORKER``, this process's ``sys.path``), or None.
+    """A helper Python process (``sys.executable -c _WORKER``, this process's ``sys.path`` appended), or None.
 
     None when helpers failed before in this process or ``sys.executable`` is not a Python interpreter (an
     embedding application such as Blender reports its own binary there).
@@ -359,7 +361,9 @@ def _start_helper() -> Optional[subprocess.Popen]:
     exe = sys.executable or ""
     if _HELPERS_OFF or not os.path.basename(exe).lower().startswith("python"):
         return None
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # the packages this process sees
+    # the packages this process sees, after the helper's own paths (a host folder on sys.path, e.g. ComfyUI's, must
+    # not shadow the standard library in the helper, as PYTHONPATH entries would)
+    env = dict(os.environ, ACTIONMESH_HELPER_PATH=os.pathsep.join(p for p in sys.path if p))
     try:
         return subprocess.Popen([exe, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, cwd=tempfile.gettempdir(), env=env)
