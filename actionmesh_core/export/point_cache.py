@@ -46,6 +46,20 @@ def _write_texture(anim, path: Path) -> Optional[Path]:
     return tex
 
 
+def _sequence_target(anim, path: Union[str, Path], suffix: str, what: str):
+    """The checked animation and the sequence's naming path (its suffix checked, its folder made).
+
+    Raises:
+        TypeError / ValueError: not an AnimatedMesh, empty, or ``path`` not ending in ``suffix``.
+    """
+    anim = check_animation(anim, what)
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"{what}: the path must end in {suffix}, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return anim, path
+
+
 def export_obj_sequence(anim, path: Union[str, Path]) -> list[Path]:
     """Write one OBJ per frame sharing one ``.mtl`` and one texture (see module docstring).
 
@@ -62,11 +76,7 @@ def export_obj_sequence(anim, path: Union[str, Path]) -> list[Path]:
     """
     import trimesh
 
-    anim = check_animation(anim, "export_obj_sequence")
-    path = Path(path)
-    if path.suffix.lower() != ".obj":
-        raise ValueError(f"export_obj_sequence: the path must end in .obj, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    anim, path = _sequence_target(anim, path, ".obj", "export_obj_sequence")
     extra_files = []
     tex = _write_texture(anim, path)
     mtl_name = f"{path.stem}.mtl"
@@ -115,11 +125,7 @@ def export_ply_sequence(anim, path: Union[str, Path]) -> list[Path]:
     """
     import trimesh
 
-    anim = check_animation(anim, "export_ply_sequence")
-    path = Path(path)
-    if path.suffix.lower() != ".ply":
-        raise ValueError(f"export_ply_sequence: the path must end in .ply, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    anim, path = _sequence_target(anim, path, ".ply", "export_ply_sequence")
     tex = _write_texture(anim, path)
     names = frame_file_names(path, anim.num_frames)
     for k, name in enumerate(names):

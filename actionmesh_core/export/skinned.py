@@ -35,7 +35,8 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
-from ..io.glb import _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target, frame_normals
+from ..io.glb import (_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target,
+                      _surface_attributes, frame_normals)
 from ._common import check_animation, frame_codes, animation_fps, require, rest_frame
 
 __all__ = ["SkinFit", "fit_skinning", "export_skinned_glb"]
@@ -241,18 +242,7 @@ def export_skinned_glb(
     rest_pos = fit.rest.astype(np.float32)
     attrs.POSITION = w.accessor(rest_pos, "VEC3", target=_ARRAY_BUFFER, minmax=True)
     attrs.NORMAL = w.accessor(frame_normals(faces, rest_pos), "VEC3", target=_ARRAY_BUFFER)
-    image = anim.texture_image() if anim.uv is not None else None
-    if anim.uv is not None:
-        uv = np.asarray(anim.uv, np.float32).copy()
-        uv[:, 1] = 1.0 - uv[:, 1]
-        attrs.TEXCOORD_0 = w.accessor(uv, "VEC2", target=_ARRAY_BUFFER)
-    if anim.vertex_colors is not None:
-        col = np.asarray(anim.vertex_colors)
-        if col.dtype != np.uint8:
-            col = np.clip(np.asarray(col, np.float64) * (255.0 if col.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if col.shape[1] == 3:
-            col = np.concatenate([col, np.full((V, 1), 255, np.uint8)], axis=1)
-        attrs.COLOR_0 = w.accessor(col, "VEC4", target=_ARRAY_BUFFER, normalized=True)
+    image = _surface_attributes(w, attrs, anim, "export_skinned_glb")
     joint_dtype = np.uint8 if B <= 256 else np.uint16
     sets = (K + 3) // 4
     joints = np.zeros((V, 4 * sets), np.int64)

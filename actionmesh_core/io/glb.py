@@ -156,6 +156,35 @@ def _glb_target(path, interpolation: str, what: str):
     return path, interpolation
 
 
+def _surface_attributes(writer: "_BinWriter", attrs, anim: AnimatedMesh, what: str):
+    """Write ``anim``'s UVs and vertex colours as ``TEXCOORD_0`` / ``COLOR_0`` of ``attrs``; return its texture image.
+
+    UVs (V, 2) get glTF's top-left origin (v -> 1 - v); colours (V, 3|4), uint8
+    or floats in [0, 1] (or [0, 255]), become normalized RGBA8. Shared by the
+    morph-target and skinned writers.
+
+    Returns:
+        The texture image (``anim.texture_image()``) when there are UVs, else None.
+
+    Raises:
+        ValueError: vertex colours not (V, 3|4) (``what`` names the writer).
+    """
+    if anim.uv is not None:
+        uv = np.asarray(anim.uv, np.float32).copy()
+        uv[:, 1] = 1.0 - uv[:, 1]
+        attrs.TEXCOORD_0 = writer.accessor(uv, "VEC2", target=_ARRAY_BUFFER)
+    if anim.vertex_colors is not None:
+        col = np.asarray(anim.vertex_colors)
+        if col.ndim != 2 or col.shape[1] not in (3, 4):
+            raise ValueError(f"{what}: vertex_colors must be (V, 3|4), got {col.shape}")
+        if col.dtype != np.uint8:
+            col = np.clip(np.asarray(col, np.float64) * (255.0 if col.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        if col.shape[1] == 3:
+            col = np.concatenate([col, np.full((len(col), 1), 255, np.uint8)], axis=1)
+        attrs.COLOR_0 = writer.accessor(col, "VEC4", target=_ARRAY_BUFFER, normalized=True)
+    return anim.texture_image() if anim.uv is not None else None
+
+
 def _material_factors(material):
     """(baseColorFactor RGBA in [0,1] | None, metallic, roughness, doubleSided, alphaMode) of a trimesh material."""
     color = None
@@ -273,20 +302,7 @@ def export_animated_glb(
     normals = frame_normals(faces, verts) if include_normals else None
     if normals is not None:
         attrs.NORMAL = w.accessor(normals[0], "VEC3", target=_ARRAY_BUFFER)
-    image = anim.texture_image() if anim.uv is not None else None
-    if anim.uv is not None:
-        uv = np.asarray(anim.uv, np.float32).copy()
-        uv[:, 1] = 1.0 - uv[:, 1]
-        attrs.TEXCOORD_0 = w.accessor(uv, "VEC2", target=_ARRAY_BUFFER)
-    if anim.vertex_colors is not None:
-        col = np.asarray(anim.vertex_colors)
-        if col.ndim != 2 or col.shape[1] not in (3, 4):
-            raise ValueError(f"export_animated_glb: vertex_colors must be (V, 3|4), got {col.shape}")
-        if col.dtype != np.uint8:
-            col = np.clip(np.asarray(col, np.float64) * (255.0 if col.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if col.shape[1] == 3:
-            col = np.concatenate([col, np.full((V, 1), 255, np.uint8)], axis=1)
-        attrs.COLOR_0 = w.accessor(col, "VEC4", target=_ARRAY_BUFFER, normalized=True)
+    image = _surface_attributes(w, attrs, anim, "export_animated_glb")
 
     # morph targets: one per frame, deltas to frame 0
     targets = []
