@@ -243,6 +243,21 @@ def _run_measured(cmd, env, cwd):
         return wall, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read()
 
 
+def _cli_args(frames: str, weights: Path, tmp: Path) -> list:
+    """The benchmarked CLI command: the 16-frame default run on the CPU with the tiny weights."""
+    return ["video-to-4d", frames, "--weights", str(weights), "--out", str(tmp / "o.glb"), "--device", "cpu"]
+
+
+def _cli_run(code: str, env: dict, cwd, label: str):
+    """Run ``python -c code`` (a CLI run) -> (wall s, peak RSS MB, the CLI's timings dict, its "wrote" line)."""
+    wall, rss, rc, out, err = _run_measured([sys.executable, "-c", code], env, cwd)
+    if rc:
+        print(out[-2000:], err[-2000:])
+        raise SystemExit(f"CLI run failed ({label})")
+    line = [ln for ln in out.splitlines() if ln.startswith("wrote")][-1]
+    return wall, rss, _cli_timings(line), line
+
+
 def _cli_timings(line: str) -> dict:
     """{"stage0 sampling": 2.6, ...} from the CLI's "wrote ...: ... (checks 0.1s, ..., stage2 0.6s; total 9.9s)" line."""
     import re
@@ -268,17 +283,10 @@ def bench_cli(frames: str, threads: int):
         weights = make_tiny_weights(Path(tmp) / "w", seed=0)
         rows = []
         for label, lib in runs:
-            args = ["video-to-4d", frames, "--weights", str(weights), "--out", str(Path(tmp) / "o.glb"),
-                    "--device", "cpu"]
-            code = _CLI.format(args=args)
+            code = _CLI.format(args=_cli_args(frames, weights, Path(tmp)))
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(lib))
-            wall, rss, rc, out, err = _run_measured([sys.executable, "-c", code], env, lib)
-            if rc:
-                print(out[-2000:], err[-2000:])
-                raise SystemExit(f"CLI run failed ({label})")
-            line = [ln for ln in out.splitlines() if ln.startswith("wrote")][-1]
-            rows.append((label, wall, rss, _cli_timings(line), line))
-            print("  done", rows[-1][:3], line, flush=True)
+            rows.append((label,) + _cli_run(code, env, lib, label))
+            print("  done", rows[-1][:3], rows[-1][4], flush=True)
     print()
     print("| CLI run (16 frames, tiny weights, CPU) | wall (s) | peak RSS (MB) | "
           + " | ".join(_CLI_COLUMNS) + " | rest (imports, checks, frames) |")
@@ -313,7 +321,7 @@ def bench_cpu_parts(frames: str, threads: int, repeat: int):
     print(f"\n| VAE field chunk (points) | us per point (best of {repeat}) |\n|---|---|")
     with torch.no_grad():
         for chunk in (2**18, 2**16, 2**15, 2**14, 2**13, 2**12, 2**10):
-            best = min(_timed(lambda: vae.query_field(tokens, points, chunk)) for _ in range(repeat))
+            best = min(_timed(lambda: vae.query_field(tokens, points, chunk))[0] for _ in range(repeat))
             mark = " (the CPU policy)" if chunk == chosen else " (the previous default)" if chunk == 2**16 else ""
             print(f"| 2^{chunk.bit_length() - 1}{mark} | {best * 1e6 / points.shape[0]:.3f} |", flush=True)
     mesh = sdf_to_meshes(vae.field_fn(latent), 1, inside=vae.inside_sign)[0]
@@ -321,8 +329,8 @@ def bench_cpu_parts(frames: str, threads: int, repeat: int):
           "\n|---|---|---|")
     ref = None
     for processes in (1, 2, 3):
-        best = min(_timed(lambda: clean_mesh(mesh, processes=processes)) for _ in range(repeat))
-        out = clean_mesh(mesh, processes=processes)
+        best, out = min((_timed(lambda: clean_mesh(mesh, processes=processes)) for _ in range(repeat)),
+                        key=lambda run: run[0])
         same = ref is None or (np.array_equal(out.faces, ref.faces) and np.array_equal(out.vertices, ref.vertices))
         ref = ref if ref is not None else out
         print(f"| {processes} process{'es' if processes > 1 else ''} | {best:.2f} | {len(out.faces):,}"
@@ -334,7 +342,7 @@ def bench_cpu_parts(frames: str, threads: int, repeat: int):
         from actionmesh_core.weights import make_tiny_weights
 
         weights = make_tiny_weights(Path(tmp) / "w", seed=0)
-        args = ["video-to-4d", frames, "--weights", str(weights), "--out", str(Path(tmp) / "o.glb"), "--device", "cpu"]
+        args = _cli_args(frames, weights, Path(tmp))
         base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
         base.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
         arenas = str(8 * (os.cpu_count() or 1))  # glibc's default arena limit on 64-bit
@@ -346,13 +354,9 @@ def bench_cpu_parts(frames: str, threads: int, repeat: int):
         for _ in range(repeat):  # the modes alternate; each keeps its fastest run
             for label, code, env in modes:
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                wall, rss, rc, out, err = _run_measured([sys.executable, "-c", code], env, ROOT)
+                wall, rss, timings, _ = _cli_run(code, env, ROOT, label)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                if rc:
-                    raise SystemExit(f"CLI run failed ({label}): {err[-500:]}")
-                line = [ln for ln in out.splitlines() if ln.startswith("wrote")][-1]
-                total = float(line[line.rfind("total ") + 6:line.rfind("s)")])
-                row = (wall, total, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt, rss)
+                row = (wall, timings["total"], after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt, rss)
                 if label not in best or wall < best[label][0]:
                     best[label] = row
         for label, (wall, total, stime, faults, rss) in best.items():
@@ -360,10 +364,11 @@ def bench_cpu_parts(frames: str, threads: int, repeat: int):
                   flush=True)
 
 
-def _timed(fn) -> float:
+def _timed(fn):
+    """(wall seconds, result) of ``fn()``."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    out = fn()
+    return time.perf_counter() - t0, out
 
 
 def main():

@@ -35,18 +35,9 @@ def inspect(ARGS):
     scene.render.fps = max(1, round(fps))
     scene.render.fps_base = scene.render.fps / fps
     path, kind = ARGS["path"], ARGS["kind"]
-    if kind == "gltf":
-        bpy.ops.import_scene.gltf(filepath=path)
-    elif kind == "usd":
-        bpy.ops.wm.usd_import(filepath=path)
-    elif kind == "abc":
-        bpy.ops.wm.alembic_import(filepath=path)
-    elif kind == "fbx":
-        bpy.ops.import_scene.fbx(filepath=path)
-    elif kind == "obj":
-        bpy.ops.wm.obj_import(filepath=path)
-    elif kind == "ply":
-        bpy.ops.wm.ply_import(filepath=path)
+    importers = {"gltf": bpy.ops.import_scene.gltf, "usd": bpy.ops.wm.usd_import, "abc": bpy.ops.wm.alembic_import,
+                 "fbx": bpy.ops.import_scene.fbx, "obj": bpy.ops.wm.obj_import, "ply": bpy.ops.wm.ply_import}
+    importers[kind](filepath=path)
     meshes = [o for o in scene.objects if o.type == "MESH"]
     main = max(meshes, key=lambda o: len(o.data.vertices))
     images = []
