@@ -56,7 +56,7 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
 
 
 def _check_options(args) -> None:
-    from .engine import BatchError
+    from .events import BatchError
 
     if args.mask_dir:
         raise BatchError("--mask-dir names one clip's masks: give each clip its masks in a manifest 'mask_dir' column")

@@ -33,7 +33,7 @@ _STATUS_INTERVAL = 0.5
 
 def import_ray():
     """Import Ray, or raise a one-line :class:`BatchError` naming the install command."""
-    from .engine import BatchError
+    from .events import BatchError
 
     try:
         import ray
@@ -67,7 +67,7 @@ class _ClipActor:
 
 def _start_ray(ray, options):
     """Connect to ``options.address`` or start a local instance; returns True when this call started Ray."""
-    from .engine import BatchError
+    from .events import BatchError
 
     if ray.is_initialized():
         return False
@@ -90,7 +90,7 @@ def _start_ray(ray, options):
 
 def _resources(ray, options):
     """(workers, gpus_per_worker, cpus_per_worker) after defaults and a check against the cluster."""
-    from .engine import BatchError
+    from .events import BatchError
 
     cluster = ray.cluster_resources()
     total_gpus = float(cluster.get("GPU", 0))
@@ -123,7 +123,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
         BatchError: Ray missing, cluster unreachable, not enough resources for one worker, or every worker
             failed to start (the first start error is named).
     """
-    from .engine import BatchError
+    from .events import BatchError
 
     if not jobs:
         return False
