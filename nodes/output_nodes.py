@@ -19,9 +19,17 @@ def _frame_rate(anim) -> float:
 
 
 def _export_formats() -> list:
+    """The export formats of the registry (``actionmesh_core.export.formats.FORMATS``), ``glb`` first."""
     from actionmesh_core.export import FORMATS
 
     return list(FORMATS)
+
+
+def _format_tooltip() -> str:
+    from actionmesh_core.export import FORMATS
+
+    return ("Also write this format beside the GLB: "
+            + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values() if f.name != "glb") + ".")
 
 
 class ActionMeshExportGLB:
@@ -53,12 +61,7 @@ class ActionMeshExportGLB:
                                                                   "between frames for smoother playback."}),
                 "per_frame_glbs": ("BOOLEAN", {"default": False,
                                                "tooltip": "Also save one static GLB per frame in a sub-folder."}),
-                "format": (_export_formats(), {"default": "glb",
-                                               "tooltip": "Also write this format beside the GLB: usdc/usda/usdz "
-                                                          "(USD point cache), glb-skinned / fbx-skinned (bones fitted "
-                                                          "to the motion, for game engines), abc (Alembic), fbx "
-                                                          "(shape keys), obj/ply-sequence, npy (release layout). "
-                                                          "abc/fbx need Blender's bpy module."}),
+                "format": (_export_formats(), {"default": "glb", "tooltip": _format_tooltip()}),
                 "bones": ("INT", {"default": 32, "min": 1, "max": 256,
                                   "tooltip": "Skinned formats: number of bones fitted to the motion."}),
                 "influences": ("INT", {"default": 4, "min": 1, "max": 8,
@@ -93,7 +96,7 @@ class ActionMeshExportGLB:
             export_static_glbs(animation, frames_folder, path.stem.rstrip("_"))
         if format != "glb":
             stem = path.stem.rstrip("_") + ("_skinned" if format.endswith("-skinned") else "")
-            result = export_animation(animation, path.with_name(stem + FORMATS[format][0]), format, fps=fps,
+            result = export_animation(animation, path.with_name(stem + FORMATS[format].suffix), format, fps=fps,
                                       bones=bones, influences=influences)
             files += result.files
             if "rms_error" in result.info:

@@ -206,7 +206,7 @@ def test_skinned_bone_and_influence_counts_are_configurable(tmp_path):
 @pytest.mark.parametrize("fmt", ["obj-sequence", "ply-sequence"])
 def test_mesh_sequences_round_trip_with_one_shared_texture(tmp_path, fmt):
     anim = bending_tube(frames=5)
-    suffix = FORMATS[fmt][0]
+    suffix = FORMATS[fmt].suffix
     first = export_animation(anim, tmp_path / f"walk{suffix}", fmt)
     second = export_animation(bending_tube(frames=2, max_angle_deg=10.0), tmp_path / f"run{suffix}", fmt)
     names = frame_file_names(tmp_path / f"walk{suffix}", 5)
@@ -251,14 +251,46 @@ def test_npy_has_the_release_layout(tmp_path):
 
 
 def test_format_from_suffix_and_suffix_from_format(tmp_path):
+    """The registry's suffix rules: the suffix decides without a format (any case); with one it must match
+    (never renamed) or be absent (added)."""
     assert resolve_format(tmp_path / "a.usdz") == ("usdz", tmp_path / "a.usdz")
     assert resolve_format(tmp_path / "a.usd") == ("usdc", tmp_path / "a.usd")
-    assert resolve_format(tmp_path / "a.glb", "fbx-skinned") == ("fbx-skinned", tmp_path / "a.fbx")
+    assert resolve_format(tmp_path / "a.GLB") == ("glb", tmp_path / "a.GLB")
+    assert resolve_format(tmp_path / "a.Usdz", "usdz") == ("usdz", tmp_path / "a.Usdz")
     assert resolve_format(tmp_path / "a.glb", "glb-skinned") == ("glb-skinned", tmp_path / "a.glb")
+    assert resolve_format(tmp_path / "a", "fbx-skinned") == ("fbx-skinned", tmp_path / "a.fbx")
+    assert resolve_format(tmp_path / "a.usd", "usdc") == ("usdc", tmp_path / "a.usd")
+    for path, fmt in (("x.usdz", "glb"), ("a.glb", "fbx-skinned"), ("a.obj", "ply-sequence"), ("a.usda", "usdc")):
+        with pytest.raises(ValueError, match=f"ends in .{path.split('.')[1]}.*but format {fmt} writes"):
+            resolve_format(tmp_path / path, fmt)
     with pytest.raises(ValueError, match="cannot tell the export format"):
         resolve_format(tmp_path / "a.xyz")
     with pytest.raises(ValueError, match="unknown export format"):
         resolve_format(tmp_path / "a.glb", "gltf-embedded")
+
+
+def test_one_registry_feeds_the_cli_the_batch_and_the_node(pack):
+    """Every place that lists formats reads the one table: adding an entry adds it everywhere."""
+    from actionmesh_core.batch.formats import supported_formats
+    from actionmesh_core.cli import build_parser
+    from actionmesh_core.export.formats import ExportFormat, format_for_suffix
+
+    video = build_parser()._subparsers._group_actions[0].choices["video-to-4d"]
+    fmt_action = next(a for a in video._actions if a.dest == "format")
+    assert list(fmt_action.choices) == list(FORMATS) == supported_formats()
+    assert all(f.description in fmt_action.help for f in FORMATS.values())
+    node = pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"].INPUT_TYPES()["required"]["format"]
+    assert node[0] == list(FORMATS) and all(f.description in node[1]["tooltip"] for f in FORMATS.values()
+                                            if f.name != "glb")
+    extra = ExportFormat("ply-points", (".pts",), "a test format", "point_cache:write_ply")
+    FORMATS[extra.name] = extra
+    try:
+        assert format_for_suffix(".PTS") == "ply-points" and "ply-points" in supported_formats()
+        assert extra.name in pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"].INPUT_TYPES()["required"]["format"][0]
+        video = build_parser()._subparsers._group_actions[0].choices["video-to-4d"]
+        assert "ply-points" in next(a for a in video._actions if a.dest == "format").choices
+    finally:
+        del FORMATS[extra.name]
 
 
 def test_missing_optional_dependency_is_one_line_with_the_install_command(monkeypatch, tmp_path):
@@ -275,11 +307,11 @@ def test_missing_optional_dependency_is_one_line_with_the_install_command(monkey
 
 def test_cli_has_format_option_checked_before_any_model(tmp_path, capsys):
     from actionmesh_core.cli import build_parser, main
-    from actionmesh_core.export import check_format_args
+    from actionmesh_core.validation import validate_export
 
-    args = build_parser().parse_args(["video-to-4d", "frames", "--weights", "w", "--out", str(tmp_path / "a.glb"),
+    args = build_parser().parse_args(["video-to-4d", "frames", "--weights", "w", "--out", str(tmp_path / "a"),
                                       "--format", "npy", "--bones", "16"])
-    assert check_format_args(args) == ("npy", tmp_path / "a.npy") and args.bones == 16
+    assert validate_export(args.out, args.format) == ("npy", tmp_path / "a.npy") and args.bones == 16
     code = main(["video-to-4d", str(tmp_path), "--weights", str(tmp_path / "none"), "--out", str(tmp_path / "a.xyz")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: cannot tell the export format") and err.count("\n") == 1

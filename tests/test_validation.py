@@ -198,5 +198,5 @@ def test_cli_prints_the_tiny_object_warning_in_one_line(tmp_path, world, monkeyp
     monkeypatch.setattr(pipeline.ActionMeshPipeline, "run",
                         lambda self, plan, **k: pipeline.PipelineResult(anim, None, None, {}))
     assert main(world.argv(frames=folder, out=tmp_path / "tiny.glb")) == 0
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("export: ")]
     assert len(err) == 1 and err[0].startswith("warning: the object is only 3x3 px"), err

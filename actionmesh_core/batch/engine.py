@@ -21,12 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from ..interrupts import describe
 from ..pipeline import PipelineConfig
 from ..validation import FrameOptions
 from .events import BatchError, ConsoleProgress, Event
 from .manifest import ClipSpec
 from .state import ReportWriter, content_hash, done_record, file_digest, frames_digest, summary_table, \
     weights_fingerprint
+from .formats import output_path
 from .worker import FRAME_OPTIONS, PIPELINE_OPTIONS, ClipJob, ClipResult, ClipRunner, one_line
 
 __all__ = ["BatchSettings", "RayOptions", "BatchSummary", "BatchError", "plan_batch", "run_batch"]
@@ -112,6 +114,12 @@ def _jsonable(value):
     return str(value) if isinstance(value, os.PathLike) else value
 
 
+def _export_options(job: ClipJob):
+    from ..export import ExportOptions
+
+    return ExportOptions(interpolation=job.interpolation, **job.export_options)
+
+
 def _hashed_settings(job: ClipJob) -> Dict[str, Any]:
     out = {k: v for k, v in job.config.items() if k not in ("device", "low_memory")}
     # rig options change only the skinned formats' files: a GLB is not redone for another --bones
@@ -144,8 +152,7 @@ def plan_batch(clips: Sequence[ClipSpec], settings: BatchSettings, weights_diges
     Returns:
         ``(jobs, rows)``: the jobs to run, and a dict name -> row for skipped / failed clips.
     """
-    from ..export import MissingDependency, check_format_available
-    from ..validation import validate_options
+    from ..validation import validate_export, validate_options
 
     out_dir = Path(settings.out_dir)
     weights_digest = weights_digest or weights_fingerprint(settings.weights)
@@ -155,12 +162,12 @@ def plan_batch(clips: Sequence[ClipSpec], settings: BatchSettings, weights_diges
         job = _clip_job(clip, settings)
         try:
             validate_options(PipelineConfig(**job.config))
-            check_format_available(job.format)
+            validate_export(output_path(out_dir, job.name, job.format), job.format, _export_options(job))
             mask_dir = job.frame_options.get("mask_dir")
             digest = content_hash(frames_digest(job.frames) + (frames_digest(mask_dir) if mask_dir else ""),
                                   file_digest(job.mesh) if job.mesh else None, _hashed_settings(job),
                                   weights_digest)
-        except (OSError, ValueError, MissingDependency) as exc:
+        except (OSError, ValueError) as exc:
             rows[clip.name] = ClipResult(clip=clip.name, status="failed", error_kind="input",
                                          error=f"{clip.source}: {one_line(exc)}", frames=job.frames,
                                          mesh=job.mesh).row()
@@ -190,17 +197,17 @@ def check_batch(clips: Sequence[ClipSpec], settings: BatchSettings) -> Dict[str,
     Raises:
         InputError subclasses (OptionError, OutputPathError, WeightsError, WeightsMissingError, BatchError).
     """
-    from ..export import MissingDependency, check_format_available
-    from ..validation import validate_options, validate_output_folder, validate_weights
+    from ..export import ExportOptions
+    from ..validation import (validate_frame_options, validate_export, validate_options, validate_output_folder,
+                              validate_weights)
 
     validate_options(settings.config)
+    validate_frame_options(settings.frame_options)
     validate_output_folder(settings.out_dir, "batch output folder")
     if settings.retries < 0:
         raise BatchError(f"retries must be >= 0, got {settings.retries}")
-    try:
-        check_format_available(settings.format)
-    except MissingDependency as exc:
-        raise BatchError(str(exc)) from None
+    validate_export(output_path(Path(settings.out_dir), "clip", settings.format), settings.format,
+                    ExportOptions(interpolation=settings.interpolation, **settings.export_options))
     modes = sorted({"video+mesh" if clip.mesh else "video" for clip in clips})
     return {mode: validate_weights(settings.weights, mode) for mode in modes}
 
@@ -220,10 +227,11 @@ def _run_local(jobs: Sequence[ClipJob], settings: BatchSettings, emit: Callable[
             emit({"event": "start", "clip": job.name, "worker": "local", "attempt": 1})
             try:
                 result = runner.run(job)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (actionmesh_core.interrupts)
                 # the atomic writers removed their temporary files; a record only exists once all outputs do
-                row = ClipResult(clip=job.name, status="interrupted", error="stopped by Ctrl-C before it finished",
-                                 worker="local", attempts=1, hash=job.hash, frames=job.frames, mesh=job.mesh).row()
+                row = ClipResult(clip=job.name, status="interrupted", error=f"stopped by {describe(exc)} before it "
+                                 "finished; the next run of the batch redoes it", worker="local", attempts=1,
+                                 hash=job.hash, frames=job.frames, mesh=job.mesh).row()
                 if done_record(Path(job.out_dir), job.name, job.hash):
                     row.update(status="done", error=None)
                 record(row)

@@ -35,11 +35,11 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
-from ..io.glb import (_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target,
-                      _surface_attributes, frame_normals)
 from ._common import check_animation, frame_codes, animation_fps, require, rest_frame
+from .glb import (_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target, _surface_attributes,
+                  frame_normals)
 
-__all__ = ["SkinFit", "fit_skinning", "export_skinned_glb"]
+__all__ = ["SkinFit", "fit_skinning", "export_skinned_glb", "write"]
 
 
 @dataclasses.dataclass
@@ -292,3 +292,11 @@ def export_skinned_glb(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, b"".join(gltf.save_to_bytes()))
     return fit
+
+
+def write(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``glb-skinned`` (:data:`actionmesh_core.export.formats.FORMATS`)."""
+    fit = export_skinned_glb(anim, path, bones=options.bones, influences=options.influences,
+                             iterations=options.iterations, fps=options.fps)
+    return [Path(path)], {"bones": fit.num_bones, "influences": int(fit.joints.shape[1]), "rms_error": fit.rms_error,
+                          "max_error": fit.max_error}
