@@ -331,3 +331,35 @@ def test_export_node_writes_the_chosen_format_beside_the_glb(pack, host_dirs):
     assert file3d.format == "glb" and Path(file3d.get_source()) == out / glb_rel
     assert files.split("\n") == [glb_rel, "runs/walk_00001_vertices.npy", "runs/walk_00001_faces.npy"]
     assert np.load(out / "runs/walk_00001_vertices.npy").shape == (3, anim.num_vertices, 3)
+
+
+def test_an_export_that_clearly_cannot_fit_writes_nothing(tmp_path, monkeypatch):
+    """The free space is checked against the format's size estimate before the writer runs: a full disk is one
+    OSError naming the output, and neither a file nor a staging folder is left."""
+    import collections
+    import errno
+    import shutil
+
+    from actionmesh_core.export.formats import estimate_bytes
+
+    anim = bending_tube(frames=6)
+    need = estimate_bytes("obj-sequence", anim.num_frames, anim.num_vertices, len(anim.faces))
+    assert need > 6 * anim.num_vertices * 12  # at least the positions of every frame
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 0, need - 1))
+    with pytest.raises(OSError) as info:
+        export_animation(anim, tmp_path / "out" / "a.obj")
+    assert info.value.errno == errno.ENOSPC and "obj-sequence output" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 0, 10 * need))
+    assert len(export_animation(anim, tmp_path / "out" / "a.obj").files) >= 6
+
+
+def test_skin_options_are_checked_against_the_mesh_before_fitting(tmp_path):
+    anim = bending_tube(frames=3)
+    for kwargs, match in (({"bones": 0}, r"bones must be an integer in \[1, "),
+                          ({"bones": anim.num_vertices + 1}, f"the mesh has {anim.num_vertices} vertices"),
+                          ({"influences": 9}, r"influences must be an integer in \[1, 8\]")):
+        with pytest.raises(ValueError, match=match):
+            export_animation(anim, tmp_path / "r.glb", "glb-skinned", **kwargs)
+    assert list(tmp_path.iterdir()) == []
