@@ -172,7 +172,13 @@ def test_skinned_glb_fits_two_part_motion_and_validates(tmp_path):
     # rest pose = the reference mesh, and the skin leaves it untouched
     assert np.abs(rest - anim.vertices[0]).max() < 1e-6
     assert np.abs(unanimated - anim.vertices[0]).max() < 1e-5
-    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-6)
+    # the weights sum to exactly 1 in float32 (SkinFit's promise), whatever order a reader adds them in
+    w32 = weights.astype(np.float32)
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
+        total = np.zeros(len(w32), np.float32)
+        for j in order:
+            total = total + w32[:, j]
+        assert np.all(total == np.float32(1.0)), (order, np.abs(total - 1).max())
     # every frame, as any glTF viewer computes it, within 1 % of the diagonal
     err = np.linalg.norm(frames - anim.vertices, axis=-1)
     assert err.max() / diag < 0.01
@@ -187,6 +193,12 @@ def test_skinned_glb_fits_two_part_motion_and_validates(tmp_path):
 def test_skinned_bone_and_influence_counts_are_configurable(tmp_path):
     need("py_dem_bones", "pip install py-dem-bones")
     anim = bending_tube(frames=5)
+    from actionmesh_core.export.glb_skinned import fit_skinning
+
+    for k in (2, 3, 5, 7):  # the fit itself: exact float32 sums for any influence count, summed in any order
+        w = fit_skinning(anim, bones=8, influences=k).weights
+        assert w.dtype == np.float32 and np.all(w.sum(1, dtype=np.float32) == 1.0)
+        assert np.all(np.cumsum(w[:, ::-1], axis=1, dtype=np.float32)[:, -1] == 1.0)
     few = export_animation(anim, tmp_path / "a.glb", "glb-skinned", bones=3, influences=1)
     gltf, _, weights, *_ = skin_from_file(few.path)
     assert len(gltf.skins[0].joints) == few.info["bones"] <= 3
@@ -198,6 +210,61 @@ def test_skinned_bone_and_influence_counts_are_configurable(tmp_path):
     assert validate_glb(many.path)["numErrors"] == 0
     with pytest.raises(ValueError, match="influences"):
         export_animation(anim, tmp_path / "c.glb", "glb-skinned", influences=9)
+
+
+def test_usd_layer_metadata_is_in_the_file_itself(tmp_path):
+    """timeCodesPerSecond, framesPerSecond, startTimeCode and endTimeCode are authored on the root layer (a reader
+    that does not compose a stage, or another app's defaults, sees them), for frames that do not start at 0 too."""
+    need("pxr", "pip install usd-core")
+    import re
+
+    from pxr import Sdf
+
+    anim = bending_tube(frames=7, fps=12.0)
+    anim.times = anim.times + np.float32(2.5)  # a clip cut from a longer one: the first frame at 2.5 s
+    text_layer = export_animation(anim, tmp_path / "a.usda").path
+    header = text_layer.read_text().split("def ", 1)[0]
+    for key, value in (("timeCodesPerSecond", 12), ("framesPerSecond", 12), ("startTimeCode", 0),
+                       ("endTimeCode", 6)):
+        assert re.search(rf"\b{key} = {value}\b", header), (key, header)
+    for suffix in (".usdc", ".usdz"):
+        layer = Sdf.Layer.FindOrOpen(str(export_animation(anim, tmp_path / f"b{suffix}").path))
+        assert layer.HasTimeCodesPerSecond() and layer.HasFramesPerSecond()
+        assert layer.HasStartTimeCode() and layer.HasEndTimeCode()
+        assert (layer.timeCodesPerSecond, layer.framesPerSecond) == (12.0, 12.0)
+        assert (layer.startTimeCode, layer.endTimeCode) == (0.0, 6.0)
+
+
+@pytest.mark.parametrize("fmt", ["glb", "glb-skinned", "usda"])
+def test_frame_times_not_starting_at_0_play_from_0(tmp_path, fmt):
+    """Every format plays the first frame at time 0 and keeps the spacing of the frame times (a clip whose times
+    start at 2.5 s, or were read back from another file)."""
+    if fmt == "glb-skinned":
+        need("py_dem_bones", "pip install py-dem-bones")
+    anim = bending_tube(frames=6, fps=12.0)
+    anim.times = anim.times + np.float32(2.5)
+    path = export_animation(anim, tmp_path / ("a.usda" if fmt == "usda" else "a.glb"), fmt).path
+    want = np.arange(6) / 12.0
+    if fmt == "usda":
+        from pxr import Usd, UsdGeom
+
+        stage = Usd.Stage.Open(str(path))
+        mesh = UsdGeom.Mesh(next(p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)))
+        codes = np.asarray(mesh.GetPointsAttr().GetTimeSamples())
+        np.testing.assert_allclose(codes / stage.GetTimeCodesPerSecond(), want, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(mesh.GetPointsAttr().Get(codes[3])), anim.vertices[3], atol=1e-6)
+        return
+    gltf = pygltflib.GLTF2().load(str(path))
+    sampler = gltf.animations[0].samplers[0]
+    accessor = gltf.accessors[sampler.input]
+    assert accessor.min == [0.0] and accessor.max[0] == pytest.approx(5 / 12.0)
+    if fmt == "glb":
+        from actionmesh_core.io.glb import read_animated_glb
+
+        back = read_animated_glb(path)
+        np.testing.assert_allclose(back.times, want, atol=1e-6)
+        np.testing.assert_allclose(back.vertices, anim.vertices, atol=1e-5)
+    assert validate_glb(path)["numErrors"] == 0
 
 
 # --------------------------------------------------------------------------- point caches

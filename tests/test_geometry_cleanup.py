@@ -274,3 +274,18 @@ def test_interrupted_decimation_leaves_no_helper_process(monkeypatch):
         clean_mesh(sphere, target_faces=600, processes=2)
     assert len(started) == 1 and started[0].poll() is not None  # stopped and reaped
     monkeypatch.setattr("fast_simplification.simplify", real)
+
+
+@pytest.mark.parametrize("offset, welded", [(0.0, True), (2e-9, True), (1e-8, False), (3e-8, False), (1e-7, False)])
+def test_vertices_1e8_to_1e7_apart_stay_apart(offset, welded):
+    """The weld merges positions equal to 8 decimals (trimesh's tolerance) and nothing coarser: two triangles
+    whose corners are 1e-8..1e-7 apart keep both corners, exact duplicates (or 2e-9 apart) are one vertex."""
+    a = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    b = [[1.0 + offset, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    mesh = trimesh.Trimesh(np.array(a + b), [[0, 1, 2], [3, 4, 5]], process=False)
+    out = clean_mesh(mesh, target_faces=None, min_component_fraction=0.0)
+    assert len(out.faces) == 2
+    assert len(out.vertices) == (4 if welded else 5)
+    if not welded:
+        xs = np.sort(out.vertices[:, 0][out.vertices[:, 1] == 0.0])
+        np.testing.assert_array_equal(xs, [0.0, 1.0, 1.0 + offset])  # not moved either
