@@ -7,6 +7,7 @@ check that comes "late" (inside a stage) fails these tests.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -317,3 +318,46 @@ def test_output_that_clearly_cannot_fit_is_refused_before_any_model(world, tmp_p
         _validate_like_the_cli(args)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 12, 0, 10 ** 12))
     _validate_like_the_cli(args)
+
+
+def test_weight_values_are_streamed_once_then_remembered_until_the_file_changes(world, tmp_path):
+    """A file that passed is not read again; any change to it (a re-download over it) is read again, so a
+    corrupted copy is still caught."""
+    from actionmesh_core.validation import validate_weight_values, validate_weights
+    from actionmesh_core.weights import WeightLayout
+
+    root = world.copy_weights("remembered")
+    cache = tmp_path / "checked.json"
+    found = validate_weights(root, "video+mesh", values=False)
+    layout = WeightLayout(root)
+    first = validate_weight_values(found, layout, cache)
+    assert first > 0 and cache.is_file()
+    assert validate_weight_values(found, layout, cache) == 0  # every file remembered
+    assert validate_weight_values(found, layout, None) == first  # no memory: everything read again
+    cases._poison(root / "ActionMesh/autoencoder/model.safetensors")
+    with pytest.raises(errors.WeightsError, match="autoencoder/model.safetensors: tensor .* NaN"):
+        validate_weight_values(validate_weights(root, "video+mesh", values=False), layout, cache)
+
+
+def test_weight_value_check_keeps_memory_flat(tmp_path):
+    """The scan reads a 256 MiB file through one 16 MiB buffer: a fresh process grows by far less than the file
+    (reading it whole, as loading does, would grow it by the file's size)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "big.safetensors"
+    save_file({f"w{k}": torch.randn(4096, 4096) for k in range(4)}, str(path))
+    code = f"""
+import resource, torch
+from actionmesh_core.checkpoints import check_tensor_values
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert check_tensor_values({str(path)!r}) == 4 * 4096 * 4096 * 4
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) < 48, proc.stdout
