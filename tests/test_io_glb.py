@@ -185,6 +185,11 @@ def test_bad_input_raises_clear_errors(tmp_path):
     gltf.save_binary(str(tmp_path / "mismatch2.glb"))
     with pytest.raises(ValueError, match="morph-target count mismatch"):
         read_animated_glb(tmp_path / "mismatch2.glb")
+    (tmp_path / "empty.glb").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.glb is empty \(0 bytes\)"):
+        read_animated_glb(tmp_path / "empty.glb")
+    with pytest.raises(ValueError, match=r"empty.glb is empty \(0 bytes\)"):
+        load_mesh(tmp_path / "empty.glb")
     (tmp_path / "junk.glb").write_bytes(b"glTF junk")
     with pytest.raises(ValueError, match="not a readable"):
         read_animated_glb(tmp_path / "junk.glb")

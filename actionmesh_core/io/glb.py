@@ -198,6 +198,8 @@ def read_animated_glb(path: Union[str, Path]) -> AnimatedMesh:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_animated_glb: no such file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"read_animated_glb: {path} is empty (0 bytes); export the animation again")
     try:
         gltf = pygltflib.GLTF2().load(str(path))
     except Exception as exc:
