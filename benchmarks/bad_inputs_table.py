@@ -68,17 +68,7 @@ import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel's EFBIG instead of a core dump
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
 """,
-    "per-frame files slowed": """
-import sys, time
-import actionmesh_core.io.glb as glb
-real = glb.atomic_write_bytes
-def slow(path, data):
-    out = real(path, data)
-    print("PER-FRAME " + path.name, file=sys.stderr, flush=True)
-    time.sleep(0.4)
-    return out
-glb.atomic_write_bytes = slow
-""",
+    "per-frame files slowed": cases.SLOW_PER_FRAME,
 }
 _RUNNER = "import runpy, sys\n{fault}\nsys.argv = ['actionmesh'] + sys.argv[1:]\nrunpy.run_module('actionmesh_core', run_name='__main__')\n"
 
@@ -145,11 +135,8 @@ def _verdict(planted, before, watch, tmp):
     return intact, left.replace(str(tmp), "<tmp>")
 
 
-def _run_case(rows, name, argv, tmp, fault=None, marker=None, signum=None, out=None, per_frame=None):
-    out = out if out is not None else _option(argv, "--out")
-    per_frame = per_frame if per_frame is not None else _option(argv, "--per-frame-dir")
-    planted, watch = _prepare_previous(out, per_frame)
-    before = _listing(watch)
+def _spawn(argv, tmp, fault=None, marker=None, signum=None):
+    """Run the CLI; with ``marker``, send ``signum`` when a stderr line starts with it. (status, seconds, stderr)."""
     start = time.perf_counter()
     proc = subprocess.Popen(_command(argv, fault), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, cwd=str(tmp))
@@ -161,10 +148,18 @@ def _run_case(rows, name, argv, tmp, fault=None, marker=None, signum=None, out=N
                 start = time.perf_counter()
                 proc.send_signal(signum)
                 break
-    stdout, stderr = proc.communicate(timeout=900)
-    seconds = time.perf_counter() - start
+    stderr = proc.communicate(timeout=900)[1]
+    return proc.returncode, time.perf_counter() - start, "".join(seen) + stderr
+
+
+def _run_case(rows, name, argv, tmp, fault=None, marker=None, signum=None, out=None, per_frame=None):
+    out = out if out is not None else _option(argv, "--out")
+    per_frame = per_frame if per_frame is not None else _option(argv, "--per-frame-dir")
+    planted, watch = _prepare_previous(out, per_frame)
+    before = _listing(watch)
+    code, seconds, stderr = _spawn(argv, tmp, fault, marker, signum)
     intact, left = _verdict(planted, before, watch, tmp)
-    rows.append((name, str(proc.returncode), f"{seconds:.1f}", _message("".join(seen) + stderr, tmp), intact, left))
+    rows.append((name, str(code), f"{seconds:.1f}", _message(stderr, tmp), intact, left))
     for path in planted:  # the next case starts from a clean folder
         if path.exists() and path.read_bytes() == PREVIOUS:
             path.unlink()
@@ -263,22 +258,9 @@ def _batch_rows(rows, tmp, world, mesh, wanted):
              tmp / "b3")):
         if not wanted(name):
             continue
-        argv = [str(a) for a in argv]
-        start = time.perf_counter()
-        proc = subprocess.Popen(_command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                                cwd=str(tmp))
-        seen = []
-        if marker is not None:
-            for line in proc.stderr:
-                seen.append(line)
-                if line.startswith(marker):
-                    start = time.perf_counter()
-                    proc.send_signal(sig)
-                    break
-        stdout, stderr = proc.communicate(timeout=900)
-        seconds = time.perf_counter() - start
+        code, seconds, stderr = _spawn([str(a) for a in argv], tmp, None, marker, sig)
         report = out / "report.jsonl"
-        detail = _message("".join(seen) + stderr, tmp)
+        detail = _message(stderr, tmp)
         if report.is_file():
             import json
 
@@ -288,7 +270,7 @@ def _batch_rows(rows, tmp, world, mesh, wanted):
             detail = "; ".join(kinds).replace(str(tmp), "<tmp>")
         left = sorted(p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp") \
             if out.is_dir() else []
-        rows.append((name, str(proc.returncode), f"{seconds:.1f}", detail, "n/a", ", ".join(left) or "none"))
+        rows.append((name, str(code), f"{seconds:.1f}", detail, "n/a", ", ".join(left) or "none"))
 
 
 def _node_rows(rows, tmp, world):

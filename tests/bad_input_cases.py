@@ -17,6 +17,20 @@ from PIL import Image
 
 GOOD_SIZE = 96
 
+#: code run before the CLI to slow its per-frame GLB writes down (0.4 s after each, one stderr line each) so that a
+#: signal lands between two per-frame files (tests/test_signals.py, benchmarks/bad_inputs_table.py)
+SLOW_PER_FRAME = """
+import sys, time
+import actionmesh_core.io.glb as glb
+real = glb.atomic_write_bytes
+def slow(path, data):
+    out = real(path, data)
+    print("PER-FRAME " + path.name, file=sys.stderr, flush=True)
+    time.sleep(0.4)
+    return out
+glb.atomic_write_bytes = slow
+"""
+
 
 def write_frames(folder: Path, count: int = 4, size: int = GOOD_SIZE, box: int = 40, alpha: bool = True) -> Path:
     """``count`` RGBA (or RGB on white) frames with a moving dark square of ``box`` px."""

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -28,20 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143), "SIGHUP": (signal.SIGHUP, 129)}
 PROGRESS = ("stage", "export: ", "warning: ", "PER-FRAME ")
 
-# slows the per-frame GLB writes down (0.4 s after each file) so a signal lands between two of them
-SLOW_PER_FRAME = textwrap.dedent("""
-    import runpy, sys, time
-    import actionmesh_core.io.glb as glb
-    real = glb.atomic_write_bytes
-    def slow(path, data):
-        out = real(path, data)
-        print("PER-FRAME " + path.name, file=sys.stderr, flush=True)
-        time.sleep(0.4)
-        return out
-    glb.atomic_write_bytes = slow
-    sys.argv = ["actionmesh"] + sys.argv[1:]
-    runpy.run_module("actionmesh_core", run_name="__main__")
-""")
+# the CLI with its per-frame GLB writes slowed down (a signal then lands between two of them)
+SLOW_PER_FRAME = (cases.SLOW_PER_FRAME + "import runpy\nsys.argv = ['actionmesh'] + sys.argv[1:]\n"
+                  "runpy.run_module('actionmesh_core', run_name='__main__')\n")
 
 
 @pytest.fixture(scope="module")

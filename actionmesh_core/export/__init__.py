@@ -131,6 +131,7 @@ def check_export_options(format: str, options: ExportOptions, num_vertices: Opti
             neither STEP nor LINEAR.
     """
     import math
+    import numbers
 
     entry = FORMATS[format]
     for name in ("bones", "influences", "iterations"):
@@ -140,12 +141,12 @@ def check_export_options(format: str, options: ExportOptions, num_vertices: Opti
         if name == "bones" and num_vertices is not None:
             high = min(high, int(num_vertices))
         value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
             what = f" (the mesh has {num_vertices} vertices)" if name == "bones" and num_vertices is not None else ""
             raise ValueError(f"{name} must be an integer in [{low}, {high}] for {format}{what}, got {value!r}")
     if "interpolation" in entry.uses and str(options.interpolation).upper() not in ("STEP", "LINEAR"):
         raise ValueError(f"interpolation must be STEP or LINEAR, got {options.interpolation!r}")
-    if options.fps is not None and not (isinstance(options.fps, (int, float)) and math.isfinite(options.fps)
+    if options.fps is not None and not (isinstance(options.fps, numbers.Real) and math.isfinite(options.fps)
                                         and options.fps > 0):
         raise ValueError(f"export fps must be a finite number > 0, got {options.fps!r}")
 
