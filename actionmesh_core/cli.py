@@ -147,7 +147,7 @@ def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
     their targets and moved in together at the end (:func:`actionmesh_core.io.atomic.atomic_files`)."""
     from .export import export_animation
     from .io.atomic import atomic_files
-    from .io.glb import export_static_glbs
+    from .export.glb import export_static_glbs
     from .progress import is_terminal
 
     if not is_terminal():  # a log: one line per stage

@@ -63,10 +63,10 @@ def full_open(path, mode="r", *a, **k):
     return handle
 atomic.open = full_open
 """,
-    "file-size limit 64 KB (RLIMIT_FSIZE)": """
+    "file-size limit 4 KB (RLIMIT_FSIZE)": """
 import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel's EFBIG instead of a core dump
-resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 """,
     "per-frame files slowed": cases.SLOW_PER_FRAME,
 }
@@ -127,16 +127,21 @@ def _message(text, tmp):
     return message.replace(str(tmp), "<tmp>")
 
 
-def _verdict(planted, before, watch, tmp):
+def _verdict(planted, before, watch, tmp, code):
+    """(previous output intact?, files left behind): after a success the outputs replace it, as asked."""
+    new = sorted(Path(n).name for n in _listing(watch) - before)
+    junk = [n for n in new if n.startswith(".") or n.endswith(".tmp")]
+    if code == 0:
+        return "replaced (run succeeded)", ", ".join(junk) or f"none (outputs: {', '.join(new) or 'in place'})"
     intact = "n/a" if not planted else ("yes" if all(p.exists() and p.read_bytes() == data
                                                     for p, data in planted.items()) else "NO")
-    new = sorted(_listing(watch) - before)
-    left = ", ".join(Path(n).name for n in new) if new else "none"
-    return intact, left.replace(str(tmp), "<tmp>")
+    return intact, ", ".join(new) or "none"
 
 
-def _spawn(argv, tmp, fault=None, marker=None, signum=None):
-    """Run the CLI; with ``marker``, send ``signum`` when a stderr line starts with it. (status, seconds, stderr)."""
+def _spawn(argv, tmp, fault=None, marker=None, signum=None, delay=0.0):
+    """Run the CLI; with ``marker``, send ``signum`` ``delay`` s after a stderr line starts with it.
+
+    Returns (status, seconds, stderr)."""
     start = time.perf_counter()
     proc = subprocess.Popen(_command(argv, fault), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, cwd=str(tmp))
@@ -145,6 +150,7 @@ def _spawn(argv, tmp, fault=None, marker=None, signum=None):
         for line in proc.stderr:
             seen.append(line)
             if line.startswith(marker):
+                time.sleep(delay)
                 start = time.perf_counter()
                 proc.send_signal(signum)
                 break
@@ -158,7 +164,7 @@ def _run_case(rows, name, argv, tmp, fault=None, marker=None, signum=None, out=N
     planted, watch = _prepare_previous(out, per_frame)
     before = _listing(watch)
     code, seconds, stderr = _spawn(argv, tmp, fault, marker, signum)
-    intact, left = _verdict(planted, before, watch, tmp)
+    intact, left = _verdict(planted, before, watch, tmp, code)
     rows.append((name, str(code), f"{seconds:.1f}", _message(stderr, tmp), intact, left))
     for path in planted:  # the next case starts from a clean folder
         if path.exists() and path.read_bytes() == PREVIOUS:
@@ -179,7 +185,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bad_inputs_"))
     rows = []
     try:
-        world = cases.World(tmp=tmp, frames=cases.write_frames(tmp / "frames", count=5),
+        world = cases.World(tmp=tmp, frames=cases.write_frames(tmp / "frames"),
                             weights=make_tiny_weights(tmp / "weights"), out=tmp / "out" / "a.glb")
         mesh = tmp / "sphere.glb"
         save_mesh(trimesh.creation.icosphere(1), mesh)
@@ -209,7 +215,7 @@ def main() -> None:
                 out = tmp / "sig" / ("a.fbx" if "fbx" in extra else "a.glb")
                 argv = world.argv(*quick, "--per-frame-dir", tmp / "sig" / "frames", *extra, out=out)
                 _run_case(rows, name, argv, tmp, fault=fault, marker=marker, signum=getattr(signal, sig))
-        for fault in ("little free space", "full disk during the write", "file-size limit 64 KB (RLIMIT_FSIZE)"):
+        for fault in ("little free space", "full disk during the write", "file-size limit 4 KB (RLIMIT_FSIZE)"):
             name = f"fault: {fault}"
             if wanted(name):
                 _run_case(rows, name, world.argv(*quick, "--steps", 2, "--per-frame-dir", tmp / "fault" / "frames",
@@ -258,7 +264,7 @@ def _batch_rows(rows, tmp, world, mesh, wanted):
              tmp / "b3")):
         if not wanted(name):
             continue
-        code, seconds, stderr = _spawn([str(a) for a in argv], tmp, None, marker, sig)
+        code, seconds, stderr = _spawn([str(a) for a in argv], tmp, None, marker, sig, delay=0.5)
         report = out / "report.jsonl"
         detail = _message(stderr, tmp)
         if report.is_file():

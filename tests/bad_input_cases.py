@@ -21,7 +21,7 @@ GOOD_SIZE = 96
 #: signal lands between two per-frame files (tests/test_signals.py, benchmarks/bad_inputs_table.py)
 SLOW_PER_FRAME = """
 import sys, time
-import actionmesh_core.io.glb as glb
+import actionmesh_core.export.glb as glb
 real = glb.atomic_write_bytes
 def slow(path, data):
     out = real(path, data)

@@ -224,8 +224,8 @@ def _run_local(jobs: Sequence[ClipJob], settings: BatchSettings, emit: Callable[
                         on_status=lambda status: emit({"event": "status", **status}), checked_weights=checked_weights)
     try:
         for job in jobs:
-            emit({"event": "start", "clip": job.name, "worker": "local", "attempt": 1})
             try:
+                emit({"event": "start", "clip": job.name, "worker": "local", "attempt": 1})
                 result = runner.run(job)
             except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (actionmesh_core.interrupts)
                 # the atomic writers removed their temporary files; a record only exists once all outputs do

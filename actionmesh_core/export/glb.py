@@ -29,10 +29,10 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.animated_mesh import AnimatedMesh, check_animation
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, atomic_write_bytes
 from ._common import animation_fps, frame_codes
 
-__all__ = ["export_animated_glb", "frame_normals", "write"]
+__all__ = ["export_animated_glb", "export_static_glbs", "frame_normals", "write"]
 
 _ARRAY_BUFFER = 34962
 _ELEMENT_ARRAY_BUFFER = 34963
@@ -341,10 +341,35 @@ def export_animated_glb(
         for chunk in chunks:
             handle.write(chunk)
     if per_frame_dir is not None:
-        from ..io.glb import export_static_glbs
-
         export_static_glbs(anim, per_frame_dir, prefix=path.stem)
     return path
+
+
+def export_static_glbs(anim: AnimatedMesh, folder: Union[str, Path], prefix: str = "frame") -> list[Path]:
+    """Write every frame as its own static GLB (with UVs/texture or vertex colors), via trimesh.
+
+    Args:
+        anim: the :class:`AnimatedMesh`.
+        folder: output folder (created).
+        prefix: file names are ``{prefix}_{k:03d}.glb`` (wider for T > 1000).
+
+    Returns:
+        The T written paths, in frame order.
+
+    Raises:
+        TypeError: ``anim`` is not an ``AnimatedMesh``.
+        ValueError: the mesh has no faces.
+    """
+    anim = check_animation(anim, "export_static_glbs")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(3, len(str(anim.num_frames - 1)))
+    paths = []
+    for k in range(anim.num_frames):
+        p = folder / f"{prefix}_{k:0{width}d}.glb"
+        atomic_write_bytes(p, anim.frame_mesh(k).export(file_type="glb"))
+        paths.append(p)
+    return paths
 
 
 def write(anim, path: Path, options) -> tuple[list[Path], dict]:

@@ -1,7 +1,8 @@
-"""Animated GLB import (glTF 2.0 morph targets, :func:`read_animated_glb`) and per-frame static GLBs.
+"""Animated GLB import (glTF 2.0 morph targets, :func:`read_animated_glb`).
 
-The animated GLB writer is :func:`actionmesh_core.export.glb.export_animated_glb`
-(importable from here too), next to the skinned GLB writer in the export package.
+The writers (:func:`~actionmesh_core.export.glb.export_animated_glb`, the per-frame
+:func:`~actionmesh_core.export.glb.export_static_glbs`) live in the export package,
+next to the skinned GLB writer; they stay importable from here.
 
 Shape legend: T frames, V vertices, F faces.
 """
@@ -14,41 +15,13 @@ from typing import Union
 
 import numpy as np
 
-from ..export.glb import export_animated_glb, frame_normals  # noqa: F401  (the writer; kept importable here)
-from .animated_mesh import AnimatedMesh, check_animation
-from .atomic import atomic_write_bytes
+from ..export.glb import export_animated_glb, export_static_glbs, frame_normals  # noqa: F401  (the writers)
+from .animated_mesh import AnimatedMesh
 
 __all__ = ["export_animated_glb", "read_animated_glb", "export_static_glbs", "frame_normals"]
 
 _COMPONENT = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _NUM = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
-
-
-def export_static_glbs(anim: AnimatedMesh, folder: Union[str, Path], prefix: str = "frame") -> list[Path]:
-    """Write every frame as its own static GLB (with UVs/texture or vertex colors), via trimesh.
-
-    Args:
-        anim: the :class:`AnimatedMesh`.
-        folder: output folder (created).
-        prefix: file names are ``{prefix}_{k:03d}.glb`` (wider for T > 1000).
-
-    Returns:
-        The T written paths, in frame order.
-
-    Raises:
-        TypeError: ``anim`` is not an ``AnimatedMesh``.
-        ValueError: the mesh has no faces.
-    """
-    anim = check_animation(anim, "export_static_glbs")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    width = max(3, len(str(anim.num_frames - 1)))
-    paths = []
-    for k in range(anim.num_frames):
-        p = folder / f"{prefix}_{k:0{width}d}.glb"
-        atomic_write_bytes(p, anim.frame_mesh(k).export(file_type="glb"))
-        paths.append(p)
-    return paths
 
 
 # --------------------------------------------------------------------------- import
