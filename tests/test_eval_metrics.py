@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from actionmesh_core.eval.metrics import (
     Alignment,
+    _Neighbours,
     _rotation_from_6d,
     canonical_rotations,
     chamfer_distance,
@@ -155,6 +156,17 @@ def test_gradient_icp_recovers_scale_rotation_translation():
     # the release pairs the best step's rotation with the translation/scale after that step: ~no effect
     same_step = gradient_icp(source, target, release_pairing=False)
     assert np.abs(same_step.apply(source) - moved).max() < 1e-3
+
+
+def test_cuda_neighbour_path_equals_the_cpu_trees():
+    """The blockwise-cdist nearest neighbours (the CUDA path, run here on the CPU) equal scipy's cKDTree."""
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(700, 3, generator=gen)
+    moved = torch.rand(24, 500, 3, generator=gen)
+    trees = _Neighbours(gt, 24)(moved)
+    cdist = _Neighbours(gt, 24, trees=False)(moved)
+    assert trees[0].shape == (24, 500) and trees[1].shape == (24, 700)
+    assert torch.equal(trees[0], cdist[0]) and torch.equal(trees[1], cdist[1])
 
 
 # ------------------------------------------------------------------ synthetic clips with known answers

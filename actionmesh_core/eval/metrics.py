@@ -310,10 +310,10 @@ class _Neighbours:
     and step; CUDA: blockwise ``torch.cdist``.
     """
 
-    def __init__(self, gt: torch.Tensor, batch: int):
+    def __init__(self, gt: torch.Tensor, batch: int, trees: Optional[bool] = None):
         self.gt = gt  # (m, 3)
         self.batch = batch
-        self.cpu = gt.device.type == "cpu"
+        self.cpu = gt.device.type == "cpu" if trees is None else bool(trees)  # trees=False: cdist on any device
         if self.cpu:
             self.gt_np = gt.numpy().astype(np.float64)
             self.gt_tree = cKDTree(self.gt_np)
