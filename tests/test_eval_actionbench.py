@@ -75,8 +75,6 @@ def test_evaluate_command(roots, tmp_path, capsys):
     out = tmp_path / "results.csv"
     code = main(["evaluate", str(pred), str(gt), "--out", str(out)] + OPTS)
     captured = capsys.readouterr()
-    with capsys.disabled():  # shown with pytest -s
-        print(captured.err + captured.out)
     assert code == actionbench.EXIT_SOME_FAILED
     rows = _rows(out)
     assert [r["uid"] for r in rows] == ["clip_animated", "clip_ours", "clip_release", "clip_short"]
