@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.cli import add_batch_parser
 
     add_batch_parser(sub)
+    from .eval.actionbench import add_evaluate_parser  # ActionBench metrics of a folder of predictions
+
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -228,6 +231,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .batch.cli import run_batch_command
 
             return run_batch_command(args)
+        if args.command == "evaluate":
+            from .eval.actionbench import run_evaluate_command
+
+            return run_evaluate_command(args)
         return _video_to_4d(args)
     except KeyboardInterrupt:
         print_interrupted()
