@@ -18,63 +18,13 @@ import numpy as np
 import torch
 
 from .checkpoints import load_model, resolve_device, resolve_dtype
+from .options import PipelineConfig
 from .io.animated_mesh import AnimatedMesh
 from .weights import WeightLayout
 
 __all__ = ["PipelineConfig", "ActionMeshPipeline", "PipelineResult"]
 
 PathLike = Union[str, os.PathLike]
-
-
-@dataclass
-class PipelineConfig:
-    """Settings of a run (defaults = the release's; :meth:`fast` = its fast preset).
-
-    Attributes:
-        steps: stage I denoising steps (30; fast 15).
-        stage0_steps: TripoSG steps (100; fast 50).
-        shift: stage I time shift (3.0). guidance_scale: stage I CFG (7.5).
-        stage0_guidance: TripoSG CFG (7.5).
-        seed: noise seed. anchor_frame: frame the anchor mesh is made from.
-        noise_correlation: stage I cross-frame noise correlation [0, 1].
-        window, slide: autoregressive windows (16 / 15).
-        octree_depth, refine_depth: SDF meshing: dense coarse grid 2^6, narrow band up to 2^9 cells per axis.
-        target_faces: anchor mesh decimation budget (40k).
-        num_surface_points: samples for encoding a user mesh (16384).
-        device: "auto" | "cpu" | "cuda" | "mps". dtype: "auto" (bf16 on CUDA, fp32 otherwise) | fp32 | bf16 | fp16.
-        low_memory: keep at most one model on the device (load before, free after each stage).
-        fps: frame rate of the INPUT (None = a video's own rate, 24 for image folders and arrays);
-            the animation plays at ``fps / frame stride`` (real time).
-        mode: "stage2" (temporal autoencoder) or "attention-chain" (training-free fast decoding).
-        chain_steps: stage I steps in attention-chain mode (4, as published).
-        chain_reinforce: attention-chain long-sequence reinforcement (§4.3).
-    """
-
-    steps: int = 30
-    stage0_steps: int = 100
-    shift: float = 3.0
-    guidance_scale: float = 7.5
-    stage0_guidance: float = 7.5
-    seed: int = 0
-    anchor_frame: int = 0
-    noise_correlation: float = 0.0
-    window: int = 16
-    slide: int = 15
-    octree_depth: int = 6
-    refine_depth: int = 9
-    target_faces: int = 40000
-    num_surface_points: int = 16384
-    device: str = "auto"
-    dtype: str = "auto"
-    low_memory: bool = False
-    fps: Optional[float] = None
-    mode: str = "stage2"
-    chain_steps: int = 4
-    chain_reinforce: bool = False
-
-    def fast(self) -> "PipelineConfig":
-        """The fast preset: 15 stage I steps and 50 TripoSG steps."""
-        return replace(self, steps=15, stage0_steps=50)
 
 
 @dataclass
