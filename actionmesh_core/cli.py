@@ -60,39 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
-    """The animation in ``fmt`` (--format) and (optionally) per-frame GLBs; atomic files, the per-frame set
-    moved in at the end."""
-    import shutil
-    import tempfile
-
-    from .export import export_animation
-    from .io.glb import export_static_glbs
-
-    staged = None
-    try:
-        if args.per_frame_dir:
-            folder = Path(args.per_frame_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            staged = Path(tempfile.mkdtemp(prefix=".actionmesh-frames-", dir=str(folder)))
-            export_static_glbs(animation, staged, out.stem)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        path = export_animation(animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
-                                bones=args.bones, influences=args.influences).path
-        if staged is not None:
-            for item in sorted(staged.iterdir()):
-                os.replace(item, Path(args.per_frame_dir) / item.name)
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-    return path
-
-
 def _video_to_4d(args) -> int:
     from .errors import OptionError, OutputPathError
     from .export import check_format_args
     from .perf import tune_cpu_allocator
     from .pipeline import ActionMeshPipeline
+    from .stages import export_files, timed
     from .validation import validate_run
 
     tune_cpu_allocator()  # large temporary buffers reused instead of mapped afresh (this process only)
@@ -108,9 +81,9 @@ def _video_to_4d(args) -> int:
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
-    t_export = time.perf_counter()
-    path = _write_outputs(result.animation, plan, args, fmt, out)
-    result.timings["export"] = time.perf_counter() - t_export
+    with timed(result.timings, "export"):
+        path = export_files(result.animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
+                            bones=args.bones, influences=args.influences, per_frame_dir=args.per_frame_dir)[0]
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "

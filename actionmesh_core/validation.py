@@ -41,7 +41,7 @@ __all__ = [
     "MeshInputError", "OutputPathError", "CheckpointError", "WeightsMissingError",
     "FrameOptions", "RunPlan", "validate_run", "validate_options", "validate_output_path",
     "validate_output_folder", "validate_frames", "finish_frames", "prepare_checked", "ValidatedFrames", "validate_weights", "validate_mesh", "validate_background_model",
-    "check_window", "check_meshing_depths", "DEFAULT_FPS",
+    "check_window", "check_meshing_depths", "check_frame_options", "DEFAULT_FPS",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -250,7 +250,12 @@ def validate_output_folder(path: PathLike, what: str = "output folder") -> Path:
 # --------------------------------------------------------------------------- frames
 
 
-def _check_frame_options(opts: FrameOptions) -> None:
+def check_frame_options(opts: FrameOptions) -> None:
+    """Check the frame options' values (start, stride, max frames, threshold, margin, crop, size, fps).
+
+    Raises:
+        OptionError: a value outside its range.
+    """
     _int_at_least("frame start", opts.start, 0)
     _int_at_least("frame stride", opts.stride, 1)
     _int_at_least("max frames", opts.max_frames, 0)
@@ -329,7 +334,7 @@ def validate_frames(frames, options: Optional[FrameOptions] = None) -> Validated
     from .frames import _stack_frames, read_frame_sequence
 
     opts = options or FrameOptions()
-    _check_frame_options(opts)
+    check_frame_options(opts)
     if opts.remove_background is not None:
         validate_background_model(opts.remove_background)
     if isinstance(frames, (str, os.PathLike)):
@@ -604,7 +609,7 @@ def validate_run(
     config = config if config is not None else PipelineConfig()
     opts = frame_options or FrameOptions()
     device = validate_options(config)
-    _check_frame_options(opts)
+    check_frame_options(opts)
     if out is not None:
         out = validate_output_path(out, out_suffixes, "output")
     if per_frame_dir is not None:
