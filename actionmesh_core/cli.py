@@ -83,7 +83,7 @@ def _video_to_4d(args) -> int:
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
     with timed(result.timings, "export"):
         path = export_files(result.animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
-                            bones=args.bones, influences=args.influences, per_frame_dir=args.per_frame_dir)[0]
+                            bones=args.bones, influences=args.influences, per_frame_dir=args.per_frame_dir).path
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "

@@ -650,7 +650,7 @@ def attention_chain_animate(models: Models, context: FrameContext, sources: Sour
 def export_files(animation, path, fmt: str = ExportOptions.format, *, fps: Optional[float] = None,
                  interpolation: str = ExportOptions.interpolation, bones: int = ExportOptions.bones,
                  influences: int = ExportOptions.influences, per_frame_dir=None,
-                 frame_prefix: Optional[str] = None) -> List[Path]:
+                 frame_prefix: Optional[str] = None):
     """Write an animation in ``fmt`` and, optionally, one static GLB per frame into ``per_frame_dir``.
 
     Every file is written atomically (the export dispatcher's temporary file +
@@ -667,7 +667,8 @@ def export_files(animation, path, fmt: str = ExportOptions.format, *, fps: Optio
         frame_prefix: name of the per-frame files (default: the stem of ``path``).
 
     Returns:
-        the files of the main export (main file first; the per-frame GLBs are not listed).
+        ``actionmesh_core.export.ExportResult`` of the main export (``path``, ``files``: main file first,
+        ``info``: e.g. a skinned rig's fit error); the per-frame GLBs are not listed.
 
     Raises:
         ValueError: unknown format, or an animation the format cannot hold. MissingDependency: the
@@ -685,12 +686,12 @@ def export_files(animation, path, fmt: str = ExportOptions.format, *, fps: Optio
             staged = Path(tempfile.mkdtemp(prefix=".actionmesh-frames-", dir=str(folder)))
             export_static_glbs(animation, staged, frame_prefix or path.stem)
         path.parent.mkdir(parents=True, exist_ok=True)
-        files = [Path(f) for f in export_animation(animation, path, fmt, fps=fps, interpolation=interpolation,
-                                                   bones=bones, influences=influences).files]
+        result = export_animation(animation, path, fmt, fps=fps, interpolation=interpolation, bones=bones,
+                                  influences=influences)
         if staged is not None:
             for item in sorted(staged.iterdir()):
                 os.replace(item, Path(per_frame_dir) / item.name)
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
-    return files
+    return result

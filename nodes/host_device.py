@@ -129,3 +129,28 @@ def on_device(*modules) -> Iterator[torch.device]:
             module.to(offload_device())
         if device.type != "cpu":
             soft_empty_cache()
+
+
+class NodeModels:
+    """The stage layer's models (:class:`actionmesh_core.stages.Models`) for a node: each ``use`` block runs
+    inside :func:`on_device` (ComfyUI's memory manager inside ComfyUI)."""
+
+    def __init__(self, **named):
+        from actionmesh_core.stages import Models
+
+        self._models = Models(**named)
+
+    def has(self, name: str) -> bool:
+        """Whether the node was given a model called ``name``."""
+        return self._models.has(name)
+
+    def get(self, name: str):
+        """The model called ``name`` (ValueError when the node has none)."""
+        return self._models.get(name)
+
+    @contextlib.contextmanager
+    def use(self, *names: str):
+        """The models ``names`` on the compute device for the block (one model, or a tuple)."""
+        models = tuple(self.get(name) for name in names)
+        with on_device(*models):
+            yield models[0] if len(models) == 1 else models

@@ -68,6 +68,26 @@ class _TqdmBar:
         self._bar.close()
 
 
+class _HostBar:
+    """ComfyUI's ``comfy.utils.ProgressBar`` (the node's bar, and its preview image)."""
+
+    def __init__(self, bar):
+        self._bar = bar
+
+    def update_absolute(self, value: int, total: Optional[int] = None, preview=None) -> None:
+        self._bar.update_absolute(value, total, preview)
+
+
+def _preview_image(image):
+    """(H, W, 3) float image in [0, 1] -> the host's preview tuple ("JPEG", PIL image, max side)."""
+    from PIL import Image
+
+    array = image.detach().float().cpu().numpy() if hasattr(image, "detach") else np.asarray(image, np.float32)
+    pixels = (np.clip(array[..., :3], 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    args = getattr(_import("comfy.cli_args"), "args", None)
+    return "JPEG", Image.fromarray(pixels), getattr(args, "preview_size", 512)
+
+
 class Progress:
     """Progress bar + interrupt check for a node's long loop.
 
@@ -81,16 +101,24 @@ class Progress:
         self.current = 0
         utils = _import("comfy.utils")
         if utils is not None and hasattr(utils, "ProgressBar"):
-            self._bar = utils.ProgressBar(self.total)
+            self._bar = _HostBar(utils.ProgressBar(self.total))
         else:
             self._bar = _TqdmBar(self.total, desc)
 
-    def set(self, value: int, total: Optional[int] = None) -> None:
-        """Set absolute progress ``value`` of ``total`` (and check for interruption)."""
+    def set(self, value: int, total: Optional[int] = None, preview=None) -> None:
+        """Set absolute progress ``value`` of ``total`` (and check for interruption).
+
+        ``preview``: an optional (H, W, 3) image in [0, 1] (numpy or torch) shown on the node while it
+        runs, through ComfyUI's progress API (``ProgressBar.update_absolute``'s preview); ignored outside it.
+        """
         if total is not None:
             self.total = max(int(total), 1)
         self.current = min(int(value), self.total)
-        self._bar.update_absolute(self.current, self.total)
+        image = _preview_image(preview) if preview is not None and isinstance(self._bar, _HostBar) else None
+        if image is not None:
+            self._bar.update_absolute(self.current, self.total, image)
+        else:
+            self._bar.update_absolute(self.current, self.total)
         check_interrupted()
 
     def step(self, amount: int = 1) -> None:

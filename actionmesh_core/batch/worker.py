@@ -212,8 +212,9 @@ class ClipRunner:
     def _export(self, job: ClipJob, animation, fps: float) -> List[Path]:
         from ..stages import export_files
 
-        return export_files(animation, output_path(Path(job.out_dir), job.name, job.format), job.format, fps=fps,
-                            interpolation=job.interpolation, **job.export_options)
+        result = export_files(animation, output_path(Path(job.out_dir), job.name, job.format), job.format, fps=fps,
+                              interpolation=job.interpolation, **job.export_options)
+        return [Path(f) for f in result.files]
 
     def run(self, job: ClipJob) -> ClipResult:
         """Process one clip; never raises except ``KeyboardInterrupt`` (failures are returned).
