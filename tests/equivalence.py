@@ -33,24 +33,31 @@ def cli_args(frames: Path, weights: Path, out: Path, mode: str = "stage2", mesh:
 
 
 def node_settings(weights: Path) -> dict:
-    """Node type -> input values that make the graph run what :func:`cli_args` runs (the CLI's other flags are
-    at their defaults, and so are the nodes' other inputs)."""
-    from actionmesh_core.options import PipelineConfig
+    """Node type -> input values that make the graph run what :func:`cli_args` runs: every input a stage reads,
+    set explicitly from the command line's configuration (a test's other shrinking cannot leak in)."""
+    from actionmesh_core.options import FrameOptions, PipelineConfig
 
-    fast = PipelineConfig().fast()
+    cfg, frames = PipelineConfig(seed=SEED, octree_depth=OCTREE, refine_depth=REFINE).fast(), FrameOptions()
+    cfg.steps = STEPS
     tokens = num_tokens(weights)
+    stage1 = {"guidance": cfg.guidance_scale, "shift": cfg.shift, "seed": cfg.seed,
+              "noise_correlation": cfg.noise_correlation, "window": cfg.window, "slide": cfg.slide}
+    meshing = {"octree_depth": cfg.octree_depth, "refine_depth": cfg.refine_depth}
     return {
         "ActionMeshLoadFrames": {"start": 0, "stride": 1, "max_frames": FRAMES},
         "ActionMeshPrepareFrames": {"size": 0, "frame_start": 0, "frame_stride": 1, "max_frames": FRAMES,
-                                    "margin": 0.1, "bg_threshold": 0.1, "invert_mask": False},
-        "ActionMeshImageTo3DAnchor": {"anchor_frame": 0, "steps": fast.stage0_steps, "seed": SEED,
-                                      "num_tokens": tokens, "octree_depth": OCTREE, "refine_depth": REFINE},
-        "ActionMeshEncodeReferenceMesh": {"frame_index": 0, "seed": SEED, "num_tokens": tokens,
+                                    "margin": frames.margin, "bg_threshold": frames.bg_threshold,
+                                    "invert_mask": False},
+        "ActionMeshEncodeFrames": {"batch_size": cfg.encode_batch_size},
+        "ActionMeshImageTo3DAnchor": {"anchor_frame": 0, "steps": cfg.stage0_steps, "guidance": cfg.stage0_guidance,
+                                      "seed": cfg.seed, "num_tokens": tokens, "target_faces": cfg.target_faces,
+                                      **meshing},
+        "ActionMeshEncodeReferenceMesh": {"frame_index": 0, "seed": cfg.seed, "num_tokens": tokens,
                                           "sample_posterior": True},
-        "ActionMeshTemporalDenoise": {"steps": STEPS, "seed": SEED},
-        "ActionMeshDecodeDeformation": {"anchor_frame": -1, "fps": 0.0},
-        "ActionMeshAttentionChainAnimate": {"seed": SEED, "octree_depth": OCTREE, "refine_depth": REFINE,
-                                            "fps": 0.0},
+        "ActionMeshTemporalDenoise": {"steps": cfg.steps, **stage1},
+        "ActionMeshDecodeDeformation": {"window": cfg.window, "slide": cfg.slide, "anchor_frame": -1, "fps": 0.0},
+        "ActionMeshAttentionChainAnimate": {"steps": cfg.chain_steps, "reinforce": cfg.chain_reinforce,
+                                            "fps": 0.0, **stage1, **meshing},
         "ActionMeshExportGLB": {"interpolation": "STEP", "per_frame_glbs": False, "format": "glb"},
     }
 
