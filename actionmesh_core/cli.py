@@ -15,7 +15,6 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import List, Optional
 
 from .arguments import (add_frame_options, add_interpolation_option, add_pipeline_options,  # noqa: F401 (re-exported)

@@ -9,6 +9,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from actionmesh_core.stages import Models
+
 from .host_base import _import, model_management
 
 
@@ -131,22 +133,9 @@ def on_device(*modules) -> Iterator[torch.device]:
             soft_empty_cache()
 
 
-class NodeModels:
-    """The stage layer's models (:class:`actionmesh_core.stages.Models`) for a node: each ``use`` block runs
-    inside :func:`on_device` (ComfyUI's memory manager inside ComfyUI)."""
-
-    def __init__(self, **named):
-        from actionmesh_core.stages import Models
-
-        self._models = Models(**named)
-
-    def has(self, name: str) -> bool:
-        """Whether the node was given a model called ``name``."""
-        return self._models.has(name)
-
-    def get(self, name: str):
-        """The model called ``name`` (ValueError when the node has none)."""
-        return self._models.get(name)
+class NodeModels(Models):
+    """The stage layer's models (:class:`actionmesh_core.stages.Models`) of a node's inputs: each ``use``
+    block runs inside :func:`on_device` (ComfyUI's memory manager inside ComfyUI)."""
 
     @contextlib.contextmanager
     def use(self, *names: str):

@@ -68,16 +68,6 @@ class _TqdmBar:
         self._bar.close()
 
 
-class _HostBar:
-    """ComfyUI's ``comfy.utils.ProgressBar`` (the node's bar, and its preview image)."""
-
-    def __init__(self, bar):
-        self._bar = bar
-
-    def update_absolute(self, value: int, total: Optional[int] = None, preview=None) -> None:
-        self._bar.update_absolute(value, total, preview)
-
-
 def _preview_image(image):
     """(H, W, 3) float image in [0, 1] -> the host's preview tuple ("JPEG", PIL image, max side)."""
     from PIL import Image
@@ -100,8 +90,9 @@ class Progress:
         self.total = max(int(total), 1)
         self.current = 0
         utils = _import("comfy.utils")
-        if utils is not None and hasattr(utils, "ProgressBar"):
-            self._bar = _HostBar(utils.ProgressBar(self.total))
+        self._on_host = utils is not None and hasattr(utils, "ProgressBar")
+        if self._on_host:
+            self._bar = utils.ProgressBar(self.total)
         else:
             self._bar = _TqdmBar(self.total, desc)
 
@@ -114,9 +105,8 @@ class Progress:
         if total is not None:
             self.total = max(int(total), 1)
         self.current = min(int(value), self.total)
-        image = _preview_image(preview) if preview is not None and isinstance(self._bar, _HostBar) else None
-        if image is not None:
-            self._bar.update_absolute(self.current, self.total, image)
+        if preview is not None and self._on_host:
+            self._bar.update_absolute(self.current, self.total, _preview_image(preview))
         else:
             self._bar.update_absolute(self.current, self.total)
         check_interrupted()
