@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -435,7 +436,8 @@ EQUIVALENCE = {"video_to_4d": ("video_to_4d.json", "stage2", False),
 
 def _equivalent_run(comfy, page, case: str, tmp_path: Path):
     """A shipped workflow with the settings of the small command-line run (``equivalence.py``), then that command
-    line on the same frames and weights: (history entry, prompt, new files, events, comparison)."""
+    line on the same frames and weights: the history entry, prompt, new files, progress/preview events, the
+    comparison and ComfyUI's loaded-model classes right after the graph ran."""
     from actionmesh_core.cli import main
 
     name, mode, with_mesh = EQUIVALENCE[case]
@@ -445,6 +447,7 @@ def _equivalent_run(comfy, page, case: str, tmp_path: Path):
     if mode == "attention-chain":
         prompt = _with_attention_chain(prompt, settings)
     entry, seconds, new_files, events = _queue_and_wait(comfy, page, prompt)
+    loaded = {m["class"] for m in comfy.loaded_models()}  # ComfyUI's loaded-model list right after the run
     glb = _assert_success_with_glb(comfy, entry, new_files, prompt)
     mesh = comfy.home / "input" / MESH if with_mesh else None
     cli_glb = tmp_path / f"{case}.glb"
@@ -454,7 +457,8 @@ def _equivalent_run(comfy, page, case: str, tmp_path: Path):
                                                                     mesh="MESH.glb" if with_mesh else None))
     print(f"\nequivalence | {case} | {command} | max abs {result['max_abs']:.3g} | {result['vertices']} vertices, "
           f"{result['faces']} faces | graph {seconds:.1f} s")
-    return entry, prompt, new_files, events, result
+    return SimpleNamespace(entry=entry, prompt=prompt, new_files=new_files, events=events, result=result,
+                           loaded=loaded)
 
 
 @pytest.fixture(scope="session")
@@ -482,8 +486,8 @@ def _assert_success_with_glb(comfy, entry, new_files, prompt):
 
 
 def test_video_to_4d_gives_the_cli_result(comfy, video_to_4d_run):
-    entry, prompt, new_files, events, result = video_to_4d_run
-    assert result["max_abs"] <= eq.TOLERANCE
+    prompt, new_files, events = video_to_4d_run.prompt, video_to_4d_run.new_files, video_to_4d_run.events
+    assert video_to_4d_run.result["max_abs"] <= eq.TOLERANCE
     assert any(f.endswith(".webp") for f in new_files), "Render Preview's animated WEBP is missing"
     # progress through ComfyUI's progress API, with a preview where the stage has one
     for node_type in ("ActionMeshTemporalDenoise", "ActionMeshDecodeDeformation", "ActionMeshImageTo3DAnchor"):
@@ -493,7 +497,7 @@ def test_video_to_4d_gives_the_cli_result(comfy, video_to_4d_run):
 
 
 def test_video_mesh_to_4d_gives_the_cli_result(comfy, page, tmp_path):
-    entry, prompt, new_files, events, result = _equivalent_run(comfy, page, "video_mesh_to_4d", tmp_path)
+    result = _equivalent_run(comfy, page, "video_mesh_to_4d", tmp_path).result
     import trimesh
 
     # the user's mesh is animated: same vertex count as the capsule we gave (vertex order kept)
@@ -502,10 +506,10 @@ def test_video_mesh_to_4d_gives_the_cli_result(comfy, page, tmp_path):
 
 
 def test_pack_models_are_managed_by_comfyui(comfy, video_to_4d_run):
-    """After the run ComfyUI lists our models as loaded (its memory manager holds them); /free evicts them."""
-    assert video_to_4d_run[0]["status"]["status_str"] == "success"
-    loaded = {m["class"] for m in comfy.loaded_models()}
-    assert PACK_MODEL_CLASSES <= loaded, loaded
+    """After the run ComfyUI lists our models as loaded (its memory manager holds them); /free evicts them.
+    (Later runs of other graphs drop the loaders' outputs from ComfyUI's cache, and their models with them.)"""
+    assert video_to_4d_run.entry["status"]["status_str"] == "success"
+    assert PACK_MODEL_CLASSES <= video_to_4d_run.loaded, video_to_4d_run.loaded
     comfy.post("/free", {"unload_models": True, "free_memory": True})
     deadline = time.time() + 60
     while time.time() < deadline and {m["class"] for m in comfy.loaded_models()} & PACK_MODEL_CLASSES:
@@ -599,8 +603,7 @@ def test_missing_models_panel_lists_our_weights(comfy, browser, pack):
 
 
 def test_attention_chain_graph_gives_the_cli_result(comfy, page, tmp_path):
-    entry, prompt, new_files, events, result = _equivalent_run(comfy, page, "attention_chain", tmp_path)
-    assert ("progress", "900") in events
+    assert ("progress", "900") in _equivalent_run(comfy, page, "attention_chain", tmp_path).events
 
 
 @pytest.mark.parametrize("path", RUNNABLE_OLD, ids=lambda p: p.stem)
