@@ -26,11 +26,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_host  # noqa: E402
 from comfy_host import ComfyServer, need  # noqa: E402
+from workflow_models import WORKFLOW_DIR  # noqa: E402
 
 pytestmark = pytest.mark.skipif(comfy_host.OPTED_OUT, reason="ACTIONMESH_REAL_HOST=0 (outside CI)")
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 CLIP = "actionmesh_test_camel.mp4"
 FRAMES = "frames/actionmesh_test_camel"
 MESH = "3d/actionmesh_test_mesh.glb"
@@ -202,7 +203,7 @@ def _shrink(prompt: dict, **overrides) -> dict:
 
 
 def _workflow(name: str) -> dict:
-    return json.loads((ROOT / "workflows" / name).read_text(encoding="utf-8"))
+    return json.loads((WORKFLOW_DIR / name).read_text(encoding="utf-8"))
 
 
 def _outputs(comfy) -> set:

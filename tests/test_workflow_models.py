@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workflow_models  # noqa: E402
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+WORKFLOWS = sorted(workflow_models.WORKFLOW_DIR.glob("*.json"))
 RELEASED_FILES = {
     "ActionMeshLoadDenoiser": ("actionmesh", "ActionMesh/denoiser/model.safetensors",
                                "https://huggingface.co/facebook/ActionMesh/resolve/main/denoiser/model.safetensors"),

@@ -1,4 +1,4 @@
-"""Every shipped workflow (``workflows/*.json``, ComfyUI UI format) must load in ComfyUI.
+"""Every shipped workflow (``example_workflows/*.json``, ComfyUI UI format) must load in ComfyUI.
 
 Checks, per workflow: every node type exists (one of ours, or a core node
 listed in ``CORE_NODES``), every link connects an output to an input of the
@@ -19,12 +19,16 @@ for LoadImage/LoadVideo) follow the ComfyUI frontend of the same period.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workflow_models  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_DIR = ROOT / "workflows"
+WORKFLOW_DIR = workflow_models.WORKFLOW_DIR
 
 EXPECTED_WORKFLOWS = {
     "video_to_4d.json",

@@ -1,4 +1,4 @@
-"""Write the pack's model download metadata (and current socket types / widget defaults) into workflows/*.json.
+"""Write the pack's model download metadata (and current socket types / widget defaults) into example_workflows/*.json.
 
 Run ``python3 tests/workflow_models.py`` after a loader's released entry or a node's inputs change;
 ``tests/test_workflows.py`` fails until the shipped workflows carry what this writes:
@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the shipped workflows: ComfyUI's template browser and the registry read this folder (custom_node_manager.py)
+WORKFLOW_DIR = ROOT / "example_workflows"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import load_pack  # noqa: E402
@@ -51,7 +53,7 @@ def apply(workflow: dict, pack) -> dict:
 
 def main() -> None:
     pack = load_pack()
-    for path in sorted((ROOT / "workflows").glob("*.json")):
+    for path in sorted(WORKFLOW_DIR.glob("*.json")):
         before = path.read_text()
         after = json.dumps(apply(json.loads(before), pack), indent=2) + "\n"
         if after != before:
