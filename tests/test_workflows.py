@@ -11,8 +11,7 @@ and range.
 ``nodes_images.py``, ``nodes_bg_removal.py``, ``nodes_wan.py``,
 ``nodes_model_advanced.py``, ``nodes_video_model.py``,
 ``nodes_hunyuan3d.py``, ``nodes_save_3d.py``, ``nodes_load_3d.py`` and
-``comfy/samplers.py``; Load 3D's button slots and its ``LOAD_3D`` widget as the frontend of that release
-saves them.  Frontend conventions (widget order, the
+``comfy/samplers.py``; Load 3D (Advanced)'s viewer widget as the frontend of that release saves it.  Frontend conventions (widget order, the
 ``control_after_generate`` slot after seeds, the preview slot the frontend
 adds to SaveGLB/Preview3D, the upload-button slot older frontends saved
 for LoadImage/LoadVideo) follow the ComfyUI frontend of the same period.
@@ -67,7 +66,6 @@ def _i(name, type_, **opts):
 
 
 # Core nodes: {type: {"inputs": [(name, type, opts)], "outputs": [(name, type)], "injected": [slot names]}}.
-# ``injected`` slots come after the widgets, unless an input's opts name them (``buttons``: saved right after it).
 # An input type is a socket type string, a list of combo options, ANY_FILE, or a tuple of accepted
 # socket types (multi-type input); opts: default/min/max, optional, widget (a multi-type input shown
 # as a widget of that type), control_after_generate.
@@ -153,13 +151,13 @@ CORE_NODES = {
                                       _i("num_chunks", "INT", default=8000, min=1000, max=500000),
                                       _i("octree_resolution", "INT", default=256, min=16, max=512)],
                            "outputs": [("VOXEL", "VOXEL")]},
-    "Load3D": {"inputs": [_i("model_file", ANY_FILE, buttons=["upload 3d model", "upload extra resources", "clear"]),
-                          _i("image", "LOAD_3D", widget="LOAD_3D"),
-                          _i("width", "INT", default=1024, min=1, max=4096),
-                          _i("height", "INT", default=1024, min=1, max=4096)],
-               "outputs": [("image", "IMAGE"), ("mask", "MASK"), ("mesh_path", "STRING"), ("normal", "IMAGE"),
-                           ("camera_info", "LOAD3D_CAMERA"), ("recording_video", "VIDEO"), ("model_3d", "FILE_3D"),
-                           ("model_3d_info", "LOAD3D_MODEL_INFO")]},
+    # "Load 3D (Advanced)": the plain "Load 3D & Animation" fails in 0.27 (it hands LoadImage an absolute temp path)
+    "Load3DAdvanced": {"inputs": [_i("model_file", ANY_FILE),
+                                  _i("viewport_state", "LOAD_3D_ADVANCED", widget="LOAD_3D_ADVANCED"),
+                                  _i("width", "INT", default=1024, min=1, max=4096),
+                                  _i("height", "INT", default=1024, min=1, max=4096)],
+                       "outputs": [("model_3d", "FILE_3D"), ("model_3d_info", "LOAD3D_MODEL_INFO"),
+                                   ("camera_info", "LOAD3D_CAMERA"), ("width", "INT"), ("height", "INT")]},
     "VoxelToMesh": {"inputs": [_i("voxel", "VOXEL"), _i("algorithm", ["surface net", "basic"]),
                                _i("threshold", "FLOAT", default=0.6, min=-1.0, max=1.0)],
                     "outputs": [("MESH", "MESH")]},
@@ -209,7 +207,6 @@ def widget_slots(spec) -> list:
         if not is_widget(type_, opts):
             continue
         slots.append((name, opts.get("widget", type_), opts))
-        slots += [(button, "INJECTED", {}) for button in opts.get("buttons", [])]
         if opts.get("control_after_generate") or (type_ == "INT" and name in ("seed", "noise_seed")):
             slots.append(("control_after_generate", "CONTROL", {}))
     for name in spec.get("injected", []):
@@ -234,7 +231,7 @@ def check_widget_value(where: str, type_, opts, value) -> None:
         assert isinstance(value, bool), f"{where}: BOOLEAN expected, got {value!r}"
     elif type_ == "STRING":
         assert isinstance(value, str), f"{where}: STRING expected, got {value!r}"
-    elif type_ == "LOAD_3D":  # Load 3D's viewer state: empty when saved, the captured scene once converted
+    elif type_ == "LOAD_3D_ADVANCED":  # Load 3D's viewer state: empty when saved, filled in when converted
         assert value == "" or isinstance(value, dict), f"{where}: Load 3D viewer value {value!r}"
     else:
         raise AssertionError(f"{where}: widget of unknown type {type_!r}")
@@ -362,7 +359,7 @@ def test_workflows_cover_the_advertised_routes(specs):
     assert {"ActionMeshEncodeReferenceMesh", "ActionMeshRenderPreview", "WanImageToVideo"} <= \
         by_name["mesh_prompt_to_4d.json"]
     assert "ActionMeshImageTo3DAnchor" not in by_name["mesh_prompt_to_4d.json"]
-    assert {"Load3D", "ActionMeshEncodeReferenceMesh"} <= by_name["backbone_swap_load3d.json"]
+    assert {"Load3DAdvanced", "ActionMeshEncodeReferenceMesh"} <= by_name["backbone_swap_load3d.json"]
     assert "ActionMeshImageTo3DAnchor" not in by_name["backbone_swap_load3d.json"]
     for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json",
                  "backbone_swap_load3d.json"):
@@ -418,9 +415,9 @@ def test_mesh_prompt_workflow_renders_the_same_mesh_it_animates():
 def test_load3d_workflow_animates_the_mesh_core_load_3d_gives():
     workflow = _load("backbone_swap_load3d.json")
     by_target = _links_by_target(workflow)
-    load3d = next(n for n in workflow["nodes"] if n["type"] == "Load3D")
+    load3d = next(n for n in workflow["nodes"] if n["type"] == "Load3DAdvanced")
     encode = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshEncodeReferenceMesh")
-    assert by_target[(encode["id"], "model_3d")] == (load3d, 6)  # Load 3D's model_3d (FILE_3D)
+    assert by_target[(encode["id"], "model_3d")] == (load3d, 0)  # Load 3D's model_3d (FILE_3D)
     assert encode["widgets_values"][1] == "none", "the file widget must not compete with Load 3D's mesh"
     decode = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshDecodeDeformation")
     denoise = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshTemporalDenoise")
