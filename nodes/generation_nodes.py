@@ -185,6 +185,14 @@ class ActionMeshEncodeReferenceMesh:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, mesh_file="none", **_):
+        """Fingerprint of ``mesh_file`` (names, sizes, modification times, as Load Frames' source), so a mesh file
+        saved again under the same name is encoded again; a connected MESH / FILE_3D changes with its own node."""
+        from .frame_nodes import ActionMeshLoadFrames
+
+        return "" if mesh_file in (None, "", "none") else ActionMeshLoadFrames.IS_CHANGED(mesh_file)
+
     def encode(self, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, num_tokens=2048, mesh=None,
                model_3d=None):
         """Normalise the given mesh, sample its surface and encode it with the VAE (posterior sample or mean).

@@ -338,6 +338,18 @@ class Watcher:
                     elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                         break
 
+    def wait_done(self, prompt_id: str, timeout: float = 60.0) -> None:
+        """Wait for the run's last message (``executing`` with no node, sent once every node has finished): the
+        history entry can be written before the websocket has delivered the last nodes' messages."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(data.get("node") is None for data in self._of("executing", prompt_id)):
+                return
+            if self._error is not None or not self._thread.is_alive():
+                break
+            time.sleep(0.1)
+        raise TimeoutError(f"no end-of-run message for prompt {prompt_id} on the websocket ({self._error!r})")
+
     def _of(self, kind: str, prompt_id: str) -> list:
         return [m["data"] for m in list(self.messages)
                 if m.get("type") == kind and m.get("data", {}).get("prompt_id") == prompt_id]

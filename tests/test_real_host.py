@@ -3,11 +3,20 @@
 One server for the whole session (``comfy`` fixture, stopped by its process id), one browser page.
 Checks: ``/object_info``; every shipped workflow loads in the browser with no missing node type and no
 widget value rejected or moved (screenshot saved under the session's temporary folder, or
-``$ACTIONMESH_SCREENSHOT_DIR``), converts with ``app.graphToPrompt()``; ``video_to_4d`` and
-``video_mesh_to_4d`` run on a fixture clip at small settings (background removal bypassed) and give a
-GLB plus Preview 3D's payload; the pack's models sit in ComfyUI's loaded-model list while a run goes
-and leave it on ``POST /free``; an interrupted run stops cleanly without a partial file; the missing-
-models panel names our weights with their download links; the placeholder mesh and frames are flagged at load.
+``$ACTIONMESH_SCREENSHOT_DIR``; ``ACTIONMESH_UPDATE_THUMBNAILS=1`` also writes the template thumbnails),
+converts with ``app.graphToPrompt()``; ``video_to_4d`` and ``video_mesh_to_4d`` run on a fixture clip at small
+settings (background removal bypassed) and give a GLB plus Preview 3D's payload; the pack's models sit in
+ComfyUI's loaded-model list while a run goes and leave it on ``POST /free``; an interrupted run stops cleanly
+without a partial file; the missing-models panel names every model of every workflow with its download link;
+the placeholder mesh and frames are flagged at load.
+
+The chained workflows (Hunyuan3D-2 and Load 3D backbones, the three Wan 2.1 ones) run as shipped with tiny /
+sparse stand-ins of the core models, shrunk only through node inputs; each run is followed on ComfyUI's websocket
+(every node started or served from its cache) and checked end to end (frames through the chain, one morph
+target per prepared frame at the video's rate, the preview, the anchor's vertices); the table of the runs is
+printed at the end and saved as ``chained_workflows.md`` beside the screenshots. The Wan ones need about 16 GB
+of memory: without it they are skipped with the reason, or fail under ``CI=true``. A workflow run again executes
+only what changed (ComfyUI's cache); the template browser lists every workflow with its thumbnail.
 
 Skipped with the reason when ComfyUI, its requirements, chromium or playwright are missing; with
 ``CI=true`` those are failures (``.ci/run`` installs them).
@@ -273,6 +282,65 @@ def test_workflow_loads_in_the_browser(path, page, shots_dir):
         assert node["class_type"] == loaded["nodes"][node_id]["type"]
 
 
+# ``ACTIONMESH_UPDATE_THUMBNAILS=1``: the template-browser test first writes each workflow's thumbnail
+# (example_workflows/<name>.jpg, the name ComfyUI's frontend asks for) from what the frontend shows, with every input
+# and model in place (no missing-file marks); run it after a layout change
+UPDATE_THUMBNAILS = os.environ.get("ACTIONMESH_UPDATE_THUMBNAILS") == "1"
+THUMBNAIL_SIZE = 960  # the longer side
+WRAP_ASPECT = 3.2  # a graph wider than this is cut between two groups into two rows (the browser's cards are square)
+# the placeholders a shipped workflow names, replaced by the test's inputs for its picture (no missing-file marks)
+PICTURE_INPUTS = {"ActionMeshLoadFrames": {0: FRAMES}, "Load3DAdvanced": {0: MESH}, "LoadImage": {0: IMAGE}}
+
+
+def _thumbnail(page, workflow: dict, target: Path) -> None:
+    """The whole graph as the frontend draws it (toasts hidden), cropped to the graph, as a JPEG at ``target``."""
+    from PIL import Image
+
+    workflow = json.loads(json.dumps(workflow))
+    for node in workflow["nodes"]:
+        for index, value in PICTURE_INPUTS.get(node["type"], {}).items():
+            node["widgets_values"][index] = value
+        if node["type"] == "ActionMeshEncodeReferenceMesh" and node["widgets_values"][1] != "none":
+            node["widgets_values"][1] = MESH
+    _load(page, workflow)
+    hidden = page.add_style_tag(content=".p-toast { display: none !important; }")
+    shot = target.with_name(f".{target.stem}.png")
+    _fit_and_screenshot(page, shot)
+    box, gaps = page.evaluate("""() => {
+        const canvas = window.app.canvas, rect = canvas.canvas.getBoundingClientRect();
+        const screen = ([x, y]) => { const [a, b] = canvas.ds.convertOffsetToCanvas([x, y]);
+                                     return [rect.left + a, rect.top + b]; };
+        let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+        const groups = (window.app.graph._groups || []).map((g) => g._bounding || g.bounding);
+        const boxes = window.app.graph._nodes.map((n) => [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30])
+            .concat(groups);
+        for (const [x, y, w, h] of boxes) {
+            x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+        }
+        // x of the gaps between groups that no group spans (where the picture may be cut)
+        const gaps = groups.map(([x, y, w]) => x + w).filter((end) => !groups.some(([x, y, w]) => x < end + 10 && end + 10 < x + w))
+            .filter((end) => end < x1 - 10).map((end) => screen([end + 10, 0])[0]);
+        return [[...screen([x0 - 20, y0 - 20]), ...screen([x1 + 20, y1 + 20])], gaps];
+    }""")
+    hidden.evaluate("(element) => element.remove()")  # the page is shared: later tests look for toasts
+    with Image.open(shot) as image:
+        left, top = max(0, int(box[0])), max(0, int(box[1]))
+        picture = image.convert("RGB").crop((left, top, min(image.width, int(box[2])), min(image.height, int(box[3]))))
+    shot.unlink()
+    if picture.width > WRAP_ASPECT * picture.height and gaps:  # two rows, cut at the gap nearest the middle
+        cut = int(min(gaps, key=lambda x: abs(x - left - picture.width / 2)) - left)
+        rows = [picture.crop((0, 0, cut, picture.height)), picture.crop((cut, 0, picture.width, picture.height))]
+        wrapped = Image.new("RGB", (max(r.width for r in rows), 2 * picture.height), picture.getpixel((0, 0)))
+        wrapped.paste(rows[0], (0, 0))
+        wrapped.paste(rows[1], (0, picture.height))
+        picture = wrapped
+    scale = THUMBNAIL_SIZE / max(picture.size)
+    picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.LANCZOS)
+    partial = target.with_name(f".{target.name}.tmp")
+    picture.save(partial, "JPEG", quality=85, optimize=True)
+    os.replace(partial, target)
+
+
 def test_loader_folder_values_of_older_workflows_load_as_files(page):
     """A workflow saved when the loaders listed folders (``ActionMesh/denoiser``) loads with the listed weights files
     (web/js/actionmesh_model_names.js), so the frontend's missing-models check matches them: none of ours listed."""
@@ -324,19 +392,25 @@ def _queue(comfy, prompt: dict, timeout: float = 900) -> Run:
     with comfy_host.Watcher(comfy) as watch:
         prompt_id = comfy.queue_prompt(prompt, watch.client_id)
         entry = comfy.wait_history(prompt_id, timeout=timeout)
+        if entry["status"]["status_str"] == "success":
+            watch.wait_done(prompt_id)
     return Run(entry, time.time() - start, _outputs(comfy) - before, prompt, watch.executed(prompt_id),
                watch.cached(prompt_id), watch.peak_rss, watch.node_seconds(prompt_id))
 
 
-def _run_workflow(comfy, page, name: str, small: dict = SMALL, widgets=None, **overrides) -> Run:
+def _run_workflow(comfy, page, name: str, small: dict = SMALL, widgets=None, observe=None, **overrides) -> Run:
     """Load ``name`` in the browser (``widgets``: {node type: {widget index: value}} set in the UI workflow first, as
-    a user picks a file), convert it (``_converted``), make it small (``_shrink``), queue it and wait."""
+    a user picks a file), convert it (``_converted``), make it small (``_shrink``), queue it and wait.
+    ``observe(prompt)`` may add observer nodes (core Preview Image on an output) to the converted prompt."""
     workflow = _workflow(name)
     for node in workflow["nodes"]:
         for index, value in (widgets or {}).get(node["type"], {}).items():
             node["widgets_values"][index] = value
     _load(page, workflow)
-    return _queue(comfy, _shrink(_converted(page), small, **overrides))
+    prompt = _shrink(_converted(page), small, **overrides)
+    if observe is not None:
+        observe(prompt)
+    return _queue(comfy, prompt)
 
 
 def _node_id(prompt: dict, class_type: str) -> str:
@@ -463,25 +537,30 @@ MISSING_MODELS_JS = """async (waitMs) => {
 PACK_DIRECTORIES = ("actionmesh", "triposg", "dinov2")
 
 
-def test_missing_models_panel_lists_our_weights(comfy, browser, pack):
-    """Without the weights, loading a workflow lists each of our weights files with its download link."""
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_missing_models_panel_lists_every_model(path, comfy, browser):
+    """Without the weights, loading a workflow lists every model file it needs (ours and the core ones: Wan 2.1,
+    UMT5, CLIP vision, SDXL, Hunyuan3D-2) with its download link."""
+    workflow = json.loads(path.read_text(encoding="utf-8"))
     models = comfy.home / "models"
-    links = {models / link: (models / link).readlink() for link in comfy_host.MODEL_LINKS.values()}
-    for link in links:
+    links = [models / link for link in comfy_host.MODEL_LINKS.values()]
+    links += [models / m["directory"] / m["name"] for m in workflow["models"]
+              if m["directory"] not in PACK_DIRECTORIES]  # core stand-ins, where the chained tests made them
+    removed = {link: link.readlink() for link in links if link.is_symlink()}
+    for link in removed:
         link.unlink()
     page = _open_page(browser, comfy)
     try:
-        workflow = _workflow("video_to_4d.json")
         page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
-        listed = page.evaluate(MISSING_MODELS_JS, 30_000)
-        ours = [m for m in listed if m["directory"] in PACK_DIRECTORIES]
-        expected = [m for m in workflow["models"] if m["directory"] in PACK_DIRECTORIES]
-        assert len(expected) == 5
-        assert sorted(ours, key=lambda m: m["name"]) == sorted(expected, key=lambda m: m["name"])
+        # the panel also lists the models of the frontend's default graph, which the new page shows first
+        shipped = [m for path in WORKFLOWS for m in json.loads(path.read_text(encoding="utf-8"))["models"]]
+        listed = [m for m in page.evaluate(MISSING_MODELS_JS, 30_000) if m in shipped]
+        assert len([m for m in workflow["models"] if m["directory"] in PACK_DIRECTORIES]) >= 3
+        assert sorted(listed, key=lambda m: m["name"]) == sorted(workflow["models"], key=lambda m: m["name"])
     finally:
         page.close()
-        for link, target in links.items():
-            link.symlink_to(target, target_is_directory=True)
+        for link, target in removed.items():
+            link.symlink_to(target, target_is_directory=target.is_dir())
 
 
 # --------------------------------------------------------------------------- chained workflows (core models)
@@ -557,20 +636,6 @@ def _saved(comfy, entry: dict, node_id: str, key: str) -> list:
     return [folders[f["type"]] / f["subfolder"] / f["filename"] for f in entry["outputs"].get(node_id, {}).get(key, [])]
 
 
-def _webp_frames(path: Path, fps: float) -> int:
-    """Frames of an animated WEBP saved at ``fps``, from its play time (the encoder merges identical frames into one
-    longer frame, as the stand-in's still video and a motionless preview have)."""
-    from PIL import Image
-
-    total = 0
-    with Image.open(path) as image:
-        for index in range(getattr(image, "n_frames", 1)):
-            image.seek(index)
-            image.load()  # the frame's duration is read with its data
-            total += image.info["duration"]
-    return round(total * fps / 1000)
-
-
 def _fed_by(prompt: dict, class_type: str, source: str) -> str:
     """The node of ``class_type`` whose first linked input comes from node ``source``."""
     return next(i for i, n in prompt.items() if n["class_type"] == class_type and any(
@@ -590,6 +655,24 @@ def _downstream(prompt: dict, start: str) -> set:
     return found
 
 
+# core Preview Images the test adds to count frames (one file per frame): on the decoded Wan video and on Render
+# Preview's images. The workflows save both as animated WEBPs, which store identical neighbouring frames as one (the
+# stand-in VAE draws the same picture in every frame; a tiny-weight animation may stand still for a frame).
+VIDEO_OBSERVER, PREVIEW_OBSERVER = "actionmesh_test_video", "actionmesh_test_preview"
+OBSERVERS = (VIDEO_OBSERVER, PREVIEW_OBSERVER)
+
+
+def _observe_the_frames(prompt: dict) -> None:
+    def observe(node_id: str, source: list) -> None:
+        prompt[node_id] = {"class_type": "PreviewImage", "inputs": {"images": source}, "_meta": {"title": "test"}}
+
+    if any(n["class_type"] == "WanImageToVideo" for n in prompt.values()):
+        observe(VIDEO_OBSERVER, prompt[_node_id(prompt, "ActionMeshPrepareFrames")]["inputs"]["images"])
+    render = next(i for i, n in prompt.items() if n["class_type"] == "ActionMeshRenderPreview"
+                  and "animation" in n["inputs"])
+    observe(PREVIEW_OBSERVER, [render, 0])
+
+
 _WAN_RAN = []  # the Wan workflows run so far in this session (each later one reuses the first's models)
 
 
@@ -601,14 +684,15 @@ def test_chained_workflow_runs_as_shipped(name, comfy, page, core_models, chain_
     the anchor's vertices."""
     if name in WAN:
         _need_memory_for_wan(comfy)
-    run = _run_workflow(comfy, page, name, small=CHAIN_SMALL, widgets={"Load3DAdvanced": {0: MESH}})
+    run = _run_workflow(comfy, page, name, small=CHAIN_SMALL, widgets={"Load3DAdvanced": {0: MESH}},
+                        observe=_observe_the_frames)
     entry, prompt = run.entry, run.prompt
     glb = _assert_success_with_glb(comfy, entry, run.new_files, prompt)
     # every node of the workflow executed: started now, or taken from ComfyUI's cache
     executed, cached = set(run.executed), set(run.cached)
     assert not executed & cached and executed | cached == set(prompt), (sorted(set(prompt) - executed - cached))
     active = {str(n["id"]) for n in _workflow(name)["nodes"] if n["type"] != "Note" and n["mode"] == 0}
-    assert set(prompt) == active
+    assert set(prompt) - set(OBSERVERS) == active
     if name in WAN and _WAN_RAN:  # models and the negative prompt's encoding are reused from the previous Wan run
         shared = {i for i, n in prompt.items() if n["class_type"] in WAN_SHARED}
         wan = _node_id(prompt, "WanImageToVideo")
@@ -619,12 +703,11 @@ def test_chained_workflow_runs_as_shipped(name, comfy, page, core_models, chain_
     prepare = _node_id(prompt, "ActionMeshPrepareFrames")
     stride, limit = prompt[prepare]["inputs"]["frame_stride"], prompt[prepare]["inputs"]["max_frames"]
     prepared = len(_saved(comfy, entry, _fed_by(prompt, "PreviewImage", prepare), "images"))
-    if name in WAN:  # the generated video, saved beside: Wan's frame count
+    if name in WAN:  # the decoded video: Wan's frame count, and the workflow's own WEBP of it
         decode = str(prompt[prepare]["inputs"]["images"][0])
-        saver = _fed_by(prompt, "SaveAnimatedWEBP", decode)
-        (video_file,) = _saved(comfy, entry, saver, "images")
-        video = _webp_frames(video_file, prompt[saver]["inputs"]["fps"])
+        video = len(_saved(comfy, entry, VIDEO_OBSERVER, "images"))
         assert video == prompt[_node_id(prompt, "WanImageToVideo")]["inputs"]["length"] == 33
+        assert len(_saved(comfy, entry, _fed_by(prompt, "SaveAnimatedWEBP", decode), "images")) == 1
         fps = prompt[prepare]["inputs"]["fps"] / stride
         assert (stride, limit, prepared) == (2, 16, 16), "33 Wan frames -> every 2nd -> the 16 trained frames"
     else:  # a frame folder through Load Frames (its rate divided by both strides)
@@ -643,9 +726,9 @@ def test_chained_workflow_runs_as_shipped(name, comfy, page, core_models, chain_
     assert np.allclose(np.diff(animation.times), 1.0 / fps, atol=1e-4), (animation.times, fps)
     render = next(i for i, n in prompt.items() if n["class_type"] == "ActionMeshRenderPreview"
                   and "animation" in n["inputs"])
-    saver = _fed_by(prompt, "SaveAnimatedWEBP", render)
-    preview = _saved(comfy, entry, saver, "images")
-    assert len(preview) == 1 and _webp_frames(preview[0], prompt[saver]["inputs"]["fps"]) == prepared
+    preview = _saved(comfy, entry, _fed_by(prompt, "SaveAnimatedWEBP", render), "images")
+    assert len(preview) == 1 and preview[0].suffix == ".webp" and preview[0].stat().st_size > 0
+    assert len(_saved(comfy, entry, PREVIEW_OBSERVER, "images")) == prepared, "Render Preview's frames"
 
     # the anchor mesh stage 0 made (saved by Save GLB) or was given is the one animated: its vertices, in the GLB
     saved_anchor = [i for i, n in prompt.items() if n["class_type"] == "SaveGLB"]
@@ -664,6 +747,83 @@ def test_chained_workflow_runs_as_shipped(name, comfy, page, core_models, chain_
                                                                    for i, t in slowest))
     chain = (f"{video} video -> stride {stride} -> {prepared} prepared" if name in WAN
              else f"{video}-frame clip -> {prepared} prepared")
-    chain_report[name] = (f"| {name.removesuffix('.json')} | {len(prompt)} of {len(prompt)} ({len(executed)} run, "
-                          f"{len(cached)} from cache) | {chain} -> {animation.num_frames} frames at {fps:g} fps | "
+    ran, reused = len(executed & active), len(cached & active)
+    chain_report[name] = (f"| {name.removesuffix('.json')} | {ran + reused} of {len(active)} ({ran} run, {reused} "
+                          f"from cache) | {chain} -> {animation.num_frames} frames at {fps:g} fps | "
                           f"{targets} | {run.seconds:.0f} s | {run.peak_rss / 2 ** 30:.1f} GB |")
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def test_a_second_run_re_executes_only_what_changed(comfy, page):
+    """Our nodes keep ComfyUI's cache working: the same workflow run again (loaded and converted again, as after a
+    page reload) executes nothing; a changed widget re-executes that node and what depends on it; a mesh file or a
+    frame saved again under the same name re-executes its node (Encode Reference Mesh / Load Frames fingerprints)
+    and what depends on it, nothing else."""
+    import shutil
+
+    import trimesh
+
+    frames = "frames/actionmesh_cache_test"
+    mesh = "3d/actionmesh_cache_test.glb"
+    inputs = comfy.home / "input"
+    shutil.copytree(inputs / FRAMES, inputs / frames, dirs_exist_ok=True)
+    shutil.copyfile(inputs / MESH, inputs / mesh)
+    ours = {"ActionMeshLoadFrames": {"source": frames}, "ActionMeshEncodeReferenceMesh": {"mesh_file": mesh}}
+
+    def run(**overrides):
+        result = _run_workflow(comfy, page, "video_mesh_to_4d.json", **{**ours, **overrides})
+        assert result.entry["status"]["status_str"] == "success", json.dumps(result.entry["status"])[:3000]
+        assert set(result.executed) | set(result.cached) == set(result.prompt)
+        return result
+
+    first = run()
+    prompt = first.prompt
+    again = run()
+    assert again.executed == [], [prompt[i]["class_type"] for i in again.executed]
+
+    reseeded = run(ActionMeshTemporalDenoise={"seed": 1})
+    assert set(reseeded.executed) == _downstream(prompt, _node_id(prompt, "ActionMeshTemporalDenoise"))
+
+    run()  # back to seed 0: cached again
+    trimesh.creation.capsule(height=1.2, radius=0.3, count=[10, 10]).export(str(inputs / mesh))
+    remeshed = run()
+    assert set(remeshed.executed) == _downstream(prompt, _node_id(prompt, "ActionMeshEncodeReferenceMesh")), \
+        [prompt[i]["class_type"] for i in remeshed.executed]
+
+    first_frame = sorted((inputs / frames).iterdir())[0]
+    first_frame.write_bytes(first_frame.read_bytes())  # saved again: a new modification time
+    os.utime(first_frame, ns=(time.time_ns(), time.time_ns() + 10 ** 9))
+    reframed = run()
+    assert set(reframed.executed) == _downstream(prompt, _node_id(prompt, "ActionMeshLoadFrames")), \
+        [prompt[i]["class_type"] for i in reframed.executed]
+    print(f"caching: first run {len(first.executed)} nodes {first.seconds:.1f} s; identical run 0 nodes "
+          f"{again.seconds:.1f} s; new seed {len(reseeded.executed)}, new mesh {len(remeshed.executed)}, "
+          f"new frame {len(reframed.executed)} of {len(prompt)} nodes")
+
+
+# --------------------------------------------------------------------------- template browser
+
+
+def test_template_browser_lists_every_workflow_with_its_thumbnail(comfy, page, request):
+    """ComfyUI lists example_workflows/ in its template browser under the pack's folder name and serves each workflow
+    and its thumbnail where the frontend asks for them (``/api/workflow_templates/<pack>/<name>.json`` / ``.jpg``)."""
+    if UPDATE_THUMBNAILS:
+        request.getfixturevalue("core_models")  # every model in place: no missing-model marks in the pictures
+        page.evaluate("async () => { await window.app.refreshComboInNodes(); }")  # the frontend's file lists
+        for path in WORKFLOWS:
+            _thumbnail(page, json.loads(path.read_text(encoding="utf-8")), path.with_suffix(".jpg"))
+    listed = comfy.get("/workflow_templates")
+    packs = [name for name, workflows in listed.items() if set(workflows) & {p.stem for p in WORKFLOWS}]
+    assert len(packs) == 1 and sorted(listed[packs[0]]) == sorted(p.stem for p in WORKFLOWS), listed
+    for path in WORKFLOWS:
+        served = comfy.get(f"/api/workflow_templates/{packs[0]}/{path.name}")
+        assert served == json.loads(path.read_text(encoding="utf-8"))
+    sizes = page.evaluate("""async ([pack, names]) => Promise.all(names.map((name) => new Promise((resolve) => {
+        const image = new Image();
+        image.onload = () => resolve([name, image.naturalWidth, image.naturalHeight]);
+        image.onerror = () => resolve([name, 0, 0]);
+        image.src = window.app.api.apiURL(`/workflow_templates/${pack}/${name}.jpg`);  // the frontend's thumbnail URL
+    })))""", [packs[0], [p.stem for p in WORKFLOWS]])
+    assert all(width > 0 and height > 0 for _, width, height in sizes), sizes

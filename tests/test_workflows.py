@@ -338,6 +338,19 @@ def test_all_expected_workflows_are_shipped():
     assert {p.name for p in _workflows()} == EXPECTED_WORKFLOWS
 
 
+def test_every_workflow_has_its_template_thumbnail_and_nothing_else_is_in_the_folder():
+    """ComfyUI's template browser shows ``<name>.jpg`` beside ``<name>.json`` (its frontend asks for that name); the
+    thumbnails are screenshots of the real frontend (``ACTIONMESH_UPDATE_THUMBNAILS=1`` with the real-host tests), so
+    each workflow has exactly one and the folder holds nothing else (every JSON there is listed as a workflow)."""
+    from PIL import Image
+
+    names = {p.name for p in WORKFLOW_DIR.iterdir()}
+    assert names == {n for stem in (w[:-5] for w in EXPECTED_WORKFLOWS) for n in (f"{stem}.json", f"{stem}.jpg")}
+    for name in EXPECTED_WORKFLOWS:
+        with Image.open(WORKFLOW_DIR / name.replace(".json", ".jpg")) as image:
+            assert image.format == "JPEG" and max(image.size) == 960 and min(image.size) >= 240, (name, image.size)
+
+
 @pytest.mark.parametrize("path", _workflows(), ids=lambda p: p.name)
 def test_workflow_is_valid(path, specs):
     workflow = json.loads(path.read_text(encoding="utf-8"))
