@@ -41,7 +41,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # The tests run whenever a ComfyUI source is found (README test command and .ci/run); ACTIONMESH_REAL_HOST=0
-# skips them outside CI (they take about 2 minutes: one server start, six workflows in a browser, three runs).
+# skips them outside CI (about 20 minutes on 2 busy cores, 15 of them the three Wan 2.1 workflows: one server start,
+# seven workflows in a browser, ten runs).
 OPTED_OUT = os.environ.get("ACTIONMESH_REAL_HOST", "") == "0" and not IN_CI
 # top-level modules of ComfyUI's requirements that its start-up imports (README of the hosts folder)
 HOST_MODULES = ("aiohttp", "yaml", "sqlalchemy", "alembic", "av", "einops", "torchsde", "psutil", "blake3",
