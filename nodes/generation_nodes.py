@@ -180,6 +180,14 @@ class ActionMeshEncodeReferenceMesh(io.ComfyNode):
             ])
 
     @classmethod
+    def fingerprint_inputs(cls, mesh_file="none", **_):
+        """Fingerprint of ``mesh_file`` (names, sizes, modification times, as Load Frames' source), so a mesh file
+        saved again under the same name is encoded again; a connected MESH / FILE_3D changes with its own node."""
+        from .frame_nodes import ActionMeshLoadFrames
+
+        return "" if mesh_file in (None, "", "none") else ActionMeshLoadFrames.fingerprint_inputs(mesh_file)
+
+    @classmethod
     def execute(cls, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, num_tokens=NUM_TOKENS,
                 mesh=None, model_3d=None):
         """Encode the given mesh (``actionmesh_core.stages.encode_reference_mesh``).
