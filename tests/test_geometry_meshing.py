@@ -113,9 +113,10 @@ def test_closure_follows_a_plate_the_coarse_grid_cannot_see():
     # lie outside it): invisible at depths 3..5 away from the sphere, so only the closure finds it at depth 6
     t = 0.3 * voxel(6)
     f = sphere_with_plate(t, z=voxel(6))
-    mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0)
+    mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0, sdf_bound=False)  # the closure alone
     dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
     np.testing.assert_allclose(mesh_key(mesh), mesh_key(dense), atol=1e-6)
+    assert mesh.metadata["meshing"]["closure_cells"] > 0
     v = mesh.vertices
     tip = v[v[:, 0] > 0.9]
     assert len(tip) and (tip[:, 2] > voxel(6)).any() and (tip[:, 2] < voxel(6)).any()  # both faces up to its end
@@ -286,3 +287,133 @@ def test_no_grid_point_is_evaluated_twice():
     grid = torch.round((pts.double() + BOUNDS) / voxel(6)).long()  # every level's points lie on the final grid
     key = (grid[:, 0] * 65 + grid[:, 1]) * 65 + grid[:, 2]
     assert torch.unique(key).numel() == key.numel()
+
+
+# --------------------------------------------------------------------------- thin and free-standing parts
+# Three mechanisms put cells in the band besides the sign changes; each has a case here that only it finds:
+# the SDF bound (a free-standing part the coarser levels straddle), the dilation (a part next to the found
+# surface that only a finer level sees, bound off) and the closure (a part attached to the found surface that
+# only the finest level sees, bound off, no dilation).
+
+
+def plane_index_only(depth):
+    """A z plane of the depth-``depth`` grid that no coarser grid has (odd index)."""
+    return -BOUNDS + 33 * voxel(depth) * 2 ** (depth - 6) if depth >= 6 else -BOUNDS + voxel(depth)
+
+
+def free_plate(half_thickness, z, x=(-0.8, -0.55), radius=0.35):
+    """Sphere of ``radius`` plus a separate plate at ``z`` (|y| < 0.15), x in ``x``, not touching it."""
+    cx, hx = (x[0] + x[1]) / 2, (x[1] - x[0]) / 2
+
+    def f(p):
+        return torch.minimum(p.norm(dim=-1) - radius, box_sdf(p, (cx, 0.0, z), (hx, 0.15, half_thickness)))
+
+    return f
+
+
+def segment_sdf(p, a, b, r):
+    a, b = torch.tensor(a).to(p), torch.tensor(b).to(p)
+    t = ((p - a) @ (b - a) / ((b - a) @ (b - a))).clamp(0, 1)
+    return (p - a - t[:, None] * (b - a)).norm(dim=-1) - r
+
+
+def thin_parts(depth):
+    """The benchmark's thin-part field at a small depth: a sphere, a free plate 2 voxels thick and free rods
+    1.5 voxels across (one along y, two oblique), none touching another."""
+    h = voxel(depth)
+
+    def f(p):
+        d = torch.minimum(p.norm(dim=-1) - 0.4, box_sdf(p, (0.0, 0.75, 0.0), (0.3, h, 0.3)))
+        for a, b in (((0.6, -0.3, 0.1), (0.6, 0.4, 0.1)), ((-0.7, -0.5, -0.6), (-0.2, 0.3, -0.7)),
+                     ((0.1, 0.5, -0.6), (0.5, 0.55, 0.3))):
+            d = torch.minimum(d, segment_sdf(p, a, b, 0.75 * h))
+        return d
+
+    return f
+
+
+def components(mesh):
+    return len(mesh.split(only_watertight=False))
+
+
+def test_free_standing_plate_and_rods_are_found_as_by_the_dense_grid():
+    f = thin_parts(6)
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    band = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    assert components(dense) >= 5  # sphere, plate, 3 rods
+    signs_only = sdf_to_mesh(f, octree_depth=3, refine_depth=6, sdf_bound=False)
+    assert len(signs_only.faces) < len(dense.faces)  # sign changes + dilation + closure alone lose parts
+
+
+def test_sdf_bound_alone_finds_a_free_plate_the_coarse_levels_straddle():
+    """A plate thinner than a finest voxel, on a plane only the finest grid has, far from the sphere."""
+    f = free_plate(0.3 * voxel(6), plane_index_only(6))
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    band = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    assert components(band) == 2
+    for dilation in (0, 1, 2):
+        assert components(sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=dilation, sdf_bound=False)) == 1
+
+
+def test_dilation_alone_finds_a_plate_next_to_the_surface_that_a_finer_level_sees():
+    """Bound off (a field that is not a distance field): a plate in the coarse cell next to the sphere's
+    sign-change cells, first seen by the depth-4 grid: only the dilated coarse band reaches it."""
+    z4 = -BOUNDS + 9 * voxel(4)  # a depth-4 plane (between depth-3 planes)
+    f = free_plate(0.3 * voxel(6), z4, x=(0.54, 0.7), radius=0.35)
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    found = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=1, sdf_bound=False)
+    lost = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0, sdf_bound=False)
+    np.testing.assert_allclose(mesh_key(found), mesh_key(dense), atol=1e-6)
+    assert components(found) == 2 and components(lost) == 1
+
+
+def test_scaled_distance_fields_give_the_same_band_and_mesh():
+    """The bound reads values in units of the field's own slope (measured on the coarse grid): any constant
+    scale of a distance field (occupancy-like or flattened) finds the same parts with the same evaluations."""
+    f = free_plate(0.3 * voxel(6), plane_index_only(6))
+    ref = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
+    for scale in (20.0, 0.05):
+        m = sdf_to_mesh(lambda p, s=scale: s * f(p), octree_depth=3, refine_depth=6)
+        assert m.metadata["meshing"]["points_evaluated"] == ref.metadata["meshing"]["points_evaluated"]
+        np.testing.assert_allclose(mesh_key(m), mesh_key(ref), atol=1e-6)
+        assert m.metadata["meshing"]["slope"][0] == pytest.approx(scale * ref.metadata["meshing"]["slope"][0])
+        assert components(m) == 2 and not m.metadata["meshing"]["slope_exceeded"]
+
+
+def steep_well(d, factor, width):
+    """A field ``factor`` times steeper than the distance ``d`` within ``width`` of its zero set, slope 1 beyond."""
+    return torch.where(d < width, factor * d, factor * width + (d - width))
+
+
+def test_a_field_steeper_than_its_coarse_grid_is_reported_not_silently_trusted(caplog):
+    """Not a distance field: the plate sits in a well 8x steeper than the rest, narrower than the distance to
+    any coarse grid point, so the coarse grid's slope understates it.  The extractor finds the attached plate
+    through the closure, measures the steeper crossings there, logs a warning and flags the result."""
+    import logging
+
+    z = plane_index_only(6)
+    t = 0.3 * voxel(6)
+
+    def f(p):
+        plate = box_sdf(p, (0.675, 0.0, z), (0.275, 0.2, t))
+        return torch.minimum(p.norm(dim=-1) - 0.5, steep_well(plate, 8.0, 0.5 * voxel(6)))
+
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    with caplog.at_level(logging.WARNING, logger="actionmesh_core.geometry.meshing"):
+        band = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    st = band.metadata["meshing"]
+    assert st["slope_exceeded"] and st["closure_cells"] > 0
+    assert "steeper" in caplog.text
+    smooth = sdf_to_mesh(sphere_with_plate(t, z=z), octree_depth=3, refine_depth=6)
+    assert not smooth.metadata["meshing"]["slope_exceeded"]  # the same shape as a distance field: no warning
+
+
+def test_default_sphere_evaluates_under_2m_points_with_the_sdf_bound():
+    """The issue's budget: the bound adds cells only where parts may hide (sphere r = 0.5 at the defaults)."""
+    mesh = sdf_to_mesh(sphere_sdf(0.5))
+    st = mesh.metadata["meshing"]
+    assert st["sdf_bound"] and st["points_evaluated"] <= 2_000_000, st
+    assert st["slope"][0] == pytest.approx(1.25, rel=0.01)  # unit slope x the safety factor

@@ -20,8 +20,9 @@ The band, level by level (depth ``d`` -> ``d + 1``):
 1. the *sign-change cells* of level ``d`` (cells whose 8 corners do not all
    lie on the same side of the level set, in any field) are dilated by
    ``dilation`` cells (the safety band: a thin part that the coarser grid
-   straddles shows up at a finer level next to the detected surface) and
-   split in 8 children;
+   straddles shows up at a finer level next to the detected surface),
+   joined by the cells the *SDF bound* keeps (below), and split in 8
+   children;
 2. the children's corners are evaluated (values known at this level or at
    the 3 coarser ones are reused: no grid point is evaluated twice);
 3. *closure*: wherever a face with mixed signs separates a band cell from a
@@ -41,11 +42,32 @@ than per-point index lists.  Marching cubes runs on the band's bricks laid
 side by side (scikit-image, with a mask keeping only band cells; seams
 welded by grid edge) or on the band's cells (warp-lang).
 
-What a band can miss: a surface component that no grid point of the coarse
-level sees and that does not touch the detected surface's band (e.g. a
-separate sliver thinner than a coarse cell, ~3% of the box at the default).
-Use a larger ``octree_depth`` (up to ``refine_depth`` = dense) if such parts
-matter.
+*SDF bound* (thin and free-standing parts, ``sdf_bound=True``): a cell
+without a sign change also enters the band when its corner values, read as
+distances (value / slope), say that the surface may pass inside it: a thin
+plate or rod that the coarser grids straddle without a sign change.  For a
+field whose slope is at most ``L`` every corner lies at least
+``|value - level| / L`` from the surface, so a cell is kept when its
+nearest corner is within half a cell diagonal (before the last step: both
+ends of an edge within half a cell, a face's corners within half a face
+diagonal or all corners within half the cell diagonal, the only ways a
+finest grid point inside can lie across the level).  ``L`` is each field's
+steepest edge on the dense coarse grid times :data:`BAND_SAFETY` (1.25), so
+a distance field scaled by any constant gives the same band.  At the last
+step only the kept cells away from the found surface are added (next to it
+the finest level's closure follows whatever is attached).  With it the band
+finds what a dense pass finds for distance-like fields (tested against the
+dense grid with a free plate 2 voxels thick and rods 1.5 voxels across).
+
+What a band can still miss: a part of a field that is *not* distance-like,
+steeper than the coarse grid shows only within less than a coarse cell of
+the part (the bound then understates it), that is neither within
+``dilation`` cells of the found surface nor attached to it; and a separate
+sliver closer than one last-level cell to the found surface all along.
+Every finer level measures the slopes of the cells it finds; a slope above
+the bound is logged as a warning and flagged in the mesh metadata
+(``slope_exceeded``).  Use a larger ``octree_depth`` (up to ``refine_depth``
+= dense) if such parts matter.
 
 Half precision (CUDA default, ``precision="auto"``): the field runs under
 ``torch.autocast`` in bf16; the bf16 error is measured on the coarse level
@@ -277,6 +299,113 @@ class _Evaluator:
         return vals
 
 
+# --------------------------------------------------------------------------- the SDF bound of the band
+
+#: Safety factor of the band's SDF bound: the field's slope is taken as this many times the slope measured on
+#: the coarse grid (covers fields whose gradient norm strays above the measured one, e.g. a learned SDF).
+BAND_SAFETY = 1.25
+
+
+def _corner_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    """(..., m+1, m+1, m+1) point values -> (..., m, m, m) ``op`` (torch.minimum / maximum / logical_or) of each
+    cell's 8 corners."""
+    t = op(t[..., :-1, :, :], t[..., 1:, :, :])
+    t = op(t[..., :, :-1, :], t[..., :, 1:, :])
+    return op(t[..., :, :, :-1], t[..., :, :, 1:])
+
+
+def _pair_reduce(t: torch.Tensor, dims, op) -> torch.Tensor:
+    """``op`` of neighbouring entries along each of ``dims`` (negative dims): one entry fewer along each."""
+    for d in dims:
+        n = t.shape[d]
+        t = op(t.narrow(d, 0, n - 1), t.narrow(d, 1, n - 1))
+    return t
+
+
+class _Bound:
+    """Which cells without a sign change may still hold a piece of the surface (thin, free-standing parts).
+
+    For a field whose slope is at most ``L`` (``|f(x) - f(y)| <= L |x - y|``; ``L = 1`` for a signed distance
+    field), a point ``x`` on the level set satisfies ``|f(c) - level| <= L |x - c|`` at every grid point ``c``.
+    ``dist(c) = |f(c) - level| / L`` is therefore a lower bound of the distance from ``c`` to the surface, and
+    a cell can only hold a part of the surface if its corners' bounds allow it:
+
+    - a cell that is refined further than one level (it may hold the surface anywhere inside): the nearest
+      corner within ``sqrt(3)/2`` cell (the farthest a point of a cube lies from its nearest corner);
+    - the last cell level before the finest one: the finest level adds only the cell's edge midpoints, face
+      centres and centre, and one of them must lie across the level for a finest cell to change sign: both
+      ends of an edge within 1/2 cell, or the 4 corners of a face within ``sqrt(2)/2``, or all 8 corners
+      within ``sqrt(3)/2``.
+
+    ``L`` is each field's steepest grid-edge slope on the dense coarse level times :data:`BAND_SAFETY`, so the
+    rule does not depend on the field's scale (an SDF times any constant gives the same band).  A field that is
+    steeper than that only within less than a coarse cell of a part can hide the part from this bound; the
+    extractor then still has the dilation and the closure, and every finer level measures the slopes of the
+    cells it finds: a slope above the bound is logged as a warning (``metadata["meshing"]["slope_exceeded"]``)
+    and raises the bound for the levels below.
+    """
+
+    def __init__(self, slope: torch.Tensor, margin: float, safety: float = BAND_SAFETY, enabled: bool = True):
+        self.slope = slope.clamp_min(1e-30) * safety  # (F,) field units per model unit
+        self.safety = safety
+        self.margin = margin  # half-precision error of the values (field units); 0 in fp32
+        self.enabled = enabled
+        self.exceeded = False
+
+    @staticmethod
+    def measure(dense: torch.Tensor, h: float) -> torch.Tensor:
+        """Steepest grid-edge slope of each field: (F, n+1, n+1, n+1) values, spacing ``h`` -> (F,)."""
+        out = None
+        for d in (1, 2, 3):
+            m = torch.diff(dense, dim=d).abs_().flatten(1).amax(1)
+            out = m if out is None else torch.maximum(out, m)
+        return out / h
+
+    def distance(self, v: torch.Tensor, level: float) -> torch.Tensor:
+        """(F, ...) field values -> (...) lower bound of the distance to the nearest field's level set (model units)."""
+        d = (v - level).abs_()
+        if self.margin:
+            d.sub_(self.margin).clamp_min_(0.0)
+        return d.div_(self.slope.view((-1,) + (1,) * (v.dim() - 1))).amin(0)
+
+    def cells(self, v: torch.Tensor, level: float, h: float, last: bool) -> torch.Tensor:
+        """(F, ..., m+1, m+1, m+1) values at the points of cells of side ``h`` -> (..., m, m, m) bool: the cell may
+        hold a part of the surface (``last``: the finest level comes next)."""
+        d = self.distance(v, level)
+        if not last:
+            return _corner_reduce(d, torch.minimum) <= h * (0.5 * 3**0.5)
+        out = _corner_reduce(d, torch.maximum) <= h * (0.5 * 3**0.5)  # the centre
+        for axis in (-3, -2, -1):
+            others = tuple(a for a in (-3, -2, -1) if a != axis)
+            edge = _pair_reduce(d, (axis,), torch.maximum) <= 0.5 * h  # edges along ``axis`` -> the cells holding them
+            out |= _pair_reduce(edge, others, torch.logical_or)
+            face = _pair_reduce(d, others, torch.maximum) <= h * 0.5**0.5  # faces normal to ``axis``
+            out |= _pair_reduce(face, (axis,), torch.logical_or)
+        return out
+
+    def check(self, v: torch.Tensor, cells: torch.Tensor, h: float) -> None:
+        """Slopes of the edges of the sign-change ``cells`` (S, m, m, m) of values ``v`` (F, S, m+1, m+1, m+1): above
+        the bound -> warn once, raise the bound."""
+        s, i, j, k = torch.nonzero(cells, as_tuple=True)
+        if s.numel() == 0:
+            return
+        corner = torch.stack([v[:, s, i + a, j + b, k + c] for a, b, c in _CORNERS], -1)  # (F, M, 8), index 4a+2b+c
+        steep = torch.zeros_like(self.slope)
+        for bit in (4, 2, 1):  # edges along x, y, z: corners differing in that bit
+            lo = [c for c in range(8) if not c & bit]
+            diff = (corner[..., [c | bit for c in lo]] - corner[..., lo]).abs_().flatten(1).amax(1)
+            steep = torch.maximum(steep, diff / h)
+        over = steep > self.slope
+        if bool(over.any()):
+            if not self.exceeded:
+                log.warning("sdf_to_meshes: the field is steeper near its surface (%.3g) than its coarse grid "
+                            "showed (%.3g with the safety factor): it does not behave like a distance field, so a "
+                            "thin part away from the found surface may be missed; raise octree_depth or dilation "
+                            "if parts are missing", float(steep.max()), float(self.slope.max()))
+            self.exceeded = True
+            self.slope = torch.maximum(self.slope, steep * self.safety)
+
+
 # --------------------------------------------------------------------------- brick storage of one level
 
 
@@ -329,8 +458,10 @@ class _Level:
         self.known = torch.zeros(0, _B, _B, _B, dtype=torch.bool, device=device)
         self.active = torch.zeros_like(self.known)
         self.sc = torch.zeros_like(self.known)
+        self.near = torch.zeros_like(self.known)  # active cells without sign change the SDF bound keeps (_Bound)
         self.pending = torch.zeros_like(self.known)
         self.cached = None  # (slots (S,), values (F, S, 9, 9, 9)) of the last band pass
+        self.closure_cells = 0  # cells the closure added
 
     # ---- slots
     def _grow(self, need: int) -> None:
@@ -347,8 +478,8 @@ class _Level:
 
         self.bricks = ext(self.bricks)
         self.vals = ext(self.vals, 1)
-        self.known, self.active, self.sc, self.pending = (ext(t) for t in (self.known, self.active, self.sc,
-                                                                           self.pending))
+        self.known, self.active, self.sc, self.near, self.pending = (
+            ext(t) for t in (self.known, self.active, self.sc, self.near, self.pending))
         self.cap = cap
 
     def key(self, bricks: torch.Tensor) -> torch.Tensor:
@@ -404,8 +535,9 @@ class _Level:
         return out
 
     # ---- filling
-    def set_dense(self, vals: torch.Tensor, sc: torch.Tensor) -> None:
-        """The dense coarse level: values (F, N+1, N+1, N+1) and sign-change cells (N, N, N); every cell active."""
+    def set_dense(self, vals: torch.Tensor, sc: torch.Tensor, near: Optional[torch.Tensor] = None) -> None:
+        """The dense coarse level: values (F, N+1, N+1, N+1), sign-change cells (N, N, N) and the cells the SDF
+        bound keeps (N, N, N, optional); every cell active."""
         n, nb = self.cells, self.nb
         self.slots(torch.arange(nb**3, device=self.device))
 
@@ -420,30 +552,38 @@ class _Level:
         self.known[: nb**3] = bricked(torch.ones((n + 1,) * 3, dtype=torch.bool, device=self.device), n + 1)
         self.active[: nb**3] = bricked(torch.ones((n,) * 3, dtype=torch.bool, device=self.device), n)
         self.sc[: nb**3] = bricked(sc, n)
+        if near is not None:
+            self.near[: nb**3] = bricked(near & ~sc, n)
 
-    def sc_cells(self) -> torch.Tensor:
-        """(M, 3) integer coordinates of the sign-change cells."""
-        flat = torch.nonzero(self.sc[: self.size].view(-1)).flatten()
+    def sc_cells(self, store: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(M, 3) integer coordinates of the sign-change cells (or of the cells of another per-brick mask)."""
+        store = self.sc if store is None else store
+        flat = torch.nonzero(store[: self.size].view(-1)).flatten()
         return self.bricks[flat >> 9] * _B + torch.stack([(flat >> 6) & _MASK, (flat >> 3) & _MASK, flat & _MASK], 1)
 
-    def refine(self, parents: torch.Tensor, coarser: list, ev: "_Evaluator", level: float, sign: float) -> None:
+    def refine(self, parents: torch.Tensor, coarser: list, ev: "_Evaluator", level: float, sign: float,
+               bound: Optional[_Bound] = None, finest: int = 0) -> None:
         """Put the children of ``parents`` (M, 3 parent-level cells) in the band, then close it: while a
         sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour.
-        ``coarser``: the coarser levels, nearest first (their values are reused at the points they share)."""
+        ``coarser``: the coarser levels, nearest first (their values are reused at the points they share).
+        ``bound``: the SDF bound (marks the cells it keeps, checks the slopes), ``finest``: cells per axis of the
+        finest level."""
         if parents.numel() == 0:
             return
         slots, mask = self.masks(parents, 2)
         passes = 0
         while slots.numel():
-            front = self._activate(slots, mask, coarser, ev, level, sign, fresh=passes == 0)
+            front = self._activate(slots, mask, coarser, ev, level, sign, fresh=passes == 0, bound=bound,
+                                   finest=finest)
             passes += 1
             if front.numel() == 0:
                 break
             slots, mask = self.masks(front, 3)
+            self.closure_cells += int(mask.sum()) - int((mask & self.active[slots]).sum())
         if passes > 1:  # the closure added cells: values gathered before it may miss their far faces
             self.cached = None
 
-    def _activate(self, slots, mask, coarser, ev, level, sign, fresh=False) -> torch.Tensor:
+    def _activate(self, slots, mask, coarser, ev, level, sign, fresh=False, bound=None, finest=0) -> torch.Tensor:
         """Add the cells ``mask`` (S, 8, 8, 8) of bricks ``slots`` (S,) to the band: evaluate their corners
         (reusing known values and those of the ``coarser`` levels), mark their sign changes, and return the
         (Q, 3) cells the closure must add next."""
@@ -510,7 +650,6 @@ class _Level:
         v = self.gather(self.vals, slots, 0, 1)
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
         ins = _inside(v, level, sign)
-        del v
         cells, fx, fy, fz = _sign_changes(ins)
         if F > 1:
             cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
@@ -518,6 +657,12 @@ class _Level:
             cells, fx, fy, fz = cells[0], fx[0], fy[0], fz[0]
         sc = cells & mask
         self.sc[slots] |= sc
+        if bound is not None:
+            h = 2.0 * ev.bounds / self.cells
+            bound.check(v, sc, h)
+            if bound.enabled and self.cells < finest:  # cells the SDF bound keeps (children evaluated next level)
+                self.near[slots] |= bound.cells(v, level, h, last=2 * self.cells == finest) & mask & ~sc
+        del v
         # closure: a face with mixed signs between a band cell and a cell outside the band (both cells of
         # such a face change sign; all its corners are known, they belong to the band cell)
         act = self.gather(self.active, slots, 1, 1, faces_only=True)
@@ -639,6 +784,19 @@ def _dilate(cells: torch.Tensor, radius: int, ncells: int) -> torch.Tensor:
     return torch.stack([key // (ncells * ncells), (key // ncells) % ncells, key % ncells], 1)
 
 
+def _touches(cells: torch.Tensor, others: torch.Tensor, ncells: int) -> torch.Tensor:
+    """(M,) bool: cell ``cells[m]`` (M, 3) is one of ``others`` (K, 3) or one of their 26 neighbours."""
+    if cells.numel() == 0 or others.numel() == 0:
+        return torch.zeros(cells.shape[0], dtype=torch.bool, device=cells.device)
+    near = _dilate(others, 1, ncells)
+    key = lambda c: (c[:, 0] * ncells + c[:, 1]) * ncells + c[:, 2]  # noqa: E731
+    if ncells**3 <= 2**27:
+        flag = torch.zeros(ncells**3, dtype=torch.bool, device=cells.device)
+        flag[key(near)] = True
+        return flag[key(cells)]
+    return torch.isin(key(cells), key(near))
+
+
 # --------------------------------------------------------------------------- marching cubes on the band
 
 
@@ -752,6 +910,73 @@ def _mc_warp(lv: _Level, field: int, level: float, sign: float):
 # --------------------------------------------------------------------------- public API
 
 
+def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation: int, half, sdf_bound: bool):
+    """Build the narrow band from the dense ``2**d0`` level down to the ``2**d1`` level -> (finest _Level, _Bound).
+
+    Per level: the sign-change cells (dilated by ``dilation`` above the last step) and the cells the SDF bound
+    keeps (:class:`_Bound`) are split, their children evaluated, then the closure follows every surface that
+    leaves the band.
+    """
+    num_fields, dev = ev.num_fields, ev.device
+    # ---- dense coarse level (the field's first evaluation also calibrates half precision)
+    n0 = 2**d0
+    lv = _Level(n0, num_fields, dev)
+    g = torch.arange(n0 + 1, device=dev)
+    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    if half is not None:
+        ev.half_dtype = None
+        exact = ev(pts, n0, level, sign)
+        ev.half_dtype = half
+        approx = torch.empty_like(exact)
+        for s in range(0, pts.shape[0], ev.chunk_size):
+            p = ev.model_points(pts[s : s + ev.chunk_size], n0)
+            approx[:, s : s + p.shape[0]] = ev._call(p, half)
+        dist = (exact - level).abs()
+        near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
+        ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
+        del approx, dist, near
+    else:
+        exact = ev(pts, n0, level, sign)
+    dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+    h0 = 2.0 * ev.bounds / n0
+    bound = _Bound(_Bound.measure(dense, h0), ev.margin if math.isfinite(ev.margin) else 0.0, enabled=sdf_bound)
+    sc = _sign_changes(_inside(dense, level, sign))[0].any(0)
+    near = bound.cells(dense, level, h0, last=d0 + 1 == d1) if sdf_bound and d0 < d1 else None
+    lv.set_dense(dense, sc, near)
+    del pts, exact, dense, sc, near
+
+    # ---- narrow band, level by level: children of the (dilated) sign-change cells and of the cells the SDF
+    # bound keeps, then closure
+    coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
+    for depth in range(d0, d1):
+        cells = lv.sc_cells()
+        if depth < d1 - 1:  # the safety band; the finest level relies on the closure
+            cells = _dilate(cells, dilation, 2**depth)
+        if sdf_bound:
+            near = lv.sc_cells(lv.near)
+            if depth == d1 - 1 and near.numel():
+                # last step: a kept cell next to a sign-change cell lies on the found surface's flank, where the
+                # finest level's closure follows anything attached; only the free-standing ones are added
+                near = near[~_touches(near, lv.sc_cells(), 2**depth)]
+            if near.numel():
+                cells = torch.cat([cells, near])
+                n = 2**depth
+                key = _unique((cells[:, 0] * n + cells[:, 1]) * n + cells[:, 2], n**3)
+                cells = torch.stack([key // (n * n), (key // n) % n, key % n], 1)
+            del near
+        lv.cached = None
+        coarser = [lv] + coarser[:2]
+        fine = _Level(2 ** (depth + 1), num_fields, dev)
+        fine.closure_cells = lv.closure_cells
+        fine.refine(cells, coarser, ev, level, sign, bound, finest=2**d1)
+        lv = fine
+        del cells
+    del coarser
+    return lv, bound
+
+
+
+
 def _resolve_precision(precision: str, dev: torch.device):
     names = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in names:
@@ -777,6 +1002,7 @@ def sdf_to_meshes(
     dilation: int = 1,
     precision: str = "auto",
     allow_empty: bool = False,
+    sdf_bound: bool = True,
 ) -> list[trimesh.Trimesh]:
     """Extract the level set of ``num_fields`` scalar fields as triangle meshes (narrow band).
 
@@ -823,6 +1049,10 @@ def sdf_to_meshes(
             measured half-vs-fp32 error of ``level`` are re-evaluated in fp32.
         allow_empty: return an empty ``Trimesh`` for a field without surface
             instead of raising.
+        sdf_bound: also refine the cells without a sign change whose values
+            say, read as a distance bound, that the surface may pass inside
+            (thin and free-standing parts the coarser grid straddles; see the
+            module docstring).  False: sign changes, dilation and closure only.
 
     Returns:
         List of F ``trimesh.Trimesh`` (vertices (V, 3) float64 in model units,
@@ -832,8 +1062,11 @@ def sdf_to_meshes(
         ``points_evaluated`` (field evaluations, shared by the F fields),
         ``points_fp32`` (of which re-evaluated in fp32), ``dense_points``
         (``(2**refine_depth + 1)**3``), their ``ratio``, ``band_cells`` (final
-        sign-change cells), the depths, ``voxel_size``, ``precision`` and
-        ``backend``.
+        sign-change cells), ``closure_cells`` (cells the closure added, all
+        levels), ``slope`` (the SDF bound's slope per field, field units per
+        model unit, safety factor included) and ``slope_exceeded`` (a finer
+        level found the field steeper than that; a warning was logged), the
+        depths, ``voxel_size``, ``precision`` and ``backend``.
 
     Raises:
         TypeError: ``field_fn`` not callable or returns a non-tensor.
@@ -889,42 +1122,7 @@ def sdf_to_meshes(
     ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
 
     with _bookkeeping_threads(ev):
-        # ---- dense coarse level (the field's first evaluation also calibrates half precision)
-        n0 = 2**d0
-        lv = _Level(n0, num_fields, dev)
-        g = torch.arange(n0 + 1, device=dev)
-        pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-        if half is not None:
-            ev.half_dtype = None
-            exact = ev(pts, n0, level, sign)
-            ev.half_dtype = half
-            approx = torch.empty_like(exact)
-            for s in range(0, pts.shape[0], ev.chunk_size):
-                p = ev.model_points(pts[s : s + ev.chunk_size], n0)
-                approx[:, s : s + p.shape[0]] = ev._call(p, half)
-            dist = (exact - level).abs()
-            near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
-            ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-            del approx, dist, near
-        else:
-            exact = ev(pts, n0, level, sign)
-        dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
-        lv.set_dense(dense, _sign_changes(_inside(dense, level, sign))[0].any(0))
-        del pts, exact, dense
-
-        # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
-        coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
-        for depth in range(d0, d1):
-            cells = lv.sc_cells()
-            if depth < d1 - 1:  # the safety band; the finest level relies on the closure
-                cells = _dilate(cells, dilation, 2**depth)
-            lv.cached = None
-            coarser = [lv] + coarser[:2]
-            fine = _Level(2 ** (depth + 1), num_fields, dev)
-            fine.refine(cells, coarser, ev, level, sign)
-            lv = fine
-            del cells
-        del coarser
+        lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound)
 
         # ---- marching cubes on the final band, one mesh per field
         h = 2.0 * float(bounds) / 2**d1
@@ -949,6 +1147,10 @@ def sdf_to_meshes(
             "dense_points": int(dense),
             "ratio": float(ev.count) / float(dense),
             "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
+            "closure_cells": int(lv.closure_cells),
+            "sdf_bound": bool(sdf_bound),
+            "slope": [float(x) for x in bound.slope.cpu()],
+            "slope_exceeded": bool(bound.exceeded),
             "octree_depth": d0,
             "refine_depth": d1,
             "dilation": int(dilation),
