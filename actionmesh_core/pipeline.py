@@ -340,11 +340,10 @@ class ActionMeshPipeline:
                 self.model("denoiser"), self.model("vae"), context.to(self.device), latent[0], verts.numpy(),
                 faces.numpy(), cfg.anchor_frame, steps=cfg.chain_steps, shift=cfg.shift,
                 guidance_scale=cfg.guidance_scale, seed=cfg.seed, noise_correlation=cfg.noise_correlation,
-                window=cfg.window, slide=cfg.slide, octree_depth=max(cfg.octree_depth - 1, 4),
-                refine_depth=max(cfg.refine_depth - 1, 5), reinforce=cfg.chain_reinforce,
-                callback=self._callback)
+                window=cfg.window, slide=cfg.slide, reinforce=cfg.chain_reinforce, callback=self._callback)
             latents, positions = chain.latents, torch.as_tensor(chain.animation.positions)
             timings["stage1+chain"] = time.perf_counter() - t0
+            timings.update({f"chain {k}": v for k, v in chain.timings.items()})
         else:
             latents = sample_stage1(self.model("denoiser"), context.to(self.device), {cfg.anchor_frame: latent[0]},
                                     steps=cfg.steps, shift=cfg.shift, guidance_scale=cfg.guidance_scale,

@@ -86,7 +86,8 @@ import numpy as np
 import torch
 import trimesh
 
-__all__ = ["sdf_to_meshes", "sdf_to_mesh", "grid_points", "available_backends", "BACKENDS"]
+__all__ = ["sdf_to_meshes", "sdf_to_mesh", "sdf_surface_points", "grid_points", "available_backends", "BACKENDS",
+           "BAND_SAFETY"]
 
 log = logging.getLogger(__name__)
 
@@ -386,15 +387,16 @@ class _Bound:
     def check(self, v: torch.Tensor, cells: torch.Tensor, h: float) -> None:
         """Slopes of the edges of the sign-change ``cells`` (S, m, m, m) of values ``v`` (F, S, m+1, m+1, m+1): above
         the bound -> warn once, raise the bound."""
-        s, i, j, k = torch.nonzero(cells, as_tuple=True)
-        if s.numel() == 0:
+        rows = torch.nonzero(cells.flatten(1).any(1)).flatten()
+        if rows.numel() == 0:
             return
-        corner = torch.stack([v[:, s, i + a, j + b, k + c] for a, b, c in _CORNERS], -1)  # (F, M, 8), index 4a+2b+c
+        v, cells = v[:, rows], cells[rows]
         steep = torch.zeros_like(self.slope)
-        for bit in (4, 2, 1):  # edges along x, y, z: corners differing in that bit
-            lo = [c for c in range(8) if not c & bit]
-            diff = (corner[..., [c | bit for c in lo]] - corner[..., lo]).abs_().flatten(1).amax(1)
-            steep = torch.maximum(steep, diff / h)
+        for dim in (-3, -2, -1):  # edge slopes along each axis -> the cells holding the edges -> the band's
+            others = tuple(d for d in (-3, -2, -1) if d != dim)
+            edge = torch.diff(v, dim=dim).abs_()
+            cell = _pair_reduce(edge, others, torch.maximum)
+            steep = torch.maximum(steep, torch.where(cells, cell, 0.0).flatten(1).amax(1) / h)
         over = steep > self.slope
         if bool(over.any()):
             if not self.exceeded:
@@ -977,6 +979,54 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
 
 
 
+def _stats(ev: _Evaluator, lv: _Level, bound: _Bound, d0: int, d1: int, dilation: int, bounds: float,
+           sdf_bound: bool) -> dict:
+    """The extraction's figures (``metadata["meshing"]`` of :func:`sdf_to_meshes`)."""
+    dense = (2**d1 + 1) ** 3
+    half = ev.half_dtype
+    return {
+        "points_evaluated": int(ev.count),
+        "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
+        "dense_points": int(dense),
+        "ratio": float(ev.count) / float(dense),
+        "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
+        "closure_cells": int(lv.closure_cells),
+        "sdf_bound": bool(sdf_bound),
+        "slope": [float(x) for x in bound.slope.cpu()],
+        "slope_exceeded": bool(bound.exceeded),
+        "octree_depth": d0,
+        "refine_depth": d1,
+        "dilation": int(dilation),
+        "voxel_size": 2.0 * bounds / 2**d1,
+        "bounds": bounds,
+        "precision": "fp32" if half is None else str(half).replace("torch.", ""),
+    }
+
+
+def _check_args(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size, dilation) -> int:
+    """The shared argument checks of :func:`sdf_to_meshes` and :func:`sdf_surface_points` -> ``num_fields`` (int)."""
+    if not callable(field_fn):
+        raise TypeError(f"{name}: field_fn must be callable, got {type(field_fn).__name__}")
+    if int(num_fields) != num_fields or num_fields < 1:
+        raise ValueError(f"{name}: num_fields must be a positive integer, got {num_fields!r}")
+    num_fields = int(num_fields)
+    if not (1 <= int(octree_depth) <= 11):
+        raise ValueError(f"{name}: octree_depth must be in [1, 11], got {octree_depth}")
+    if not (int(octree_depth) <= int(refine_depth) <= 11):
+        raise ValueError(
+            f"{name}: refine_depth must be in [octree_depth, 11] = [{octree_depth}, 11], got {refine_depth}"
+        )
+    if inside not in ("negative", "positive"):
+        raise ValueError(f"{name}: inside must be 'negative' (SDF) or 'positive' (occupancy), got {inside!r}")
+    if not (bounds > 0 and math.isfinite(bounds)):
+        raise ValueError(f"{name}: bounds must be a positive finite half side, got {bounds}")
+    if chunk_size < 1:
+        raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size}")
+    if dilation < 0:
+        raise ValueError(f"{name}: dilation must be >= 0, got {dilation}")
+    return num_fields
+
+
 def _resolve_precision(precision: str, dev: torch.device):
     names = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in names:
@@ -1076,25 +1126,8 @@ def sdf_to_meshes(
             ``level`` (unless ``allow_empty``).
         RuntimeError: ``backend="warp"`` requested but warp-lang is missing.
     """
-    if not callable(field_fn):
-        raise TypeError(f"sdf_to_meshes: field_fn must be callable, got {type(field_fn).__name__}")
-    if int(num_fields) != num_fields or num_fields < 1:
-        raise ValueError(f"sdf_to_meshes: num_fields must be a positive integer, got {num_fields!r}")
-    num_fields = int(num_fields)
-    if not (1 <= int(octree_depth) <= 11):
-        raise ValueError(f"sdf_to_meshes: octree_depth must be in [1, 11], got {octree_depth}")
-    if not (int(octree_depth) <= int(refine_depth) <= 11):
-        raise ValueError(
-            f"sdf_to_meshes: refine_depth must be in [octree_depth, 11] = [{octree_depth}, 11], got {refine_depth}"
-        )
-    if inside not in ("negative", "positive"):
-        raise ValueError(f"sdf_to_meshes: inside must be 'negative' (SDF) or 'positive' (occupancy), got {inside!r}")
-    if not (bounds > 0 and math.isfinite(bounds)):
-        raise ValueError(f"sdf_to_meshes: bounds must be a positive finite half side, got {bounds}")
-    if chunk_size < 1:
-        raise ValueError(f"sdf_to_meshes: chunk_size must be >= 1, got {chunk_size}")
-    if dilation < 0:
-        raise ValueError(f"sdf_to_meshes: dilation must be >= 0, got {dilation}")
+    num_fields = _check_args("sdf_to_meshes", field_fn, num_fields, octree_depth, refine_depth, inside, bounds,
+                             chunk_size, dilation)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     half = _resolve_precision(precision, dev)
     if backend not in ("auto",) + BACKENDS:
@@ -1140,25 +1173,8 @@ def sdf_to_meshes(
                 f"[-{bounds}, {bounds}]^3 (all values on one side); check the latent, the level and the "
                 "`inside` convention, or pass allow_empty=True"
             )
-        dense = (2**d1 + 1) ** 3
-        stats = {
-            "points_evaluated": int(ev.count),
-            "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
-            "dense_points": int(dense),
-            "ratio": float(ev.count) / float(dense),
-            "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
-            "closure_cells": int(lv.closure_cells),
-            "sdf_bound": bool(sdf_bound),
-            "slope": [float(x) for x in bound.slope.cpu()],
-            "slope_exceeded": bool(bound.exceeded),
-            "octree_depth": d0,
-            "refine_depth": d1,
-            "dilation": int(dilation),
-            "voxel_size": h,
-            "bounds": float(bounds),
-            "precision": "fp32" if half is None else str(half).replace("torch.", ""),
-            "backend": backend,
-        }
+        stats = _stats(ev, lv, bound, d0, d1, dilation, float(bounds), sdf_bound)
+        stats["backend"] = backend
         for m in meshes:
             m.metadata["meshing"] = dict(stats)
         return meshes
@@ -1180,3 +1196,112 @@ def sdf_to_mesh(field_fn: FieldFn, **kwargs) -> trimesh.Trimesh:
         raise ValueError("sdf_to_mesh meshes one field; use sdf_to_meshes for num_fields > 1")
     kwargs.pop("num_fields", None)
     return sdf_to_meshes(field_fn, 1, **kwargs)[0]
+
+
+def _crossings(lv: _Level, field: int, level: float, sign: float) -> torch.Tensor:
+    """Points where the finest grid's edges of field ``field``'s sign-change cells cross ``level`` -> (P, 3)
+    float32 in grid-index units, one per edge (an edge shared by bricks counted once), in grid-edge order."""
+    slots, cells, v = lv.field_band(field, level, sign)
+    if slots.numel() == 0:
+        return torch.zeros(0, 3, dtype=torch.float32, device=lv.device)
+    ins = _inside(v, level, sign)
+    base = lv.bricks[slots] << _SHIFT
+    n1 = lv.cells + 1
+    keys, points = [], []
+    for axis in range(3):
+        dim = axis + 1
+        cross = ins.narrow(dim, 0, _B) ^ ins.narrow(dim, 1, _B)  # edges along ``axis``: 8 along it, 9 across
+        own = torch.zeros_like(cross)  # the edges of the band cells (each cell has 4 along each axis)
+        others = [d for d in (1, 2, 3) if d != dim]
+        for o1 in (0, 1):
+            for o2 in (0, 1):
+                own.narrow(others[0], o1, _B).narrow(others[1], o2, _B).logical_or_(cells)
+        s, i, j, k = torch.nonzero(cross & own, as_tuple=True)
+        step = [0, 0, 0]
+        step[axis] = 1
+        v0 = v[s, i, j, k]
+        v1 = v[s, i + step[0], j + step[1], k + step[2]]
+        g = base[s] + torch.stack([i, j, k], 1)
+        p = g.to(torch.float32)
+        p[:, axis] += (level - v0) / (v1 - v0)  # linear interpolation along the edge, in [0, 1]
+        keys.append(((g[:, 0] * n1 + g[:, 1]) * n1 + g[:, 2]) * 3 + axis)
+        points.append(p)
+    keys, points = torch.cat(keys), torch.cat(points)
+    uk, inverse = torch.unique(keys, return_inverse=True)  # sorted: the same order on every device
+    out = torch.empty(uk.numel(), 3, dtype=points.dtype, device=points.device)
+    out[inverse] = points  # duplicates (an edge on a brick face) carry identical values
+    return out
+
+
+def sdf_surface_points(
+    field_fn: FieldFn,
+    num_fields: int = 1,
+    *,
+    bounds: float = 1.005,
+    octree_depth: int = 5,
+    refine_depth: int = 7,
+    level: float = 0.0,
+    inside: str = "negative",
+    chunk_size: int = 2**18,
+    device: Union[str, torch.device, None] = None,
+    callback: Optional[ProgressFn] = None,
+    dilation: int = 1,
+    precision: str = "auto",
+    sdf_bound: bool = True,
+    stats: Optional[dict] = None,
+) -> list[torch.Tensor]:
+    """Points on the level set of ``num_fields`` fields: the finest grid's edge crossings, no mesh.
+
+    The same narrow band as :func:`sdf_to_meshes` (dense ``2**octree_depth``
+    grid, band refined up to ``2**refine_depth`` cells per axis, SDF bound,
+    dilation, closure; the fields batched in every call), then, instead of
+    marching cubes, one point per grid edge of the band's sign-change cells
+    whose ends lie across ``level``, placed by linear interpolation of the two
+    values: exactly the vertices marching cubes would place (tested), without
+    faces, welding or clean-up.  Used for the attention chain's candidate
+    surface points (attention-chains §4.1, "candidate surface points S_f").
+
+    A surface of area A gives about ``1.5 * A / voxel**2`` points (an edge
+    crossing per grid edge the surface cuts; 1.5 = mean of ``|n_x| + |n_y| +
+    |n_z|``), spaced at most one voxel apart along the surface.
+
+    Args:
+        field_fn, num_fields, bounds, level, inside, chunk_size, device,
+        callback, dilation, precision, sdf_bound: as :func:`sdf_to_meshes`.
+        octree_depth: dense coarse depth (default 5: 32^3 cells).
+        refine_depth: depth of the points' grid (default 7: 128^3 cells,
+            voxel 0.0157 model units).
+        stats: optional dict, filled with the extraction's figures (as
+            ``metadata["meshing"]`` of :func:`sdf_to_meshes`, plus ``points``:
+            the count per field).
+
+    Returns:
+        List of F float32 tensors (P_f, 3) in model units on ``device``,
+        sorted by grid edge (the same order on every device); (0, 3) for a
+        field without surface.
+
+    Raises:
+        TypeError, ValueError: as :func:`sdf_to_meshes` (bad arguments, field
+            shape, NaN/inf values).
+    """
+    num_fields = _check_args("sdf_surface_points", field_fn, num_fields, octree_depth, refine_depth, inside, bounds,
+                             chunk_size, dilation)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    half = _resolve_precision(precision, dev)
+    sign = 1.0 if inside == "positive" else -1.0
+    level = float(level)
+    d0, d1 = int(octree_depth), int(refine_depth)
+    progress = _Progress(callback)
+    progress.add(num_fields)
+    ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
+    with _bookkeeping_threads(ev):
+        lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound)
+        h = 2.0 * float(bounds) / 2**d1
+        out = []
+        for f in range(num_fields):
+            out.append(_crossings(lv, f, level, sign).mul_(h).sub_(float(bounds)))
+            progress.step()
+        if stats is not None:
+            stats.update(_stats(ev, lv, bound, d0, d1, dilation, float(bounds), sdf_bound))
+            stats["points"] = [int(p.shape[0]) for p in out]
+        return out
