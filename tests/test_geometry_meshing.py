@@ -417,3 +417,63 @@ def test_default_sphere_evaluates_under_2m_points_with_the_sdf_bound():
     st = mesh.metadata["meshing"]
     assert st["sdf_bound"] and st["points_evaluated"] <= 2_000_000, st
     assert st["slope"][0] == pytest.approx(1.25, rel=0.01)  # unit slope x the safety factor
+
+
+# --------------------------------------------------------------------------- surface points (no mesh)
+
+
+def test_surface_points_are_the_marching_cubes_vertices_of_each_field():
+    """Grid-edge crossings of the band, batched over fields: exactly the vertices marching cubes places."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    def two(p):
+        return torch.stack([p.norm(dim=-1) - 0.5, torus_sdf(0.55, 0.2)(p)])
+
+    stats = {}
+    points = sdf_surface_points(two, 2, octree_depth=3, refine_depth=6, stats=stats)
+    meshes = sdf_to_meshes(two, 2, octree_depth=3, refine_depth=6)
+    assert stats["points"] == [len(p) for p in points]
+    for pts, mesh in zip(points, meshes):
+        assert pts.dtype == torch.float32 and pts.shape == (len(mesh.vertices), 3)
+        ref = np.asarray(mesh.vertices)
+        assert cKDTree(ref).query(pts.numpy())[0].max() < 1e-6
+        assert cKDTree(pts.numpy()).query(ref)[0].max() < 1e-6
+    assert stats["points_evaluated"] == meshes[0].metadata["meshing"]["points_evaluated"]
+
+
+def test_surface_points_cover_the_surface_at_one_voxel_spacing():
+    """The candidate resolution the attention chain uses (2^7 cells): ~1.5 A / h^2 points, on the sphere, and
+    every surface point has one within a voxel."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    r, h = 0.5, voxel(7)
+    pts = sdf_surface_points(sphere_sdf(r), octree_depth=5, refine_depth=7)[0].double().numpy()
+    assert len(pts) == pytest.approx(1.5 * 4 * math.pi * r**2 / h**2, rel=0.05)
+    assert np.abs(np.linalg.norm(pts, axis=1) - r).max() < 0.01 * h
+    assert cKDTree(pts).query(fibonacci_sphere(20000, r))[0].max() < h
+    assert len(np.unique(pts.round(7), axis=0)) == len(pts)  # an edge shared by two bricks gives one point
+
+
+def test_surface_points_keep_a_free_thin_plate_and_handle_empty_fields():
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    f = free_plate(0.3 * voxel(6), plane_index_only(6))
+    pts = sdf_surface_points(f, octree_depth=3, refine_depth=6)[0]
+    assert (pts[:, 0] < -0.5).sum() > 50  # both faces of the plate
+    empty = sdf_surface_points(lambda p: p.norm(dim=-1) + 1.0, octree_depth=3, refine_depth=5)[0]
+    assert empty.shape == (0, 3)
+    with pytest.raises(ValueError, match="sdf_surface_points: refine_depth"):
+        sdf_surface_points(f, octree_depth=5, refine_depth=4)
+
+
+def test_surface_points_in_bf16_on_the_cpu_match_fp32():
+    """The CUDA default (bf16 field, fp32 near the level) run on the CPU: same crossings, moved < 0.1 voxel."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    field, inside = _tiny_vae_field()
+    fp32 = sdf_surface_points(field, inside=inside, octree_depth=4, refine_depth=6, precision="fp32")[0]
+    st = {}
+    half = sdf_surface_points(field, inside=inside, octree_depth=4, refine_depth=6, precision="bf16", stats=st)[0]
+    assert st["precision"] == "bfloat16" and 0 < st["points_fp32"] < st["points_evaluated"]
+    assert half.shape == fp32.shape
+    assert (half - fp32).abs().max() < 0.1 * voxel(6)
