@@ -15,7 +15,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from actionmesh_core import perf
-from actionmesh_core.models.layers import active_attention_backend, get_attention_backend, set_attention_backend
+from actionmesh_core.models.attention import active_attention_backend, get_attention_backend, set_attention_backend
+from actionmesh_core.models.compile import compile_blocks, uncompile_blocks
 from actionmesh_core.sampling.stage1 import masked_flow_sampling
 from actionmesh_core.sampling.stage2 import decode_stage2
 from actionmesh_core.sampling.triposg import sample_image_to_3d
@@ -190,10 +191,10 @@ def test_offload_moves_in_and_out_even_on_error():
 def test_compile_blocks_refuses_cpu_and_can_be_undone():
     den = tiny_denoiser()
     with pytest.raises(RuntimeError, match="CUDA"):
-        perf.compile_blocks(den)
-    assert perf.compile_blocks(den, allow_cpu=True) == den.num_layers  # lazy: nothing compiles until a call
-    assert perf.uncompile_blocks(den) == den.num_layers
-    assert perf.uncompile_blocks(den) == 0
+        compile_blocks(den)
+    assert compile_blocks(den, allow_cpu=True) == den.num_layers  # lazy: nothing compiles until a call
+    assert uncompile_blocks(den) == den.num_layers
+    assert uncompile_blocks(den) == 0
     assert perf.peak_memory("cpu") is None
 
 

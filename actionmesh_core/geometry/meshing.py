@@ -385,12 +385,12 @@ class _Bound:
         return out
 
     def check(self, v: torch.Tensor, cells: torch.Tensor, h: float) -> None:
-        """Slopes of the edges of the sign-change ``cells`` (S, m, m, m) of values ``v`` (F, S, m+1, m+1, m+1): above
-        the bound -> warn once, raise the bound."""
-        rows = torch.nonzero(cells.flatten(1).any(1)).flatten()
+        """Slopes of each field's values ``v`` (F, S, m+1, m+1, m+1) on the edges of its own sign-change ``cells``
+        (F, S, m, m, m): above the bound -> warn once, raise the bound."""
+        rows = torch.nonzero(cells.flatten(2).any(2).any(0)).flatten()
         if rows.numel() == 0:
             return
-        v, cells = v[:, rows], cells[rows]
+        v, cells = v[:, rows], cells[:, rows]
         steep = torch.zeros_like(self.slope)
         for dim in (-3, -2, -1):  # edge slopes along each axis -> the cells holding the edges -> the band's
             others = tuple(d for d in (-3, -2, -1) if d != dim)
@@ -653,6 +653,9 @@ class _Level:
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
         ins = _inside(v, level, sign)
         cells, fx, fy, fz = _sign_changes(ins)
+        if bound is not None:  # each field's slopes where that field changes sign
+            h = 2.0 * ev.bounds / self.cells
+            bound.check(v, cells & mask, h)
         if F > 1:
             cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
         else:
@@ -660,8 +663,6 @@ class _Level:
         sc = cells & mask
         self.sc[slots] |= sc
         if bound is not None:
-            h = 2.0 * ev.bounds / self.cells
-            bound.check(v, sc, h)
             if bound.enabled and self.cells < finest:  # cells the SDF bound keeps (children evaluated next level)
                 self.near[slots] |= bound.cells(v, level, h, last=2 * self.cells == finest) & mask & ~sc
         del v
