@@ -249,6 +249,7 @@ def test_half_precision_keeps_every_sign_that_decides_the_surface():
     assert cKDTree(fp32.vertices).query(half.vertices)[0].max() < voxel(6)
 
 
+@pytest.mark.cuda
 def test_half_precision_on_cuda_by_default():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")

@@ -157,6 +157,34 @@ def test_plain_mode_sets_and_restores_every_switch():
     assert active_attention_backend() == "math"
 
 
+def test_contiguous_cpu_query_gives_bitwise_identical_attention(monkeypatch):
+    """The CPU SDPA call gets the fused projection's query copied contiguous (faster kernel, RESULTS.md "CPU
+    attention layout"): the same values bit for bit, in self- and cross-attention; plain mode keeps it strided."""
+    import torch.nn.functional as F
+
+    from actionmesh_core.models import attention as attention_module
+    from actionmesh_core.models.layers import Attention
+
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q.is_contiguous()) or real(q, k, v, **kw))
+    torch.manual_seed(0)
+    for attn, args in ((Attention(32, 2, qk_norm=True).eval(), (torch.randn(2, 70, 32),)),
+                       (Attention(32, 2, context_dim=24, qk_norm=True, norm_cross=True).eval(),
+                        (torch.randn(2, 70, 32), torch.randn(2, 9, 24)))):
+        with torch.no_grad():
+            fast = attn(*args)
+            with perf.perf_flags(contiguous_query=False):
+                strided = attn(*args)
+            with perf.plain_mode():
+                plain = attn(*args)
+        assert torch.equal(fast, strided)
+        torch.testing.assert_close(plain, fast)
+    assert seen == [True, False, False] * 2
+    assert perf.get_flags().contiguous_query is True
+
+
 def test_bad_flags_are_rejected():
     with pytest.raises(ValueError, match="unknown perf flag"):
         perf.set_flags(fuse_everything=True)
