@@ -38,7 +38,7 @@ def test_warp_marches_the_band_of_several_fields_with_thin_parts_as_scikit_image
         assert cKDTree(g.vertices).query(r.vertices)[0].max() < 1e-5
     # the thin parts' ambiguous cubes may be split the other way (same vertices, volume within 0.1 %)
     assert got[0].volume == pytest.approx(ref[0].volume, rel=1e-3)
-    assert got[1].volume == pytest.approx(ref[1].volume, rel=1e-5) and got[1].is_watertight
+    assert got[1].volume == pytest.approx(ref[1].volume, rel=1e-4) and got[1].is_watertight
 
 
 def test_attention_chain_decode_with_the_cuda_dtypes_on_the_cpu():
