@@ -177,6 +177,7 @@ def test_candidates_are_the_window_fields_edge_crossings_in_one_batched_call(mon
     monkeypatch.setattr(meshing, "sdf_surface_points", lambda *a, **k: calls.append((a[1], k)) or real(*a, **k))
     cands = capture._candidate_points(vae, latents, [4, 5, 6], 5, 4, 6, 400, np.random.default_rng(0))
     assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1]["refine_depth"] == 6
+    assert calls[0][1]["min_points"] == 200  # a coarser grid ends the band once every frame has 200 crossings
     again = capture._candidate_points(vae, latents, [4, 5, 6], 5, 4, 6, 400, np.random.default_rng(0))
     anywhere = torch.rand(1, 2000, 3, generator=torch.Generator().manual_seed(6)) * 2 - 1
     for j, f in enumerate([4, 5, 6]):

@@ -455,6 +455,26 @@ def test_surface_points_cover_the_surface_at_one_voxel_spacing():
     assert len(np.unique(pts.round(7), axis=0)) == len(pts)  # an edge shared by two bricks gives one point
 
 
+def test_surface_points_stop_at_the_first_level_with_enough_crossings():
+    """``min_points``: a coarser level ends the band when every field already has that many crossings there."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    def two(p):
+        return torch.stack([p.norm(dim=-1) - 0.5, p.norm(dim=-1) - 0.3])
+
+    fine, coarse = {}, {}
+    full = sdf_surface_points(two, 2, octree_depth=4, refine_depth=7, stats=fine, min_points=4000)
+    early = sdf_surface_points(two, 2, octree_depth=4, refine_depth=7, stats=coarse, min_points=1500)
+    assert fine["depth"] == 7 and coarse["depth"] == 6  # r = 0.3 has ~1700 crossings at 2^6, ~6900 at 2^7
+    assert min(coarse["points"]) >= 1500 and coarse["points_evaluated"] < fine["points_evaluated"] / 2
+    assert coarse["voxel_size"] == pytest.approx(voxel(6))
+    mc = sdf_to_meshes(two, 2, octree_depth=4, refine_depth=6)
+    for pts, mesh in zip(early, mc):
+        assert pts.shape == (len(mesh.vertices), 3)
+        assert cKDTree(np.asarray(mesh.vertices)).query(pts.numpy())[0].max() < 1e-6
+    assert [len(p) for p in full] == fine["points"]
+
+
 def test_surface_points_keep_a_free_thin_plate_and_handle_empty_fields():
     from actionmesh_core.geometry.meshing import sdf_surface_points
 

@@ -137,6 +137,8 @@ class DenoiserTokenAttention:
 #: footprint (N = 2048 tokens on a surface of area ~3: ~0.04 units across, ~2.5 voxels), and the chain blends
 #: the top-K candidates (eq. 4), so candidates one voxel apart resolve everything the attention can tell apart.
 #: A sphere of radius 0.5 gives ~19k edge crossings at this depth, the paper's ~20k candidates per frame.
+#: A larger surface that already has ``num_candidates / 2`` crossings in every frame of the window at 64^3
+#: stops there: the subset drawn at 128^3 would be no denser (a random-weight field's surface, ~5x a sphere's).
 CANDIDATE_DEPTH = 7
 #: Dense coarse depth of the candidates' narrow band (32^3 cells); the band's SDF bound keeps thin parts.
 CANDIDATE_COARSE_DEPTH = 5
@@ -149,7 +151,9 @@ def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: i
     The zero-level crossings of the ``2**refine_depth`` grid's edges in the
     band's sign-change cells (:func:`~actionmesh_core.geometry.meshing.sdf_surface_points`:
     the points marching cubes would place, without a mesh), all frames of the
-    window in one batched field; a random subset of ``num_candidates`` when
+    window in one batched field; a coarser level ends the band when every
+    frame already has ``num_candidates / 2`` crossings there (see
+    :data:`CANDIDATE_DEPTH`); a random subset of ``num_candidates`` when
     there are more (drawn from ``rng``, kept in grid-edge order).
 
     Raises:
@@ -159,7 +163,8 @@ def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: i
 
     dev = next(vae.parameters()).device
     points = sdf_surface_points(vae.field_fn(latents.to(dev)), len(frames), octree_depth=octree_depth,
-                                refine_depth=refine_depth, inside=vae.inside_sign, device=dev)
+                                refine_depth=refine_depth, inside=vae.inside_sign, device=dev,
+                                min_points=max(1, num_candidates // 2))
     out = {}
     for f, pts in zip(frames, points):
         if f != skip and len(pts) == 0:

@@ -913,12 +913,14 @@ def _mc_warp(lv: _Level, field: int, level: float, sign: float):
 # --------------------------------------------------------------------------- public API
 
 
-def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation: int, half, sdf_bound: bool):
+def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation: int, half, sdf_bound: bool,
+          stop=None):
     """Build the narrow band from the dense ``2**d0`` level down to the ``2**d1`` level -> (finest _Level, _Bound).
 
     Per level: the sign-change cells (dilated by ``dilation`` above the last step) and the cells the SDF bound
     keeps (:class:`_Bound`) are split, their children evaluated, then the closure follows every surface that
-    leaves the band.
+    leaves the band.  ``stop(level, depth) -> bool``, called after each refined level but the last: True ends
+    the band at that level (which is returned).
     """
     num_fields, dev = ev.num_fields, ev.device
     # ---- dense coarse level (the field's first evaluation also calibrates half precision)
@@ -974,6 +976,8 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
         fine.refine(cells, coarser, ev, level, sign, bound, finest=2**d1)
         lv = fine
         del cells
+        if stop is not None and depth + 1 < d1 and stop(lv, depth + 1):
+            break
     del coarser
     return lv, bound
 
@@ -1249,6 +1253,7 @@ def sdf_surface_points(
     dilation: int = 1,
     precision: str = "auto",
     sdf_bound: bool = True,
+    min_points: Optional[int] = None,
     stats: Optional[dict] = None,
 ) -> list[torch.Tensor]:
     """Points on the level set of ``num_fields`` fields: the finest grid's edge crossings, no mesh.
@@ -1272,6 +1277,10 @@ def sdf_surface_points(
         octree_depth: dense coarse depth (default 5: 32^3 cells).
         refine_depth: depth of the points' grid (default 7: 128^3 cells,
             voxel 0.0157 model units).
+        min_points: stop refining at the first level (from ``octree_depth +
+            1``) where every field already has this many crossings (a large
+            surface: a coarser grid gives the points wanted; the level used
+            is ``stats["depth"]``).  None: always ``refine_depth``.
         stats: optional dict, filled with the extraction's figures (as
             ``metadata["meshing"]`` of :func:`sdf_to_meshes`, plus ``points``:
             the count per field).
@@ -1295,14 +1304,24 @@ def sdf_surface_points(
     progress = _Progress(callback)
     progress.add(num_fields)
     ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
+    found: dict = {}
+
+    def enough(lv: _Level, depth: int) -> bool:  # every field has min_points crossings at this level
+        found["points"] = [_crossings(lv, f, level, sign) for f in range(num_fields)]
+        return all(len(p) >= min_points for p in found["points"])
+
     with _bookkeeping_threads(ev):
-        lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound)
-        h = 2.0 * float(bounds) / 2**d1
+        lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound,
+                          stop=enough if min_points is not None else None)
+        depth = int(round(math.log2(lv.cells)))
+        grid = found.pop("points") if depth < d1 else [_crossings(lv, f, level, sign) for f in range(num_fields)]
+        h = 2.0 * float(bounds) / 2**depth
         out = []
         for f in range(num_fields):
-            out.append(_crossings(lv, f, level, sign).mul_(h).sub_(float(bounds)))
+            out.append(grid[f].mul_(h).sub_(float(bounds)))
             progress.step()
         if stats is not None:
-            stats.update(_stats(ev, lv, bound, d0, d1, dilation, float(bounds), sdf_bound))
+            stats.update(_stats(ev, lv, bound, d0, depth, dilation, float(bounds), sdf_bound))
             stats["points"] = [int(p.shape[0]) for p in out]
+            stats["depth"] = depth
         return out
