@@ -5,10 +5,8 @@ or path, no traceback); 130 interrupted (Ctrl-C: one line, no partial output:
 every file is written atomically); 1 a bug (with its traceback).
 
 Every input is checked before the first model loads
-(:func:`actionmesh_core.validation.validate_run`). Subcommands reuse the
-shared option groups: :func:`add_frame_options`, :func:`add_pipeline_options`
-and :func:`add_output_options`, with :func:`frame_options_from_args` and
-:func:`pipeline_config_from_args` to read them back.
+(:func:`actionmesh_core.validation.validate_run`). The option groups shared
+with ``batch`` live in :mod:`actionmesh_core.arguments` (re-exported here).
 """
 from __future__ import annotations
 
@@ -17,8 +15,10 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import List, Optional
+
+from .arguments import (add_frame_options, add_interpolation_option, add_pipeline_options,  # noqa: F401 (re-exported)
+                        frame_options_from_args, pipeline_config_from_args)
 
 __all__ = ["main", "run", "build_parser", "add_frame_options", "add_pipeline_options", "add_output_options",
            "frame_options_from_args", "pipeline_config_from_args", "EXIT_OK", "EXIT_BUG", "EXIT_BAD_INPUT",
@@ -27,77 +27,11 @@ __all__ = ["main", "run", "build_parser", "add_frame_options", "add_pipeline_opt
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def add_frame_options(parser: argparse.ArgumentParser) -> None:
-    """The frame-input options (the Prepare Frames node's controls and the release's input layouts)."""
-    g = parser.add_argument_group("frame input")
-    g.add_argument("--frame-start", type=int, default=0, help="first frame used (0-based, default 0)")
-    g.add_argument("--frame-stride", type=int, default=1, help="use every n-th frame (default 1)")
-    g.add_argument("--max-frames", type=int, default=0, help="use at most this many frames (default 0 = all)")
-    g.add_argument("--mask-dir", help="folder of object masks, one per frame (same name or same order; white = "
-                                      "object). Folders of <name>_image.png + <name>_mask.png pairs need no option")
-    g.add_argument("--invert-mask", action="store_true", help="invert the masks (for masks white on the background)")
-    g.add_argument("--bg-threshold", type=float, default=0.1,
-                   help="frames without alpha or masks: colour distance from the border colour above which a "
-                        "pixel is object (default 0.1)")
-    g.add_argument("--remove-background", metavar="MODEL",
-                   help="frames without alpha or masks: segment the object with this LOCAL ONNX model "
-                        "(RMBG-1.4: onnx/model.onnx of huggingface.co/briaai/RMBG-1.4), as the release does")
-    g.add_argument("--fps", type=float, help="frame rate of the input (default: the video's own rate, 24 for "
-                                             "image folders); the animation plays at fps / frame stride")
-    g.add_argument("--min-crop", type=int, default=64,
-                   help="smallest square crop side in input pixels; tiny objects are not blown up (default 64)")
-
-
-def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """The weights and model options of a run."""
-    parser.add_argument("--weights", required=True, help="weights root folder (ActionMesh/, TripoSG/, dinov2-large/)")
-    parser.add_argument("--mesh", help="use this mesh (GLB/GLTF/OBJ/PLY) as the anchor instead of TripoSG")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--steps", type=int, help="stage I denoising steps (default 30, --fast 15)")
-    parser.add_argument("--fast", action="store_true", help="fast preset: 15 stage I steps, 50 TripoSG steps")
-    parser.add_argument("--anchor-frame", type=int, default=0,
-                        help="frame (among those used) the anchor mesh corresponds to")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mode", default="stage2", choices=["stage2", "attention-chain"],
-                        help="decoding: stage II autoencoder (default) or training-free attention chains")
-    parser.add_argument("--chain-reinforce", action="store_true",
-                        help="attention-chain mode: reinforce confident correspondences in the last steps (long clips)")
-    parser.add_argument("--octree-depth", type=int, default=6,
-                        help="SDF meshing dense coarse depth (default 6; = --refine-depth: dense grid)")
-    parser.add_argument("--refine-depth", type=int, default=9, help="SDF meshing refined depth (default 9)")
-    parser.add_argument("--low-memory", action="store_true", help="keep at most one model on the device")
-
-
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the animation is written."""
     parser.add_argument("--out", required=True, help="output path: animated .glb, or any --format's file")
-    parser.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"])
+    add_interpolation_option(parser)
     parser.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
-
-
-def frame_options_from_args(args):
-    """:class:`~actionmesh_core.validation.FrameOptions` from parsed :func:`add_frame_options` arguments."""
-    from .validation import FrameOptions
-
-    return FrameOptions(start=args.frame_start, stride=args.frame_stride, max_frames=args.max_frames,
-                        mask_dir=args.mask_dir, invert_mask=args.invert_mask, bg_threshold=args.bg_threshold,
-                        fps=args.fps, remove_background=args.remove_background, min_crop=args.min_crop)
-
-
-def pipeline_config_from_args(args):
-    """:class:`~actionmesh_core.pipeline.PipelineConfig` from parsed :func:`add_pipeline_options` arguments."""
-    from .pipeline import PipelineConfig
-
-    cfg = PipelineConfig(seed=args.seed, anchor_frame=args.anchor_frame, device=args.device, dtype=args.dtype,
-                         mode=args.mode, octree_depth=args.octree_depth, refine_depth=args.refine_depth,
-                         fps=getattr(args, "fps", None), low_memory=args.low_memory,
-                         chain_reinforce=args.chain_reinforce)
-    if args.fast:
-        cfg = cfg.fast()
-    if args.steps is not None:
-        cfg.steps = args.steps
-    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,35 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.cli import add_batch_parser
 
     add_batch_parser(sub)
+    from .eval.actionbench import add_evaluate_parser  # ActionBench metrics of a folder of predictions
+
+    add_evaluate_parser(sub)
     return parser
-
-
-def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
-    """The animation in ``fmt`` (--format) and (optionally) per-frame GLBs; atomic files, the per-frame set
-    moved in at the end."""
-    import shutil
-    import tempfile
-
-    from .export import export_animation
-    from .io.glb import export_static_glbs
-
-    staged = None
-    try:
-        if args.per_frame_dir:
-            folder = Path(args.per_frame_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            staged = Path(tempfile.mkdtemp(prefix=".actionmesh-frames-", dir=str(folder)))
-            export_static_glbs(animation, staged, out.stem)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        path = export_animation(animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
-                                bones=args.bones, influences=args.influences).path
-        if staged is not None:
-            for item in sorted(staged.iterdir()):
-                os.replace(item, Path(args.per_frame_dir) / item.name)
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-    return path
 
 
 def _video_to_4d(args) -> int:
@@ -158,6 +67,7 @@ def _video_to_4d(args) -> int:
     from .export import check_format_args
     from .perf import tune_cpu_allocator
     from .pipeline import ActionMeshPipeline
+    from .stages import export_files, timed
     from .validation import validate_run
 
     tune_cpu_allocator()  # large temporary buffers reused instead of mapped afresh (this process only)
@@ -173,9 +83,9 @@ def _video_to_4d(args) -> int:
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
-    t_export = time.perf_counter()
-    path = _write_outputs(result.animation, plan, args, fmt, out)
-    result.timings["export"] = time.perf_counter() - t_export
+    with timed(result.timings, "export"):
+        path = export_files(result.animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
+                            bones=args.bones, influences=args.influences, per_frame_dir=args.per_frame_dir).path
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "
@@ -228,6 +138,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .batch.cli import run_batch_command
 
             return run_batch_command(args)
+        if args.command == "evaluate":
+            from .eval.actionbench import run_evaluate_command
+
+            return run_evaluate_command(args)
         return _video_to_4d(args)
     except KeyboardInterrupt:
         print_interrupted()

@@ -124,6 +124,8 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home.parent / "server.log"
         self.process: Optional[subprocess.Popen] = None
+        # the tiny weights linked into models/ (README "Models"): the command line runs on the same files
+        self.weights = (home / "models" / MODEL_LINKS["ActionMesh"]).resolve().parent
 
     # ----------------------------------------------------------------- process
     def start(self, timeout: float = 900.0) -> None:
@@ -182,8 +184,9 @@ class ComfyServer:
         except ValueError:
             return body.decode(errors="replace")
 
-    def queue_prompt(self, prompt: dict) -> str:
-        return self.post("/prompt", {"prompt": prompt, "client_id": "actionmesh-tests"})["prompt_id"]
+    def queue_prompt(self, prompt: dict, client_id: str = "actionmesh-tests") -> str:
+        """Queue an API-format prompt; progress and previews go to the websocket client ``client_id``."""
+        return self.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
 
     def wait_history(self, prompt_id: str, timeout: float = 600.0) -> dict:
         deadline = time.time() + timeout

@@ -165,7 +165,9 @@ def pack_node_spec(cls) -> dict:
     for section in ("required", "optional"):
         for name, value in declared.get(section, {}).items():
             type_, opts = value[0], dict(value[1]) if len(value) > 1 else {}
-            if isinstance(type_, (list, tuple)):
+            if type_ == "COMBO":  # a V3 combo: its choices in "options"
+                type_ = list(opts.pop("options"))
+            elif isinstance(type_, (list, tuple)):
                 type_ = list(type_)
             if section == "optional":
                 opts["optional"] = True
@@ -310,7 +312,7 @@ def specs(pack, fake_model_tree):
     """Specs of core nodes + ours (our model/file combos list the fake model tree)."""
     result = dict(CORE_NODES)
     result.update(FRONTEND_NODES)
-    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+    for name, cls in pack.NODES.items():
         assert name not in result, f"{name} clashes with a core node"
         result[name] = pack_node_spec(cls)
     return result

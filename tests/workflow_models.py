@@ -36,7 +36,7 @@ def apply(workflow: dict, pack) -> dict:
             else:
                 node["properties"].pop("models", None)
         if node["type"] == "ActionMeshEncodeReferenceMesh":
-            declared = pack.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()
+            declared = pack.NODES[node["type"]].INPUT_TYPES()
             for slot in node.get("inputs", []):
                 if slot["name"] == "model_3d":
                     slot["type"] = declared["optional"]["model_3d"][0]

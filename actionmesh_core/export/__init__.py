@@ -207,9 +207,12 @@ def add_format_argument(parser) -> None:
     parser.add_argument("--format", choices=list(FORMATS), default=None,
                         help="export format (default: from the --out suffix; .glb = morph-target GLB). "
                              + "; ".join(f"{k}: {v[1]}" for k, v in FORMATS.items()))
-    parser.add_argument("--bones", type=int, default=32, help="skinned formats: number of bones (default 32)")
-    parser.add_argument("--influences", type=int, default=4,
-                        help="skinned formats: bones per vertex, 1-8 (default 4)")
+    from ..options import ExportOptions
+
+    parser.add_argument("--bones", type=int, default=ExportOptions.bones,
+                        help=f"skinned formats: number of bones (default {ExportOptions.bones})")
+    parser.add_argument("--influences", type=int, default=ExportOptions.influences,
+                        help=f"skinned formats: bones per vertex, 1-8 (default {ExportOptions.influences})")
 
 
 def check_format_args(args) -> tuple[str, Path]:
