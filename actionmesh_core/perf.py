@@ -22,9 +22,13 @@ token_major         QK norm and RoPE applied to the (B, S, H, D)  applied to the
 attention_backend   the backend set by                            ``"sdpa"`` forced
                     :func:`~actionmesh_core.models.attention.set_attention_backend`
                     (``"auto"``: flash-attn for CUDA bf16/fp16)
-contiguous_query    CPU SDPA gets a contiguous query (the fused  the strided (B, H, S, D)
-                    projection's transpose copied; same values)  transpose
 ==================  ==========================================  ===========================
+
+CPU attention layout (off by default, identical results): ``contiguous_query``
+copies the fused projection's strided (B, H, S, D) query contiguous before the
+CPU SDPA call. Measured side by side it does not pay on the CPUs tried
+(``benchmarks/RESULTS.md``, "CPU attention layout": 0.90-1.05x per call at
+1 thread, stage times within noise), so the strided query stays the default.
 
 Memory/compile options (off by default, identical results):
 
@@ -97,7 +101,7 @@ class PerfFlags:
         target_batch: None (automatic) or int >= 1, see
             :func:`stage2_targets_per_pass`.
         tf32: bool, default False: TF32 matmuls inside :func:`tf32_matmuls`.
-        contiguous_query: bool, default True: the CPU SDPA call gets a
+        contiguous_query: bool, default False: the CPU SDPA call gets a
             contiguous query (see :func:`~actionmesh_core.models.attention.scaled_dot_product_attention`).
     """
 
@@ -110,7 +114,7 @@ class PerfFlags:
     static_chunks: bool = False
     target_batch: Optional[int] = None
     tf32: bool = False
-    contiguous_query: bool = True
+    contiguous_query: bool = False
 
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "cudnn", "math")
@@ -179,8 +183,8 @@ def plain_mode() -> "contextlib.AbstractContextManager[PerfFlags]":
     """Context manager running the *plain* path: same math, no optimisation.
 
     Disables cross-attention K/V caching, the fused QKV GEMM, stage II target
-    batching, the token-major QK norm/RoPE layout, the contiguous CPU query,
-    static chunk padding and CFG splitting and TF32, and forces PyTorch SDPA
+    batching, the token-major QK norm/RoPE layout, static chunk padding,
+    CFG splitting, TF32 and the contiguous CPU query, and forces PyTorch SDPA
     attention. Everything else (models, samplers, schedules) is the same code.
     """
     return perf_flags(cache_cross_kv=False, fused_qkv=False, batch_targets=False, token_major=False,

@@ -466,7 +466,7 @@ ABLATIONS = {
     "opt without target batching": dict(batch_targets=False),
     "opt with all targets in one pass": dict(target_batch=1 << 20),
     "opt without token-major qk": dict(token_major=False),
-    "opt with strided cpu query": dict(contiguous_query=False),
+    "opt with contiguous cpu query": dict(contiguous_query=True),
     # low-memory option: identical results, lower peak
     "opt with cfg split": dict(cfg_batch_split=True),
 }
@@ -476,7 +476,7 @@ ABLATION_STAGES = {
     "opt without target batching": ("stage2",),
     "opt with all targets in one pass": ("stage2",),
     "opt without token-major qk": ("stage0", "stage1", "stage2"),
-    "opt with strided cpu query": ("stage0", "stage1", "stage2", "meshing"),
+    "opt with contiguous cpu query": ("stage0", "stage1", "stage2", "meshing"),
     "opt with cfg split": ("stage0", "stage1"),
 }
 

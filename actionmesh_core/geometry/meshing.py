@@ -399,11 +399,12 @@ class _Bound:
             steep = torch.maximum(steep, torch.where(cells, cell, 0.0).flatten(1).amax(1) / h)
         over = steep > self.slope
         if bool(over.any()):
-            if not self.exceeded:
-                log.warning("sdf_to_meshes: the field is steeper near its surface (%.3g) than its coarse grid "
-                            "showed (%.3g with the safety factor): it does not behave like a distance field, so a "
-                            "thin part away from the found surface may be missed; raise octree_depth or dilation "
-                            "if parts are missing", float(steep.max()), float(self.slope.max()))
+            if not self.exceeded:  # once per process (a clip meshes many fields of one model)
+                _log_once("slope", logging.WARNING,
+                          f"sdf_to_meshes: the field is steeper near its surface ({float(steep.max()):.3g}) than its "
+                          f"coarse grid showed ({float(self.slope.max()):.3g} with the safety factor): it does not "
+                          "behave like a distance field, so a thin part away from the found surface may be missed; "
+                          "raise octree_depth or dilation if parts are missing (metadata: slope_exceeded)")
             self.exceeded = True
             self.slope = torch.maximum(self.slope, steep * self.safety)
 

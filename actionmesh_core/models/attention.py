@@ -87,10 +87,11 @@ def flash_attention_available() -> bool:
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v with the selected backend.
 
-    On the CPU, with the ``contiguous_query`` switch on (the default), a
-    strided query (the (B, S, H, D) -> (B, H, S, D) transpose of a fused
-    projection) is made contiguous first: the same values (tested bitwise),
-    a faster CPU kernel (``benchmarks/RESULTS.md``, "CPU attention layout").
+    On the CPU, with the ``contiguous_query`` switch on (off by default: it
+    did not pay when measured, ``benchmarks/RESULTS.md``, "CPU attention
+    layout"), a strided query (the (B, S, H, D) -> (B, H, S, D) transpose of a
+    fused projection) is copied contiguous first: the same values (tested
+    bitwise).
 
     Args:
         q: (B, H, S, D); k, v: (B, H, L, D). Same dtype and device.
