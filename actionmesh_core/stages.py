@@ -613,7 +613,7 @@ def attention_chain_animate(models: Models, context: FrameContext, sources: Sour
         fps: playback rate (None = ``context.fps``, else 24).
         callback: progress (stages ``"stage1"``, ``"chain"``).
         timings: optional dict, given the chain's seconds per part (``"chain stage1"``, ``"chain candidates"``,
-            ``"chain correspondences"``, ``"chain skinning"``).
+            ``"chain correspondences"``, ``"chain skinning"``; ``"chain reinforcement"`` with ``reinforce``).
 
     Returns:
         (``AnimatedMesh``, :class:`LatentSequence` of the few-step stage I).

@@ -438,7 +438,7 @@ def bench_cli(lengths, repeat: int, threads: int, old_chain: bool):
             for label, (wall, rss, t) in best.items():
                 table.append((count, label, wall, rss, t))
         cols = ("stage0", "dinov2", "stage1", "stage2", "stage1+chain", "chain stage1", "chain candidates",
-                "chain correspondences", "chain skinning")
+                "chain correspondences", "chain skinning", "chain reinforcement")
         print("\n| frames | mode | wall (s) | peak RSS (MB) | decoding (s): stage II or candidates + "
               "correspondences + skinning | " + " | ".join(cols) + " |")
         print("|---|---|---|---|---|" + "---|" * len(cols))

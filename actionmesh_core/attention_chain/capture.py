@@ -216,11 +216,12 @@ class ChainDecodeResult:
     Attributes:
         latents: (T, N, C) stage I latents (few steps).
         animation: the :class:`AttentionChainResult` (``positions`` (T, V, 3)).
-        timings: seconds per part: ``"stage1"`` (sampling with capture; with
-            reinforcement its look-ahead tracking too), ``"candidates"``
-            (candidate surface points), ``"correspondences"`` (point attention
-            and chain matches), ``"skinning"`` (outlier rejection, smoothing,
-            geodesic skinning).
+        timings: seconds per part: ``"stage1"`` (sampling with capture),
+            ``"candidates"`` (candidate surface points), ``"correspondences"``
+            (point attention and chain matches), ``"skinning"`` (outlier
+            rejection, smoothing, geodesic skinning) and, with reinforcement,
+            ``"reinforcement"`` (the look-ahead's candidates, matches and
+            logit bias, §4.3).
     """
 
     latents: torch.Tensor
@@ -310,6 +311,8 @@ def attention_chain_decode(
     raw[anchor_frame] = verts[landmark_index]
     reinforce_step = steps // 2 if reinforce else 0
     timings = dict.fromkeys(("stage1", "candidates", "correspondences", "skinning"), 0.0)
+    if reinforce:
+        timings["reinforcement"] = 0.0
     clock = _Clock(dev)
     for w_idx, win in enumerate(plan):
         idx = list(win.frames)
@@ -331,14 +334,18 @@ def attention_chain_decode(
             x0 = torch.where(_known.to(x.device)[None, :, None, None], x, x + t_i / 1000.0 * v)[0]
             early = latents.clone()
             early[_idx] = x0
+            look = _Clock(dev)
+            look.start()
             cands = _candidate_points(vae, x0, _idx, _src, octree_depth, refine_depth, num_candidates, rng)
             maps_i = capture.result()
             tracks, a_va_za, a_vf_zf = _track_window(vae, early, _idx, _src, raw[_src], maps_i, cands, cfg)
             bias = _reinforcement_bias(tracks, a_va_za, maps_i, a_vf_zf, _idx.index(_src), n)
             for module in capture.modules:
                 module.row_bias = (_idx.index(_src) * (n + 1) + 1, bias.to(dev))
+            timings["reinforcement"] += look.lap()
 
         clock.start()
+        reinforced = timings.get("reinforcement", 0.0)
         try:
             with capture.window(len(idx), n, src_local):
                 capture.active = steps == 1
@@ -353,7 +360,7 @@ def attention_chain_decode(
                 module.row_bias = None
         latents[idx] = out
         known[idx] = True
-        timings["stage1"] += clock.lap()
+        timings["stage1"] += clock.lap() - (timings.get("reinforcement", 0.0) - reinforced)
         # ---- landmark tracking of this window, chained from its source frame
         cands = _candidate_points(vae, out, idx, src, octree_depth, refine_depth, num_candidates, rng)
         timings["candidates"] += clock.lap()
