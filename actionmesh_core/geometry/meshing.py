@@ -363,11 +363,17 @@ class _Bound:
         return out / h
 
     def distance(self, v: torch.Tensor, level: float) -> torch.Tensor:
-        """(F, ...) field values -> (...) lower bound of the distance to the nearest field's level set (model units)."""
-        d = (v - level).abs_()
-        if self.margin:
-            d.sub_(self.margin).clamp_min_(0.0)
-        return d.div_(self.slope.view((-1,) + (1,) * (v.dim() - 1))).amin(0)
+        """(F, ...) field values -> (...) lower bound of the distance to the nearest field's level set (model units).
+
+        One field at a time (peak memory: one field's block, not F)."""
+        out = None
+        for f in range(v.shape[0]):
+            d = (v[f] - level).abs_()
+            if self.margin:
+                d.sub_(self.margin).clamp_min_(0.0)
+            d.div_(self.slope[f])
+            out = d if out is None else torch.minimum(out, d, out=out)
+        return out
 
     def cells(self, v: torch.Tensor, level: float, h: float, last: bool) -> torch.Tensor:
         """(F, ..., m+1, m+1, m+1) values at the points of cells of side ``h`` -> (..., m, m, m) bool: the cell may
@@ -384,19 +390,18 @@ class _Bound:
             out |= _pair_reduce(face, (axis,), torch.logical_or)
         return out
 
-    def check(self, v: torch.Tensor, cells: torch.Tensor, h: float) -> None:
-        """Slopes of each field's values ``v`` (F, S, m+1, m+1, m+1) on the edges of its own sign-change ``cells``
-        (F, S, m, m, m): above the bound -> warn once, raise the bound."""
-        rows = torch.nonzero(cells.flatten(2).any(2).any(0)).flatten()
+    def check(self, v: torch.Tensor, cells: torch.Tensor, h: float, field: int = 0) -> None:
+        """Slopes of field ``field``'s values ``v`` (S, m+1, m+1, m+1) on the edges of its own sign-change ``cells``
+        (S, m, m, m): above the bound -> warn once, raise the bound."""
+        rows = torch.nonzero(cells.flatten(1).any(1)).flatten()
         if rows.numel() == 0:
             return
-        v, cells = v[:, rows], cells[:, rows]
+        v, cells = v[rows], cells[rows]
         steep = torch.zeros_like(self.slope)
-        for dim in (-3, -2, -1):  # edge slopes along each axis -> the cells holding the edges -> the band's
+        for dim in (-3, -2, -1):  # edge slopes along each axis -> the cells holding the edges -> the field's cells
             others = tuple(d for d in (-3, -2, -1) if d != dim)
-            edge = torch.diff(v, dim=dim).abs_()
-            cell = _pair_reduce(edge, others, torch.maximum)
-            steep = torch.maximum(steep, torch.where(cells, cell, 0.0).flatten(1).amax(1) / h)
+            cell = _pair_reduce(torch.diff(v, dim=dim).abs_(), others, torch.maximum)
+            steep[field] = torch.maximum(steep[field], torch.where(cells, cell, 0.0).amax() / h)
         over = steep > self.slope
         if bool(over.any()):
             if not self.exceeded:  # once per process (a clip meshes many fields of one model)
@@ -652,15 +657,14 @@ class _Level:
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
-        ins = _inside(v, level, sign)
-        cells, fx, fy, fz = _sign_changes(ins)
-        if bound is not None:  # each field's slopes where that field changes sign
-            h = 2.0 * ev.bounds / self.cells
-            bound.check(v, cells & mask, h)
-        if F > 1:
-            cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
-        else:
-            cells, fx, fy, fz = cells[0], fx[0], fy[0], fz[0]
+        h = 2.0 * ev.bounds / self.cells
+        cells = fx = fy = fz = None
+        for f in range(F):  # one field at a time (peak memory), the band is their union
+            one = _sign_changes(_inside(v[f], level, sign))
+            if bound is not None:  # each field's slopes where that field changes sign
+                bound.check(v[f], one[0] & mask, h, f)
+            cells, fx, fy, fz = one if cells is None else (a.logical_or_(b) for a, b in zip((cells, fx, fy, fz), one))
+            del one
         sc = cells & mask
         self.sc[slots] |= sc
         if bound is not None:
