@@ -311,23 +311,38 @@ def compare_candidates():
 
 
 def _tiny_inputs(tmp: Path):
-    """Tiny weights, davis_camel: DINOv2 features, anchor latent and cleaned anchor mesh, as the pipeline makes them."""
+    """Tiny weights, davis_camel: the denoiser, VAE, DINOv2 features, anchor latent and cleaned anchor mesh exactly
+    as the CLI's attention-chain run hands them to ``attention_chain_decode`` (captured from a pipeline run)."""
+    from actionmesh_core.attention_chain import capture
     from actionmesh_core.pipeline import ActionMeshPipeline, PipelineConfig
     from actionmesh_core.weights import make_tiny_weights
 
+    class _Got(Exception):
+        pass
+
+    got = {}
+    real = capture.attention_chain_decode
+
+    def grab(denoiser, vae, context, anchor_latent, vertices, faces, anchor_frame, **kw):
+        got.update(args=(denoiser, vae, context, anchor_latent, np.asarray(vertices), np.asarray(faces), anchor_frame))
+        raise _Got
+
     weights = make_tiny_weights(tmp / "w", seed=0)
     pipe = ActionMeshPipeline(weights, PipelineConfig(device="cpu", mode="attention-chain"), progress=lambda info: None)
-    rgb = torch.as_tensor(pipe.prepare(_frames_dir()).rgb, dtype=torch.float32)
-    latent, mesh = pipe.anchor_from_image(rgb)
-    context = pipe.image_features(rgb, "dinov2")
-    return pipe.model("denoiser"), pipe.model("vae"), context, latent[0], mesh
+    capture.attention_chain_decode = grab
+    try:
+        pipe.run(_frames_dir())
+    except _Got:
+        pass
+    finally:
+        capture.attention_chain_decode = real
+    return got["args"]
 
 
 def _compare_tiny(capture):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        den, vae, ctx, latent, mesh = _tiny_inputs(Path(tmp))
-        verts, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+        den, vae, ctx, latent, verts, faces, anchor_frame = _tiny_inputs(Path(tmp))
         diag = float(np.linalg.norm(verts.max(0) - verts.min(0)))
         real = capture._candidate_points
         out = {}
@@ -341,7 +356,7 @@ def _compare_tiny(capture):
 
             capture._candidate_points = counted
             try:
-                res = capture.attention_chain_decode(den, vae, ctx, latent, verts, faces, 0)
+                res = capture.attention_chain_decode(den, vae, ctx, latent, verts, faces, anchor_frame)
             finally:
                 capture._candidate_points = real
             out[label] = res
