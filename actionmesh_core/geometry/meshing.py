@@ -1013,8 +1013,23 @@ def _stats(ev: _Evaluator, lv: _Level, bound: _Bound, d0: int, d1: int, dilation
     }
 
 
+def _setup(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size, dilation, level,
+           device, precision, callback):
+    """The shared argument checks and set-up of :func:`sdf_to_meshes` and :func:`sdf_surface_points`.
+
+    Returns (field evaluator, half dtype or None, inside sign +-1, level, coarse depth, final depth)."""
+    num_fields = _check_args(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size,
+                             dilation)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    half = _resolve_precision(precision, dev)
+    progress = _Progress(callback)
+    progress.add(num_fields)
+    ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
+    return ev, half, (1.0 if inside == "positive" else -1.0), float(level), int(octree_depth), int(refine_depth)
+
+
 def _check_args(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size, dilation) -> int:
-    """The shared argument checks of :func:`sdf_to_meshes` and :func:`sdf_surface_points` -> ``num_fields`` (int)."""
+    """The argument checks of :func:`_setup` -> ``num_fields`` (int)."""
     if not callable(field_fn):
         raise TypeError(f"{name}: field_fn must be callable, got {type(field_fn).__name__}")
     if int(num_fields) != num_fields or num_fields < 1:
@@ -1136,10 +1151,9 @@ def sdf_to_meshes(
             ``level`` (unless ``allow_empty``).
         RuntimeError: ``backend="warp"`` requested but warp-lang is missing.
     """
-    num_fields = _check_args("sdf_to_meshes", field_fn, num_fields, octree_depth, refine_depth, inside, bounds,
-                             chunk_size, dilation)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    half = _resolve_precision(precision, dev)
+    ev, half, sign, level, d0, d1 = _setup("sdf_to_meshes", field_fn, num_fields, octree_depth, refine_depth, inside,
+                                           bounds, chunk_size, dilation, level, device, precision, callback)
+    num_fields, dev, progress = ev.num_fields, ev.device, ev.progress
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"sdf_to_meshes: backend must be 'auto', 'skimage' or 'warp', got {backend!r}")
     if backend == "auto":
@@ -1156,13 +1170,6 @@ def sdf_to_meshes(
     elif backend == "warp" and not _warp_usable():
         raise RuntimeError("sdf_to_meshes: backend='warp' needs warp-lang >= 1.19 (pip install warp-lang); "
                            "or use backend='skimage'")
-    sign = 1.0 if inside == "positive" else -1.0
-    level = float(level)
-    d0, d1 = int(octree_depth), int(refine_depth)
-
-    progress = _Progress(callback)
-    progress.add(num_fields)
-    ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
 
     with _bookkeeping_threads(ev):
         lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound)
@@ -1299,16 +1306,9 @@ def sdf_surface_points(
         TypeError, ValueError: as :func:`sdf_to_meshes` (bad arguments, field
             shape, NaN/inf values).
     """
-    num_fields = _check_args("sdf_surface_points", field_fn, num_fields, octree_depth, refine_depth, inside, bounds,
-                             chunk_size, dilation)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    half = _resolve_precision(precision, dev)
-    sign = 1.0 if inside == "positive" else -1.0
-    level = float(level)
-    d0, d1 = int(octree_depth), int(refine_depth)
-    progress = _Progress(callback)
-    progress.add(num_fields)
-    ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
+    ev, half, sign, level, d0, d1 = _setup("sdf_surface_points", field_fn, num_fields, octree_depth, refine_depth,
+                                           inside, bounds, chunk_size, dilation, level, device, precision, callback)
+    num_fields, progress = ev.num_fields, ev.progress
     found: dict = {}
 
     def enough(lv: _Level, depth: int) -> bool:  # every field has min_points crossings at this level
