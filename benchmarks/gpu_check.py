@@ -377,7 +377,10 @@ def build_table() -> str:
              f"`bash benchmarks/gpu_check.sh` on {env.get('device', '?')}; torch {env.get('torch', '?')} "
              f"(CUDA {env.get('cuda', '?')}), transformers {env.get('transformers', '?')}, warp: "
              f"{env.get('warp', '?')}, fast-simplification {env.get('fast_simplification', '?')}, flash-attn: "
-             f"{env.get('flash_attn', '?')}. Random weights at the released sizes, bf16 models, fp32 VAE. "
+             f"{env.get('flash_attn', '?')}. Random weights at "
+             + ("tiny sizes (dry run: the figures mean nothing)" if "dry run" in str(env.get("device")) else
+                "the released sizes") + ", bf16 models, fp32 VAE (its query projection kept to the 2 lowest Fourier "
+             "frequencies and its output centred, so the random surfaces have a realistic size). "
              "Targets are the H100 ones.", ""]
     tests = [r for r in recs if r["part"] == "tests"]
     if tests:
