@@ -31,8 +31,9 @@ NUM_TOKENS = 2048
 STAGE0_SHIFT = 1.0
 MODES = ("stage2", "attention-chain")
 INTERPOLATIONS = ("STEP", "LINEAR")
-#: attention-chain mode meshes the candidate surfaces one level coarser than the anchor (both depths)
-CHAIN_DEPTH_OFFSET = 1
+#: attention-chain mode reads its candidate surface points off a grid this many levels coarser than the anchor's
+#: meshing (9 -> 7: 128^3, the candidate resolution of ``attention_chain.capture.CANDIDATE_DEPTH``)
+CHAIN_DEPTH_OFFSET = 2
 
 
 @dataclass
@@ -151,16 +152,17 @@ class ExportOptions:
 
 
 def chain_meshing_depths(octree_depth: int, refine_depth: int) -> Tuple[int, int]:
-    """SDF meshing depths of the attention chain's candidate surfaces for a run's meshing depths.
+    """Grid depths of the attention chain's candidate surface points for a run's meshing depths.
 
-    The candidate points only need the surface, not a mesh to keep: one level
-    coarser than the anchor's meshing (:data:`CHAIN_DEPTH_OFFSET`), at least
-    a 16^3 coarse grid and a 32^3 band (defaults 6 / 9 -> 5 / 8, the values
-    of ``attention_chain_decode``).
+    The candidate points are the grid-edge crossings of each frame's field (no
+    mesh): :data:`CHAIN_DEPTH_OFFSET` levels coarser than the anchor's meshing,
+    from a dense grid one level coarser than the anchor's, at least a 16^3
+    coarse grid and a 32^3 band (defaults 6 / 9 -> 5 / 7, the values of
+    ``attention_chain_decode``: ``CANDIDATE_COARSE_DEPTH`` / ``CANDIDATE_DEPTH``).
 
     Returns:
         (coarse depth, refine depth), refine >= coarse.
     """
-    coarse = max(int(octree_depth) - CHAIN_DEPTH_OFFSET, 4)
+    coarse = max(int(octree_depth) - 1, 4)
     fine = max(int(refine_depth) - CHAIN_DEPTH_OFFSET, 5)
-    return coarse, max(fine, coarse)
+    return min(coarse, fine), fine

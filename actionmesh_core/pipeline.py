@@ -235,7 +235,8 @@ class ActionMeshPipeline(Models):
             with stages.timed(timings, "stage1+chain"):
                 animation, latents = stages.attention_chain_animate(
                     self, context, sources, reference, steps=cfg.chain_steps, octree_depth=cfg.octree_depth,
-                    refine_depth=cfg.refine_depth, reinforce=cfg.chain_reinforce, fps=plan.fps, **stage_one)
+                    refine_depth=cfg.refine_depth, reinforce=cfg.chain_reinforce, fps=plan.fps, timings=timings,
+                    **stage_one)
         else:
             with stages.timed(timings, "stage1"):
                 latents = stages.temporal_denoise(self, context, sources, steps=cfg.steps, **stage_one)

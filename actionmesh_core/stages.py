@@ -593,15 +593,15 @@ def attention_chain_animate(models: Models, context: FrameContext, sources: Sour
                             steps: int, guidance: float, shift: float, seed: int, noise_correlation: float,
                             window: int, slide: int, octree_depth: int, refine_depth: int, reinforce: bool = False,
                             num_landmarks: Optional[int] = None, fps: Optional[float] = None,
-                            callback: Callback = None):
+                            callback: Callback = None, timings: Optional[dict] = None):
     """Attention-chain mode: few-step stage I while its attention is read, then chains, no stage II.
 
     *Fast 4D Mesh Generation by Spatio-Temporal Attention Chains* §4: anchor
     landmarks are followed through vertex -> token -> token -> surface
     attention and the reference mesh is animated by geodesic rigid skinning
     (:func:`~actionmesh_core.attention_chain.capture.attention_chain_decode`).
-    The candidate surfaces are meshed one level coarser than the run's
-    meshing (:func:`~actionmesh_core.options.chain_meshing_depths`).
+    The candidate surface points are read off a grid two levels coarser than
+    the run's meshing (:func:`~actionmesh_core.options.chain_meshing_depths`).
 
     Args:
         models: ``denoiser`` and ``vae``.
@@ -612,6 +612,8 @@ def attention_chain_animate(models: Models, context: FrameContext, sources: Sour
         reinforce: long-sequence reinforcement (§4.3). num_landmarks: tracked landmarks (None = 1000).
         fps: playback rate (None = ``context.fps``, else 24).
         callback: progress (stages ``"stage1"``, ``"chain"``).
+        timings: optional dict, given the chain's seconds per part (``"chain stage1"``, ``"chain candidates"``,
+            ``"chain correspondences"``, ``"chain skinning"``; ``"chain reinforcement"`` with ``reinforce``).
 
     Returns:
         (``AnimatedMesh``, :class:`LatentSequence` of the few-step stage I).
@@ -636,6 +638,8 @@ def attention_chain_animate(models: Models, context: FrameContext, sources: Sour
             np.asarray(reference.vertices), np.asarray(reference.faces), frame, steps=steps, shift=shift,
             guidance_scale=guidance, seed=seed, noise_correlation=noise_correlation, window=window, slide=slide,
             octree_depth=coarse, refine_depth=fine, reinforce=reinforce, config=config, callback=callback)
+    if timings is not None:
+        timings.update({f"chain {k}": v for k, v in result.timings.items()})
     animation = animation_from_positions(reference, result.animation.positions, fps=fps or context.fps,
                                          anchor_frame=frame, mode="attention-chain", source_frames=[frame],
                                          steps=steps, seed=seed)

@@ -377,8 +377,8 @@ class ActionMeshAttentionChainAnimate(io.ComfyNode):
                 _seed("Random seed of the initial noise."),
                 io.Int.Input("num_landmarks", default=landmarks, min=3, max=20000, tooltip=(
                     f"Farthest-point landmarks tracked on the anchor mesh (published {landmarks}).")),
-                _octree_depth(("SDF meshing depth of the run (6); each frame's candidate surface points are meshed "
-                               "one level coarser, as in the command line's attention-chain mode.")),
+                _octree_depth(("SDF meshing depth of the run (6); each frame's candidate surface points come from a "
+                               "dense grid one level coarser, as in the command line's attention-chain mode.")),
                 _window("Frames per window."),
                 _slide(),
                 io.Boolean.Input("reinforce", default=RUN.chain_reinforce, tooltip=(
@@ -388,8 +388,8 @@ class ActionMeshAttentionChainAnimate(io.ComfyNode):
                 # added after the first release of this node: last, so saved workflows keep their values in place
                 _shift(),
                 _noise_correlation(),
-                _refine_depth(("Refinement depth of the run (9); the candidate surfaces are refined one level "
-                               "less.")),
+                _refine_depth(("Refinement depth of the run (9); the candidate surface points are the grid-edge "
+                               "crossings two levels coarser (7: 128^3).")),
             ],
             outputs=[
                 T.Animation.Output("animation", tooltip=("The animated reference mesh (its topology), from "

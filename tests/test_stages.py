@@ -47,10 +47,14 @@ def test_a_node_model_set_refuses_a_missing_model():
             pass
 
 
-def test_chain_meshing_is_one_level_coarser_than_the_run():
-    assert chain_meshing_depths(6, 9) == (5, 8)  # the defaults of attention_chain_decode
+def test_chain_candidates_are_read_two_levels_coarser_than_the_run():
+    from actionmesh_core.attention_chain.capture import CANDIDATE_COARSE_DEPTH, CANDIDATE_DEPTH
+
+    assert chain_meshing_depths(6, 9) == (CANDIDATE_COARSE_DEPTH, CANDIDATE_DEPTH) == (5, 7)
+    assert chain_meshing_depths(5, 8) == (4, 6)
     assert chain_meshing_depths(5, 6) == (4, 5)
     assert chain_meshing_depths(4, 4) == (4, 5)  # bounded below, refine >= coarse
+    assert chain_meshing_depths(8, 8) == (6, 6)
 
 
 def test_prepare_clip_selection_masks_and_errors():
