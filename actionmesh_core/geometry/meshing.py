@@ -905,6 +905,7 @@ def _mc_warp(lv: _Level, field: int, level: float, sign: float):
     # given an SDF (inside < 0, here -occ) warp winds faces counter-clockwise seen from outside
     # (tests: positive volume and the same faces as scikit-image, on the CPU, where warp runs the same kernels)
     device = "cpu" if cells.device.type == "cpu" else f"cuda:{cells.device.index or 0}"
+    wp.init()  # idempotent; from_torch needs warp's runtime, which only warp's own array calls start by themselves
     wcells = wp.from_torch(cells.to(torch.int32).contiguous(), dtype=wp.int32) if device != "cpu" else \
         cells.to(torch.int32).cpu().numpy()
     wvals = wp.from_torch((-occ).contiguous()) if device != "cpu" else (-occ).cpu().numpy()
