@@ -80,12 +80,13 @@ RODS = (((0.65, -0.35, 0.1), (0.65, 0.35, 0.1)),      # along y, beside the sphe
 
 
 def _box(p, center, half):
-    q = (p - torch.tensor(center, dtype=p.dtype)).abs() - torch.tensor(half, dtype=p.dtype)
+    c, h = (torch.tensor(v, dtype=p.dtype, device=p.device) for v in (center, half))
+    q = (p - c).abs() - h
     return q.clamp_min(0).norm(dim=-1) + q.max(-1).values.clamp_max(0)
 
 
 def _segment(p, a, b, radius):
-    a, b = torch.tensor(a, dtype=p.dtype), torch.tensor(b, dtype=p.dtype)
+    a, b = torch.tensor(a, dtype=p.dtype, device=p.device), torch.tensor(b, dtype=p.dtype, device=p.device)
     t = ((p - a) @ (b - a) / ((b - a) @ (b - a))).clamp(0, 1)
     return (p - a - t[:, None] * (b - a)).norm(dim=-1) - radius
 

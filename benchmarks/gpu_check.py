@@ -245,7 +245,8 @@ def part_clip(args) -> None:
             if preset == "attention-chain":
                 depths = dict(octree_depth=3, refine_depth=5) if args.cpu else {}  # dry run: a coarser grid
                 chain = attention_chain_decode(models.denoiser, models.vae, ctx, latent[0].to(dtype), verts.numpy(),
-                                               faces.numpy(), 0, steps=1 if warm else 4, **depths)
+                                               faces.numpy(), 0, steps=4, **depths)  # 4 as published: the
+                # VAE is centred on 4-step stage I latents (fewer steps can leave a random latent without surface)
                 for k, v in chain.timings.items():
                     timer.parts[f"chain {k}"] = v
             else:
@@ -264,7 +265,11 @@ def part_clip(args) -> None:
 
     t0 = time.perf_counter()
     for preset in ("default", "attention-chain"):  # warm-up: kernels, cuBLAS heuristics, warp's kernel build
-        run_clip(preset, warm=True)
+        try:
+            run_clip(preset, warm=True)
+        except Exception as exc:  # a failed warm-up must not lose the timed presets
+            traceback.print_exc()
+            record("clip", event=f"warm-up {preset} failed", error=f"{type(exc).__name__}: {exc}"[:300])
     record("clip", event="warm-up", seconds=round(time.perf_counter() - t0, 1))
     for preset in PRESETS:
         try:
