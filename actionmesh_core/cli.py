@@ -6,10 +6,8 @@ or path, no traceback); 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP
 :mod:`actionmesh_core.interrupts`); 1 a bug (with its traceback).
 
 Every input is checked before the first model loads
-(:func:`actionmesh_core.validation.validate_run`). Subcommands reuse the
-shared option groups: :func:`add_frame_options`, :func:`add_pipeline_options`
-and :func:`add_output_options`, with :func:`frame_options_from_args` and
-:func:`pipeline_config_from_args` to read them back.
+(:func:`actionmesh_core.validation.validate_run`). The option groups shared
+with ``batch`` live in :mod:`actionmesh_core.arguments` (re-exported here).
 """
 from __future__ import annotations
 
@@ -18,8 +16,10 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import List, Optional
+
+from .arguments import (add_frame_options, add_interpolation_option, add_pipeline_options,  # noqa: F401 (re-exported)
+                        frame_options_from_args, pipeline_config_from_args)
 
 __all__ = ["main", "run", "build_parser", "add_frame_options", "add_pipeline_options", "add_output_options",
            "frame_options_from_args", "pipeline_config_from_args", "EXIT_OK", "EXIT_BUG", "EXIT_BAD_INPUT",
@@ -32,83 +32,13 @@ EXIT_STATUS = ("exit status: 0 done; 2 bad input or an OS error such as a full d
                "no partial or temporary file left, previous outputs unchanged); 1 a bug (with its traceback)")
 
 
-def add_frame_options(parser: argparse.ArgumentParser) -> None:
-    """The frame-input options (the Prepare Frames node's controls and the release's input layouts)."""
-    g = parser.add_argument_group("frame input")
-    g.add_argument("--frame-start", type=int, default=0, help="first frame used (0-based, default 0)")
-    g.add_argument("--frame-stride", type=int, default=1, help="use every n-th frame (default 1)")
-    g.add_argument("--max-frames", type=int, default=0, help="use at most this many frames (default 0 = all)")
-    g.add_argument("--mask-dir", help="folder of object masks, one per frame (same name or same order; white = "
-                                      "object). Folders of <name>_image.png + <name>_mask.png pairs need no option")
-    g.add_argument("--invert-mask", action="store_true", help="invert the masks (for masks white on the background)")
-    g.add_argument("--bg-threshold", type=float, default=0.1,
-                   help="frames without alpha or masks: colour distance from the border colour above which a "
-                        "pixel is object (default 0.1)")
-    g.add_argument("--remove-background", metavar="MODEL",
-                   help="frames without alpha or masks: segment the object with this LOCAL ONNX model "
-                        "(RMBG-1.4: onnx/model.onnx of huggingface.co/briaai/RMBG-1.4), as the release does")
-    g.add_argument("--fps", type=float, help="frame rate of the input, 0.001-10000 (default: the video's own rate, "
-                                             "24 for image folders); the animation plays at fps / frame stride")
-    g.add_argument("--min-crop", type=int, default=64,
-                   help="smallest square crop side in input pixels; tiny objects are not blown up (default 64)")
-
-
-def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """The weights and model options of a run."""
-    parser.add_argument("--weights", required=True, help="weights root folder (ActionMesh/, TripoSG/, dinov2-large/)")
-    parser.add_argument("--mesh", help="use this mesh (GLB/GLTF/OBJ/PLY) as the anchor instead of TripoSG")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where the models run (default auto: CUDA, else Apple MPS, else CPU)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="model precision (default auto: bf16 on CUDA, fp32 elsewhere; the VAE stays fp32)")
-    parser.add_argument("--steps", type=int, help="stage I denoising steps (default 30, --fast 15)")
-    parser.add_argument("--fast", action="store_true", help="fast preset: 15 stage I steps, 50 TripoSG steps")
-    parser.add_argument("--anchor-frame", type=int, default=0,
-                        help="frame (among those used) the anchor mesh corresponds to")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="noise seed of stage 0 and stage I (default 0; the same seed gives the same result)")
-    parser.add_argument("--mode", default="stage2", choices=["stage2", "attention-chain"],
-                        help="decoding: stage II autoencoder (default) or training-free attention chains")
-    parser.add_argument("--chain-reinforce", action="store_true",
-                        help="attention-chain mode: reinforce confident correspondences in the last steps (long clips)")
-    parser.add_argument("--octree-depth", type=int, default=6,
-                        help="SDF meshing dense coarse depth (default 6; = --refine-depth: dense grid)")
-    parser.add_argument("--refine-depth", type=int, default=9, help="SDF meshing refined depth (default 9)")
-    parser.add_argument("--low-memory", action="store_true", help="keep at most one model on the device")
-
-
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the animation is written."""
     parser.add_argument("--out", required=True,
                         help="output path: animated .glb, or a file of --format's suffix (any case); never one of "
                              "the input files")
-    parser.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"],
-                        help="glb: STEP shows each frame as predicted (default), LINEAR blends between frames")
+    add_interpolation_option(parser)
     parser.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
-
-
-def frame_options_from_args(args):
-    """:class:`~actionmesh_core.validation.FrameOptions` from parsed :func:`add_frame_options` arguments."""
-    from .validation import FrameOptions
-
-    return FrameOptions(start=args.frame_start, stride=args.frame_stride, max_frames=args.max_frames,
-                        mask_dir=args.mask_dir, invert_mask=args.invert_mask, bg_threshold=args.bg_threshold,
-                        fps=args.fps, remove_background=args.remove_background, min_crop=args.min_crop)
-
-
-def pipeline_config_from_args(args):
-    """:class:`~actionmesh_core.pipeline.PipelineConfig` from parsed :func:`add_pipeline_options` arguments."""
-    from .pipeline import PipelineConfig
-
-    cfg = PipelineConfig(seed=args.seed, anchor_frame=args.anchor_frame, device=args.device, dtype=args.dtype,
-                         mode=args.mode, octree_depth=args.octree_depth, refine_depth=args.refine_depth,
-                         fps=getattr(args, "fps", None), low_memory=args.low_memory,
-                         chain_reinforce=args.chain_reinforce)
-    if args.fast:
-        cfg = cfg.fast()
-    if args.steps is not None:
-        cfg.steps = args.steps
-    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,30 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.cli import add_batch_parser
 
     add_batch_parser(sub)
+    from .eval.actionbench import add_evaluate_parser  # ActionBench metrics of a folder of predictions
+
+    add_evaluate_parser(sub)
     return parser
-
-
-def _write_outputs(animation, plan, args, fmt: str, out: Path) -> Path:
-    """The animation in ``fmt`` (--format) and (optionally) per-frame GLBs, as one set of files: staged beside
-    their targets and moved in together at the end (:func:`actionmesh_core.io.atomic.atomic_files`)."""
-    from .export import export_animation
-    from .io.atomic import atomic_files
-    from .export.glb import export_static_glbs
-    from .progress import is_terminal
-
-    if not is_terminal():  # a log: one line per stage
-        print(f"export: writing {fmt} to {out}", file=sys.stderr, flush=True)
-    with atomic_files(out.stem) as files:
-        if args.per_frame_dir:
-            export_static_glbs(animation, files.folder(args.per_frame_dir), out.stem)
-        return export_animation(animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
-                                bones=args.bones, influences=args.influences, files=files).path
 
 
 def _video_to_4d(args) -> int:
     from .export import FORMATS, ExportOptions
     from .perf import tune_cpu_allocator
     from .pipeline import ActionMeshPipeline
+    from .progress import is_terminal
+    from .stages import export_files, timed
     from .validation import validate_export, validate_run
 
     tune_cpu_allocator()  # large temporary buffers reused instead of mapped afresh (this process only)
@@ -178,9 +96,11 @@ def _video_to_4d(args) -> int:
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
-    t_export = time.perf_counter()
-    path = _write_outputs(result.animation, plan, args, fmt, out)
-    result.timings["export"] = time.perf_counter() - t_export
+    if not is_terminal():  # a log: one line per stage
+        print(f"export: writing {fmt} to {out}", file=sys.stderr, flush=True)
+    with timed(result.timings, "export"):
+        path = export_files(result.animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
+                            bones=args.bones, influences=args.influences, per_frame_dir=args.per_frame_dir).path
     anim = result.animation
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {path}: {anim.num_frames} frames, {anim.num_vertices} vertices, {len(anim.faces)} faces "
@@ -244,6 +164,10 @@ def _main(argv: Optional[List[str]]) -> int:
             from .batch.cli import run_batch_command
 
             return run_batch_command(args)
+        if args.command == "evaluate":
+            from .eval.actionbench import run_evaluate_command
+
+            return run_evaluate_command(args)
         return _video_to_4d(args)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (actionmesh_core.interrupts)
         print_interrupted(exc)

@@ -13,8 +13,10 @@ C channels (3 = RGB, 4 = RGBA).  Colours are float32 in [0, 1].
 
 Three ways to say where the object is, in this order of precedence:
 
-1. an explicit ``masks`` array (T, H, W), foreground where ``mask > 0.5``
-   (soft values are kept for compositing);
+1. an explicit ``masks`` array (T, H, W), used as the frames' alpha channel
+   at 8 bits (``round(mask * 255) / 255``), as the release does with its
+   ``<name>_mask.png`` files (``putalpha``): foreground where it is > 0, soft
+   values kept for compositing;
 2. an alpha channel (C = 4), foreground where ``alpha > 0``; an alpha channel
    that is fully opaque in every frame carries no mask and is ignored;
 3. RGB on a plain background: the background colour of each frame is the
@@ -679,8 +681,9 @@ def prepare_frames(
     Args:
         images: (T, H, W, 3|4) float array/tensor in [0, 1], or a list of T
             (H, W, 3|4) frames.  RGBA alpha is the object mask.
-        masks: optional (T, H, W) float mask in [0, 1] (foreground > 0.5),
-            or (H, W) for all frames; takes precedence over alpha.
+        masks: optional (T, H, W) float mask in [0, 1], or (H, W) for all frames; takes precedence
+            over alpha and is used as the alpha channel at 8 bits (foreground where
+            ``round(mask * 255) > 0``, as the release's mask files).
         bg_threshold: colour distance for the plain-background estimate
             (used only without mask and without a meaningful alpha).
         margin: white margin on each side, as a fraction of the box's longer
@@ -723,9 +726,8 @@ def prepare_frames(
         if tuple(mask.shape[1:]) != (height, width):
             raise ValueError(f"masks are {mask.shape[2]}x{mask.shape[1]} but frames are {width}x{height}; "
                              "give masks of the frame size")
-        mask = mask.expand(num_frames, -1, -1)
-        alpha = mask
-        foreground = mask > 0.5
+        alpha = torch.round(mask.expand(num_frames, -1, -1) * 255.0) / 255.0  # a stored 8-bit alpha
+        foreground = alpha > 0
     elif channels == 4 and bool((frames[..., 3] < 1.0).any()):
         alpha = frames[..., 3]
         foreground = alpha > 0

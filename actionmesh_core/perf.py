@@ -20,9 +20,15 @@ token_major         QK norm and RoPE applied to the (B, S, H, D)  applied to the
                     views of the fused projection (the loops     transposes (strided loops)
                     follow the memory order; same values)
 attention_backend   the backend set by                            ``"sdpa"`` forced
-                    :func:`~actionmesh_core.models.layers.set_attention_backend`
+                    :func:`~actionmesh_core.models.attention.set_attention_backend`
                     (``"auto"``: flash-attn for CUDA bf16/fp16)
 ==================  ==========================================  ===========================
+
+CPU attention layout (off by default, identical results): ``contiguous_query``
+copies the fused projection's strided (B, H, S, D) query contiguous before the
+CPU SDPA call. Measured side by side it does not pay on the CPUs tried
+(``benchmarks/RESULTS.md``, "CPU attention layout": 0.90-1.05x per call at
+1 thread, stage times within noise), so the strided query stays the default.
 
 Memory/compile options (off by default, identical results):
 
@@ -41,8 +47,9 @@ query paths (the SDF field evaluated for meshing, see
 an H100, 10-bit mantissa products (not bit-identical to fp32).
 
 Helpers: :func:`offload` (low-VRAM mode: a model lives on the device only
-while its stage runs), :func:`compile_blocks` (``torch.compile`` of the
-transformer blocks, CUDA only), :func:`reset_peak_memory` / :func:`peak_memory`.
+while its stage runs), :func:`reset_peak_memory` / :func:`peak_memory`.
+The attention kernel dispatch and ``torch.compile`` of the transformer blocks
+live with the models (:mod:`actionmesh_core.models.attention`).
 
 Nothing here imports the model modules (they import this one).
 """
@@ -52,7 +59,7 @@ import contextlib
 import dataclasses
 import gc
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple, Type, Union
+from typing import Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -68,8 +75,7 @@ __all__ = [
     "query_chunk_points",
     "CPU_QUERY_CHUNK_BYTES",
     "offload",
-    "compile_blocks",
-    "uncompile_blocks",
+    "ATTENTION_BACKENDS",
     "reset_peak_memory",
     "peak_memory",
     "module_bytes",
@@ -95,6 +101,8 @@ class PerfFlags:
         target_batch: None (automatic) or int >= 1, see
             :func:`stage2_targets_per_pass`.
         tf32: bool, default False: TF32 matmuls inside :func:`tf32_matmuls`.
+        contiguous_query: bool, default False: the CPU SDPA call gets a
+            contiguous query (see :func:`~actionmesh_core.models.attention.scaled_dot_product_attention`).
     """
 
     cache_cross_kv: bool = True
@@ -106,11 +114,16 @@ class PerfFlags:
     static_chunks: bool = False
     target_batch: Optional[int] = None
     tf32: bool = False
+    contiguous_query: bool = False
 
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "cudnn", "math")
+"""Values of the attention backend (:func:`~actionmesh_core.models.attention.set_attention_backend`, the
+``attention_backend`` switch)."""
 
 FLAGS = PerfFlags()
 _BOOL_FLAGS = ("cache_cross_kv", "fused_qkv", "batch_targets", "token_major", "cfg_batch_split", "static_chunks",
-               "tf32")
+               "tf32", "contiguous_query")
 
 
 def get_flags() -> PerfFlags:
@@ -127,10 +140,8 @@ def _validate(changes: dict) -> None:
         if key in changes and not isinstance(changes[key], bool):
             raise TypeError(f"perf flag {key} must be a bool, got {changes[key]!r}")
     if "attention_backend" in changes and changes["attention_backend"] is not None:
-        from .models.layers import _VALID_BACKENDS  # local import: layers imports this module
-
-        if changes["attention_backend"] not in _VALID_BACKENDS:
-            raise ValueError(f"attention_backend must be None or one of {_VALID_BACKENDS}, "
+        if changes["attention_backend"] not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be None or one of {ATTENTION_BACKENDS}, "
                              f"got {changes['attention_backend']!r}")
     tb = changes.get("target_batch")
     if tb is not None and (isinstance(tb, bool) or not isinstance(tb, int) or tb < 1):
@@ -172,12 +183,12 @@ def plain_mode() -> "contextlib.AbstractContextManager[PerfFlags]":
     """Context manager running the *plain* path: same math, no optimisation.
 
     Disables cross-attention K/V caching, the fused QKV GEMM, stage II target
-    batching, the token-major QK norm/RoPE layout, static chunk padding and
-    CFG splitting and TF32, and forces PyTorch SDPA
+    batching, the token-major QK norm/RoPE layout, static chunk padding,
+    CFG splitting, TF32 and the contiguous CPU query, and forces PyTorch SDPA
     attention. Everything else (models, samplers, schedules) is the same code.
     """
     return perf_flags(cache_cross_kv=False, fused_qkv=False, batch_targets=False, token_major=False,
-                      attention_backend="sdpa",
+                      attention_backend="sdpa", contiguous_query=False,
                       cfg_batch_split=False, static_chunks=False, target_batch=None, tf32=False)
 
 
@@ -359,60 +370,6 @@ def offload(model: nn.Module, device: Union[str, torch.device], home: Union[str,
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-# --------------------------------------------------------------------------- torch.compile
-
-
-def _block_types() -> Tuple[Type[nn.Module], ...]:
-    from .models.layers import TransformerBlock
-
-    return (TransformerBlock,)
-
-
-def compile_blocks(model: nn.Module, mode: Optional[str] = None, dynamic: Optional[bool] = None,
-                   block_types: Optional[Sequence[Type[nn.Module]]] = None, allow_cpu: bool = False) -> int:
-    """``torch.compile`` every transformer block of ``model`` in place.
-
-    Compiling blocks (not the whole model) keeps the Python-side control flow
-    (long-skip stack, K/V caches, samplers) eager while fusing the elementwise
-    work inside a block (fp32 norms, RoPE, GELU, residual adds). Use
-    ``mode="reduce-overhead"`` for CUDA graphs (with ``static_chunks``).
-
-    Args:
-        model: a model of this package (or any module containing ``block_types``).
-        mode, dynamic: passed to ``nn.Module.compile``.
-        block_types: classes to compile (default: ``TransformerBlock``).
-        allow_cpu: compiling on CPU needs a C++ toolchain and rarely pays
-            off; refused unless True.
-
-    Returns:
-        number of blocks compiled.
-
-    Raises:
-        RuntimeError: the model is on the CPU and ``allow_cpu`` is False.
-    """
-    param = next(model.parameters(), None)
-    if param is not None and param.device.type == "cpu" and not allow_cpu:
-        raise RuntimeError("compile_blocks: the model is on the CPU; torch.compile is a CUDA option here "
-                           "(pass allow_cpu=True to force it)")
-    types = tuple(block_types) if block_types else _block_types()
-    count = 0
-    for module in model.modules():
-        if isinstance(module, types):
-            module.compile(mode=mode, dynamic=dynamic)
-            count += 1
-    return count
-
-
-def uncompile_blocks(model: nn.Module) -> int:
-    """Undo :func:`compile_blocks` (blocks run eagerly again); returns how many were reset."""
-    count = 0
-    for module in model.modules():
-        if getattr(module, "_compiled_call_impl", None) is not None:
-            module._compiled_call_impl = None
-            count += 1
-    return count
 
 
 # --------------------------------------------------------------------------- memory figures

@@ -39,22 +39,18 @@ import torch
 
 from .errors import (BackgroundModelError, FramesError, FramesNotFoundError, InputError, MeshInputError,
                      OptionError, OutputPathError, WeightsError)
+from .options import DEFAULT_FPS, MAX_DEPTH, MAX_FPS, MIN_FPS, FrameOptions, PipelineConfig
 
 __all__ = [
     "InputError", "OptionError", "FramesError", "FramesNotFoundError", "WeightsError", "BackgroundModelError",
     "MeshInputError", "OutputPathError", "CheckpointError", "WeightsMissingError",
     "FrameOptions", "RunPlan", "validate_run", "validate_options", "validate_output_path",
     "validate_output_folder", "validate_frames", "finish_frames", "prepare_checked", "ValidatedFrames", "validate_weights", "validate_mesh", "validate_background_model",
-    "validate_export", "validate_frame_options", "check_outputs_not_inputs", "check_frame_times", "validate_weight_values", "DEFAULT_FPS",
-    "MIN_FPS", "MAX_FPS",
+    "validate_export", "check_frame_options", "check_outputs_not_inputs", "check_frame_times",
+    "validate_weight_values", "check_window", "check_meshing_depths", "DEFAULT_FPS", "MIN_FPS", "MAX_FPS",
 ]
 
 PathLike = Union[str, os.PathLike]
-DEFAULT_FPS = 24.0
-#: frame-rate bounds (input fps, and the animation's fps / stride): frame times stay finite, distinct float32
-#: seconds, and every exporter (Blender's fps_base included) can represent the rate
-MIN_FPS, MAX_FPS = 0.001, 10000.0
-MAX_DEPTH = 11
 
 
 def __getattr__(name: str):  # CheckpointError / WeightsMissingError without importing torch-heavy modules early
@@ -98,7 +94,7 @@ def validate_options(config) -> torch.device:
     """Check the settings of a run.
 
     Args:
-        config: :class:`actionmesh_core.pipeline.PipelineConfig`.
+        config: :class:`actionmesh_core.options.PipelineConfig`.
 
     Returns:
         the torch device the run will use.
@@ -117,13 +113,10 @@ def validate_options(config) -> torch.device:
     _int_at_least("chain_steps", c.chain_steps, 1, 10000)
     _int_at_least("seed", c.seed, 0, 2 ** 63 - 1)
     _int_at_least("anchor frame", c.anchor_frame, 0)
-    octree = _int_at_least("octree depth", c.octree_depth, 4, MAX_DEPTH)
-    refine = _int_at_least("refine depth", c.refine_depth, 4, MAX_DEPTH)
-    if refine < octree:
-        raise OptionError(f"refine depth ({refine}) must be >= octree depth ({octree})")
-    window = _int_at_least("window (frames per window)", c.window, 2, 1024)
-    _int_at_least("slide", c.slide, 1, window - 1)
-    _int_at_least("target faces", c.target_faces, 4)
+    check_meshing_depths(c.octree_depth, c.refine_depth)
+    check_window(c.window, c.slide)
+    if c.target_faces != 0:  # 0 = no decimation
+        _int_at_least("target faces", c.target_faces, 4)
     _int_at_least("num_surface_points", c.num_surface_points, 64)
     _finite("guidance scale", c.guidance_scale, 0.0)
     _finite("stage0 guidance", c.stage0_guidance, 0.0)
@@ -142,6 +135,36 @@ def validate_options(config) -> torch.device:
         return resolve_device(c.device)
     except (ValueError, RuntimeError) as exc:
         raise OptionError(str(exc)) from None
+
+
+def check_meshing_depths(octree_depth, refine_depth) -> Tuple[int, int]:
+    """SDF meshing depths: coarse ``octree_depth`` in [4, 11], ``refine_depth`` in [octree_depth, 11].
+
+    Returns:
+        (octree_depth, refine_depth) as ints.
+
+    Raises:
+        OptionError: a depth outside its range, or refine depth < octree depth.
+    """
+    octree = _int_at_least("octree depth", octree_depth, 4, MAX_DEPTH)
+    refine = _int_at_least("refine depth", refine_depth, 4, MAX_DEPTH)
+    if refine < octree:
+        raise OptionError(f"refine depth ({refine}) must be >= octree depth ({octree})")
+    return octree, refine
+
+
+def check_window(window, slide) -> Tuple[int, int]:
+    """Autoregressive window plan: ``window`` >= 2 frames, ``slide`` in [1, window - 1] (windows share a frame).
+
+    Returns:
+        (window, slide) as ints.
+
+    Raises:
+        OptionError: either outside its range.
+    """
+    window = _int_at_least("window (frames per window)", window, 2, 1024)
+    slide = _int_at_least("slide", slide, 1, window - 1)
+    return window, slide
 
 
 # --------------------------------------------------------------------------- output
@@ -234,45 +257,11 @@ def validate_output_folder(path: PathLike, what: str = "output folder") -> Path:
 # --------------------------------------------------------------------------- frames
 
 
-@dataclass
-class FrameOptions:
-    """How to read and prepare the frame input (the node's and the release's controls).
-
-    Attributes:
-        start: first frame used (0-based).
-        stride: use every ``stride``-th frame.
-        max_frames: use at most this many frames (0 = all).
-        mask_dir: folder of object masks, one per frame (white = object).
-        invert_mask: use ``1 - mask``.
-        bg_threshold: colour distance for the plain-background estimate (frames
-            without alpha, masks or background model), in (0, 1.73).
-        fps: frame rate of the INPUT; None = the video's own rate (24 for image
-            folders). The animation plays at ``fps / stride`` (real time).
-        remove_background: local background-removal model (an RMBG-1.4 style
-            ``.onnx`` file or a folder holding ``model.onnx`` / ``onnx/model.onnx``)
-            used for frames without alpha or masks.
-        margin: white margin around the object box (fraction of its longer side).
-        min_crop: smallest square crop side in input pixels (tiny objects are
-            not blown up to the full frame; a warning is printed).
-    """
-
-    start: int = 0
-    stride: int = 1
-    max_frames: int = 0
-    mask_dir: Optional[PathLike] = None
-    invert_mask: bool = False
-    bg_threshold: float = 0.1
-    fps: Optional[float] = None
-    remove_background: Optional[PathLike] = None
-    margin: float = 0.1
-    min_crop: int = 64
-
-
-def validate_frame_options(opts: FrameOptions) -> None:
-    """Check the frame options (start, stride, max frames, background threshold, margin, minimum crop, fps).
+def check_frame_options(opts: FrameOptions) -> None:
+    """Check the frame options' values (start, stride, max frames, threshold, margin, crop, size, fps).
 
     Raises:
-        OptionError: a value out of range (fps: a finite number in [MIN_FPS, MAX_FPS]).
+        OptionError: a value outside its range.
     """
     _int_at_least("frame start", opts.start, 0)
     _int_at_least("frame stride", opts.stride, 1)
@@ -280,6 +269,8 @@ def validate_frame_options(opts: FrameOptions) -> None:
     _finite("background threshold", opts.bg_threshold, 0.0, 1.73, low_open=True)
     _finite("margin", opts.margin, 0.0, 10.0)
     _int_at_least("minimum crop", opts.min_crop, 0)
+    if opts.size is not None:
+        _int_at_least("frame size", opts.size, 8)
     if opts.fps is not None:
         _finite("fps", opts.fps, MIN_FPS, MAX_FPS)
 
@@ -367,10 +358,10 @@ def validate_frames(frames, options: Optional[FrameOptions] = None) -> Validated
             background that is not plain (with what to do).
         BackgroundModelError: the background model is missing.
     """
-    from .frames import _stack_frames, prepare_frames_min_crop, read_frame_sequence
+    from .frames import _stack_frames, read_frame_sequence
 
     opts = options or FrameOptions()
-    validate_frame_options(opts)
+    check_frame_options(opts)
     if opts.remove_background is not None:
         validate_background_model(opts.remove_background)
     notes: List[str] = []
@@ -418,8 +409,10 @@ def validate_frames(frames, options: Optional[FrameOptions] = None) -> Validated
 
 
 def prepare_checked(images, masks, opts: FrameOptions, *, fps: Optional[float] = None,
-                    indices: Optional[Sequence[int]] = None, size: Optional[int] = None):
+                    indices: Optional[Sequence[int]] = None):
     """``prepare_frames`` with the minimum crop, its errors as :class:`FramesError` saying what to do.
+
+    The margin, background threshold, minimum crop and output size (None: no resize) come from ``opts``.
 
     Returns:
         (PreparedFrames, list of one-line warnings).
@@ -432,7 +425,7 @@ def prepare_checked(images, masks, opts: FrameOptions, *, fps: Optional[float] =
         warnings.simplefilter("always")
         try:
             prepared = prepare_frames_min_crop(images, masks, bg_threshold=opts.bg_threshold, margin=opts.margin,
-                                               size=size, fps=fps, frame_indices=indices, min_crop=opts.min_crop)
+                                               size=opts.size, fps=fps, frame_indices=indices, min_crop=opts.min_crop)
         except TypeError as exc:
             raise FramesError(str(exc)) from None
         except ValueError as exc:
@@ -901,13 +894,11 @@ def validate_run(
         CheckpointError, BackgroundModelError), MeshInputError, FramesError —
         all :class:`InputError` (a ``ValueError``) with a one-line message.
     """
-    from .pipeline import PipelineConfig
-
     start = time.perf_counter()
     config = config if config is not None else PipelineConfig()
     opts = frame_options or FrameOptions()
     device = validate_options(config)
-    validate_frame_options(opts)
+    check_frame_options(opts)
     if out is not None:
         out = validate_output_path(out, out_suffixes, "output")
     if per_frame_dir is not None:

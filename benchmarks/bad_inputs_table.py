@@ -294,7 +294,7 @@ def _node_rows(rows, tmp, world):
     sys.modules["actionmesh_pack"] = pack
     spec.loader.exec_module(pack)
     host = sys.modules["actionmesh_pack.nodes.host"]
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = pack.NODES
     (tmp / "outside").mkdir()
     (tmp / "output" / "link").symlink_to(tmp / "outside", target_is_directory=True)
     den = tmp / "models" / "actionmesh" / "denoiser"
@@ -313,15 +313,15 @@ def _node_rows(rows, tmp, world):
         ("prefix with a control character", lambda: host.next_output_path("run\x1b[31m", "glb")),
         ("prefix through a symlink outside", lambda: host.next_output_path("link/deep/x", "glb")),
         ("prefix in Cyrillic (accepted)", lambda: host.next_output_path("верблюд/run", "glb")),
-        ("truncated denoiser in the loader", lambda: nodes["ActionMeshLoadDenoiser"]().load("denoiser", "fp32")),
-        ("DINOv2 .bin only in the loader", lambda: nodes["ActionMeshLoadDINOv2"]().load("dinov2-large", "fp32")),
-        ("Prepare Frames: start past the batch", lambda: nodes["ActionMeshPrepareFrames"]().prepare(
+        ("truncated denoiser in the loader", lambda: nodes["ActionMeshLoadDenoiser"].execute("denoiser", "fp32")),
+        ("DINOv2 .bin only in the loader", lambda: nodes["ActionMeshLoadDINOv2"].execute("dinov2-large", "fp32")),
+        ("Prepare Frames: start past the batch", lambda: nodes["ActionMeshPrepareFrames"].execute(
             images, 256, 0.1, 0.1, 5, 1, 0, 24.0, False)),
-        ("Prepare Frames: one frame", lambda: nodes["ActionMeshPrepareFrames"]().prepare(
+        ("Prepare Frames: one frame", lambda: nodes["ActionMeshPrepareFrames"].execute(
             images, 256, 0.1, 0.1, 0, 1, 1, 24.0, False)),
-        ("Prepare Frames: mask batch of 2 for 3", lambda: nodes["ActionMeshPrepareFrames"]().prepare(
+        ("Prepare Frames: mask batch of 2 for 3", lambda: nodes["ActionMeshPrepareFrames"].execute(
             images, 256, 0.1, 0.1, 0, 1, 0, 24.0, False, mask=torch.ones(2, 64, 64))),
-        ("Prepare Frames: 2x2 px object (warning)", lambda: nodes["ActionMeshPrepareFrames"]().prepare(
+        ("Prepare Frames: 2x2 px object (warning)", lambda: nodes["ActionMeshPrepareFrames"].execute(
             tiny, 256, 0.1, 0.1, 0, 1, 0, 24.0, False)),
     ]
     for name, call in node_cases:

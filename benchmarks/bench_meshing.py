@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark: narrow-band SDF meshing (library) vs the previous dense-then-refine extractor, side by side.
 
-One run prints, per field (sphere + thin plate, torus, tiny random-weight
-TripoSG VAE field), for the *old* extractor (dense 2^8 grid refined to 2^9,
-removed from the tree; ``_baseline_loader.load_baseline()`` reads it from git
-history at a pinned commit, so the old column needs a git checkout) and the
-*new* one (``actionmesh_core.geometry.meshing.sdf_to_meshes`` at its
-defaults: 2^6 coarse grid, narrow band up to 2^9):
+One run prints, per field (sphere + attached thin plate, torus, the default
+sphere r = 0.5, the thin-part field: sphere + free-standing plate 2 voxels
+thick + three free rods 1.5 voxels across, tiny random-weight TripoSG VAE
+field), for the *old* extractor (dense 2^8 grid refined to 2^9, removed from
+the tree; ``_baseline_loader.load_baseline()`` reads it from git history at a
+pinned commit, so the old rows need a git checkout) and the *new* one
+(``actionmesh_core.geometry.meshing.sdf_to_meshes``: 2^6 coarse grid, narrow
+band up to 2^9) with sign changes only (``sdf_bound=False``, the band before
+issue #23) and at its defaults (with the SDF bound):
 
 - points evaluated (field evaluations);
 - wall time and its ratio to one dense 257^3 scikit-image marching-cubes
@@ -16,7 +19,9 @@ defaults: 2^6 coarse grid, narrow band up to 2^9):
 - max distance from the mesh vertices to the analytic surface, in voxels of
   the final grid (analytic fields);
 - whether the thin plate is present (mesh vertices on both faces of it, far
-  from the sphere);
+  from the sphere), or for the thin-part field how many of its 5 parts the
+  mesh holds (``--dense-check``: the band's triangles against a dense 513^3
+  pass);
 - peak memory of the extraction: the peak resident set size (VmHWM) above
   the process's resident size at the start, measured in a forked child per
   extractor and field (free heap pages handed back with ``malloc_trim``,
@@ -67,6 +72,47 @@ def sphere_plate(p):
     return torch.minimum(s, box)
 
 
+VOXEL9 = 2 * BOUNDS / 512  # final voxel at the default depth 9
+THIN = dict(plate_y=0.8, plate_half=0.004, rod_radius=0.75 * VOXEL9)  # plate 2 voxels thick, rods 1.5 voxels across
+RODS = (((0.65, -0.35, 0.1), (0.65, 0.35, 0.1)),      # along y, beside the sphere
+        ((-0.75, -0.5, -0.6), (-0.25, 0.3, -0.7)),    # oblique
+        ((0.1, 0.6, -0.55), (0.5, 0.65, 0.3)))        # oblique, under the plate
+
+
+def _box(p, center, half):
+    c, h = (torch.tensor(v, dtype=p.dtype, device=p.device) for v in (center, half))
+    q = (p - c).abs() - h
+    return q.clamp_min(0).norm(dim=-1) + q.max(-1).values.clamp_max(0)
+
+
+def _segment(p, a, b, radius):
+    a, b = torch.tensor(a, dtype=p.dtype, device=p.device), torch.tensor(b, dtype=p.dtype, device=p.device)
+    t = ((p - a) @ (b - a) / ((b - a) @ (b - a))).clamp(0, 1)
+    return (p - a - t[:, None] * (b - a)).norm(dim=-1) - radius
+
+
+def sphere(p):
+    """The default sphere of the issue's budget: r = 0.5."""
+    return p.norm(dim=-1) - 0.5
+
+
+def thin_parts(p):
+    """Sphere r=0.5, a free-standing plate 2 voxels thick (|y - 0.8| < 0.004, |x|, |z| < 0.3) and three free rods
+    1.5 voxels across (at the default depth 9), none touching another: 5 parts."""
+    d = torch.minimum(sphere(p), _box(p, (0.0, THIN["plate_y"], 0.0), (0.3, THIN["plate_half"], 0.3)))
+    for a, b in RODS:
+        d = torch.minimum(d, _segment(p, a, b, THIN["rod_radius"]))
+    return d
+
+
+def parts_found(mesh) -> int:
+    """Connected pieces of the mesh (thin_parts: 5 when every part is there)."""
+    import trimesh
+
+    return len(trimesh.graph.connected_components(mesh.face_adjacency, nodes=np.arange(len(mesh.faces)),
+                                                  min_len=1))
+
+
 def torus(p):
     q = torch.stack([p[:, :2].norm(dim=-1) - 0.6, p[:, 2]], dim=-1)
     return q.norm(dim=-1) - 0.25
@@ -79,6 +125,22 @@ def plate_present(mesh) -> bool:
     if len(far) == 0:
         return False
     return bool((far[:, 2] > 0).any() and (far[:, 2] < 0).any() and far[:, 0].max() > PLATE["x1"] - 0.02)
+
+
+FIELDS = {"sphere_plate": sphere_plate, "torus": torus, "sphere": sphere, "thin_parts": thin_parts}
+
+
+def dense_check(names):
+    """Faces of the band (defaults) and of the dense 513^3 grid (``octree_depth == refine_depth``) per field: equal
+    when the band finds what a dense pass finds (several GB and ~30 s per field on the CPU)."""
+    print("\n| field | band faces | dense 513^3 faces | same triangles |\n|---|---|---|---|")
+    for name in names:
+        fn = FIELDS[name]
+        band = sdf_to_meshes(lambda p: fn(p).reshape(1, -1), 1)[0]
+        dense = sdf_to_meshes(lambda p: fn(p).reshape(1, -1), 1, octree_depth=9, refine_depth=9)[0]
+        key = [np.sort(np.sort(m.vertices[m.faces].reshape(-1, 9), 1), 0) for m in (band, dense)]
+        same = key[0].shape == key[1].shape and bool(np.allclose(key[0], key[1], atol=1e-6))
+        print(f"| {name} | {len(band.faces):,} | {len(dense.faces):,} | {same} |", flush=True)
 
 
 def tiny_vae():
@@ -182,8 +244,7 @@ def bench(fields, repeat):
 
     old = load_baseline()
     if old is None:
-        raise SystemExit("the field rows compare with the old extractor, read from git history: run them from a git "
-                         "checkout (--skip-fields --cli runs without it)")
+        print("the pre-#14 extractor is not in this checkout's git history: its rows are left out", flush=True)
 
     rows = []
     for name in fields:
@@ -191,11 +252,14 @@ def bench(fields, repeat):
             fn, inside = tiny_vae_field()
             analytic = None
         else:
-            fn = {"sphere_plate": sphere_plate, "torus": torus}[name]
+            fn = FIELDS[name]
             inside, analytic = "negative", fn
         ref = min(reference_mc(fn) for _ in range(repeat))
-        for label, extractor, kw in (("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)),
-                                     ("new 6->9 narrow band", sdf_to_meshes, {})):
+        extractors = [("new 6->9 band, signs only", sdf_to_meshes, dict(sdf_bound=False)),
+                      ("new 6->9 band + SDF bound", sdf_to_meshes, {})]
+        if old is not None and name not in ("sphere", "thin_parts"):
+            extractors.insert(0, ("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)))
+        for label, extractor, kw in extractors:
             best = best_cpu = None
             for _ in range(repeat):
                 mesh, dt, cpu = run(extractor, fn, inside, **kw)
@@ -207,13 +271,14 @@ def bench(fields, repeat):
             if analytic is not None:
                 d = analytic(torch.from_numpy(np.asarray(mesh.vertices)).float()).abs().max().item()
                 dist = f"{d / st['voxel_size']:.3f}"
-            plate = ("yes" if plate_present(mesh) else "NO") if name == "sphere_plate" else "-"
+            plate = ("yes" if plate_present(mesh) else "NO") if name == "sphere_plate" else \
+                f"{parts_found(mesh)} of 5" if name == "thin_parts" else "-"
             rows.append((name, label, st["points_evaluated"], best, ref, best / ref, best_cpu / ref.cpu, dist, plate,
                          peak, len(mesh.faces), bool(mesh.is_watertight)))
             print("  done", rows[-1], flush=True)
     print()
     print("| field | extractor | points evaluated | time (s) | ref 257^3 MC (s) | time / ref | CPU time / ref CPU "
-          "| max dist (voxels) | thin plate | peak RSS of the extraction (MB) | faces | watertight |")
+          "| max dist (voxels) | thin plate / parts | peak RSS of the extraction (MB) | faces | watertight |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f}x | {r[6]:.1f}x | {r[7]} | {r[8]} "
@@ -373,7 +438,10 @@ def _timed(fn):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fields", default="sphere_plate,torus,vae")
+    ap.add_argument("--fields", default="sphere_plate,torus,sphere,thin_parts,vae",
+                    help=f"comma list from {','.join(FIELDS)},vae")
+    ap.add_argument("--dense-check", action="store_true", help="also compare the band's faces with a dense 513^3 pass "
+                    "(analytic fields of --fields)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (best shown)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: shared machines)")
     ap.add_argument("--cli", action="store_true", help="also time the 16-frame default CLI run old vs new")
@@ -392,6 +460,8 @@ def main():
           f"load average {os.getloadavg()[0]:.1f}")
     if not args.skip_fields:
         bench(args.fields.split(","), max(1, args.repeat))
+    if args.dense_check:
+        dense_check([f for f in args.fields.split(",") if f in FIELDS])
     if args.cli:
         bench_cli(args.frames, args.threads)
     if args.cpu_parts:

@@ -55,7 +55,8 @@ if str(ROOT) not in sys.path:
 from actionmesh_core import perf  # noqa: E402
 from actionmesh_core.models import TemporalAutoencoder, TemporalDenoiser, TripoSGDiT, TripoSGVAE  # noqa: E402
 from actionmesh_core.models.dino import DinoV2Encoder  # noqa: E402
-from actionmesh_core.models.layers import get_attention_backend, set_attention_backend  # noqa: E402
+from actionmesh_core.models.attention import get_attention_backend, set_attention_backend  # noqa: E402
+from actionmesh_core.models.compile import compile_blocks as compile_model_blocks, uncompile_blocks  # noqa: E402
 from actionmesh_core.sampling.stage1 import sample_stage1  # noqa: E402
 from actionmesh_core.sampling.stage2 import decode_stage2  # noqa: E402
 from actionmesh_core.sampling.triposg import sample_image_to_3d  # noqa: E402
@@ -465,6 +466,7 @@ ABLATIONS = {
     "opt without target batching": dict(batch_targets=False),
     "opt with all targets in one pass": dict(target_batch=1 << 20),
     "opt without token-major qk": dict(token_major=False),
+    "opt with contiguous cpu query": dict(contiguous_query=True),
     # low-memory option: identical results, lower peak
     "opt with cfg split": dict(cfg_batch_split=True),
 }
@@ -474,6 +476,7 @@ ABLATION_STAGES = {
     "opt without target batching": ("stage2",),
     "opt with all targets in one pass": ("stage2",),
     "opt without token-major qk": ("stage0", "stage1", "stage2"),
+    "opt with contiguous cpu query": ("stage0", "stage1", "stage2", "meshing"),
     "opt with cfg split": ("stage0", "stage1"),
 }
 
@@ -481,13 +484,13 @@ ABLATION_STAGES = {
 def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dtype: torch.dtype = torch.float32,
                   preset: str = "default", stages=STAGES, warmup: int = 0, repeats: int = 1,
                   compile_blocks: bool = False, compile_mode: Optional[str] = None, low_vram: bool = False,
-                  cfg_batch_split: bool = False, ablate: bool = False, tf32: bool = False, seed: int = 0,
+                  cfg_batch_split: bool = False, ablate=False, tf32: bool = False, seed: int = 0,
                   log: Callable[[str], None] = print) -> List[StageResult]:
     """Run every requested stage in the plain and the optimised path; returns per-stage results.
 
     Each path runs ``repeats`` times (alternating which goes first) and keeps
     its fastest run, which discounts interference from other processes.
-    ``ablate`` adds the :data:`ABLATIONS` variants (in ``StageResult.extra``).
+    ``ablate`` (True, or a tuple of names) adds the :data:`ABLATIONS` variants (in ``StageResult.extra``).
     ``tf32`` lets the optimised path's fp32 matmuls (SDF field, stage II
     query path) use TF32 tensor cores on CUDA: faster, but not the same
     numerics (off by default; the difference column shows its effect).
@@ -521,7 +524,7 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
             "plain": perf.plain_mode, "optimised": lambda: _opt_context(opt_flags, tf32)}
         if ablate:
             for name, flags in ABLATIONS.items():
-                if stage in ABLATION_STAGES[name]:
+                if stage in ABLATION_STAGES[name] and (ablate is True or name in ablate):
                     variants[name] = (lambda f=flags: _opt_context({**opt_flags, **f}, tf32))
         best: Dict[str, Measurement] = {}
         meshes: Dict[str, tuple] = {}
@@ -543,7 +546,7 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
         if compile_blocks and stage != "dinov2":
             for _ in range(repeats):
                 run("plain")
-            n = perf.compile_blocks(per_model[stage], mode=compile_mode)
+            n = compile_model_blocks(per_model[stage], mode=compile_mode)
             with variants["optimised"]():
                 c0 = time.perf_counter()
                 fn(2)
@@ -558,7 +561,7 @@ def run_benchmark(sz: Sizes, device: torch.device, dtype: torch.dtype, *, vae_dt
                 for name in (names if r % 2 == 0 else names[::-1]):
                     run(name)
         if compile_blocks:
-            perf.uncompile_blocks(per_model[stage])
+            uncompile_blocks(per_model[stage])
         lv = _low_vram_run(models, per_model[stage], fn, device, lambda: _opt_context(opt_flags, tf32)) \
             if low_vram else None
         plain, opt = best["plain"], best["optimised"]
@@ -696,7 +699,7 @@ def environment(device: torch.device, dtype: torch.dtype, sz: Sizes, preset: str
     """Device, dtype and versions for the report header."""
     import transformers
 
-    from actionmesh_core.models.layers import flash_attention_available
+    from actionmesh_core.models.attention import flash_attention_available
 
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -727,6 +730,8 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list from {','.join(STAGES)}")
     p.add_argument("--warmup", type=int, default=-1, help="warm-up calls per path (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per path (the fastest is kept)")
+    p.add_argument("--ablations", default=None, help="with --ablate: comma list of the variants to run "
+                   f"(default all: {', '.join(ABLATIONS)})")
     p.add_argument("--ablate", action="store_true", help="also time the optimised path with each "
                    "optimisation switched off in turn (and with the CFG split)")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (CUDA only)")
@@ -766,7 +771,9 @@ def main(argv=None) -> List[StageResult]:
         set_attention_backend(args.attention)
     try:
         results = run_benchmark(sz, device, dtype, vae_dtype=dtypes[args.vae_dtype], preset=args.preset,
-                                stages=stages, warmup=warmup, repeats=args.repeats, ablate=args.ablate,
+                                stages=stages, warmup=warmup, repeats=args.repeats,
+                                ablate=(tuple(a.strip() for a in args.ablations.split(",")) if args.ablate and
+                                        args.ablations else args.ablate),
                                 compile_blocks=args.compile,
                                 compile_mode=args.compile_mode, low_vram=args.low_vram,
                                 cfg_batch_split=args.cfg_split, tf32=args.tf32, seed=args.seed)

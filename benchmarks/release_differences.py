@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from actionmesh_core.checkpoints import load_model  # noqa: E402
 from actionmesh_core.geometry.reference import prepare_reference_mesh, query_normals  # noqa: E402
-from actionmesh_core.sampling.stage2 import decode_stage2, release_written_frames  # noqa: E402
+from actionmesh_core.sampling.stage2 import decode_stage2, release_written_frames, stage2_schedule  # noqa: E402
 
 BOUNDS = 1.005
 
@@ -45,6 +45,25 @@ def main() -> None:
     for key, sub in sorted(spec["subcases"].items()):
         written = release_written_frames(sub["num_frames"], sub["anchor_frame"], spec["window"], spec["slide"])
         print(f"{key}: release writes {len(written)} of {sub['num_frames']} frames; missing {sorted(set(range(sub['num_frames'])) - set(written))}")
+
+    # 2b. window rules over every clip of 2..80 frames and every anchor (16 / 15): where the release cannot run
+    short_index, short_dup, fails, extra_only_0 = 0, 0, 0, 0
+    for t in range(2, 81):
+        for a in range(t):
+            if t < 16 and 0 < a < t - 1:  # the release indexes outside the clip
+                if a > t - a and 2 * t >= 16:
+                    short_dup += 1  # left side first: indices t-16..-1 wrap around, frames twice in a window
+                else:
+                    short_index += 1  # right side first (frames up to 15), or indices below -t: IndexError
+                continue
+            sched = stage2_schedule(t, a)
+            if any(s.release_fails for s in sched):
+                fails += 1
+            elif a != 0:
+                extra_only_0 += 1
+    print(f"window rules, 3239 clips (2..80 frames x every anchor): release IndexError {short_index}, duplicated "
+          f"frames {short_dup} (shorter than 16 frames, anchor inside); stage II source never decoded "
+          f"(AssertionError) {fails} (anchor >= 30 with >= 31 frames); runs but lacks frame 0 {extra_only_0}")
 
     # 3. UV seams: a box exported with split seams (24 vertices); release queries the split vertices
     box = trimesh.creation.box(extents=(1.0, 0.7, 0.45))

@@ -1,14 +1,22 @@
-"""Frame nodes: load frames (folder or video), prepare them, encode them with DINOv2."""
+"""Frame nodes: load frames (folder or video), prepare them, encode them with DINOv2 (V3 schema).
+
+Prepare Frames and Encode Frames call the stage layer (``actionmesh_core.stages``), as the command line does.
+"""
 from __future__ import annotations
 
 import hashlib
 
-import torch
+from actionmesh_core.options import DEFAULT_FPS, FrameOptions, PipelineConfig
 
 from . import datatypes as T
 from . import host
+from .host_io import io
 
 CATEGORY = "ActionMesh/frames"
+FRAMES = FrameOptions()
+RUN = PipelineConfig()
+MAX_FRAMES_TOOLTIP = ("at most this many frames (0 = all, as the release). The model was trained on 16-frame "
+                      "windows; longer clips run window by window.")
 
 
 def _frame_sources():
@@ -17,46 +25,43 @@ def _frame_sources():
     return host.list_input_frame_sources(IMAGE_EXTENSIONS, VIDEO_EXTENSIONS)
 
 
-class ActionMeshLoadFrames:
+class ActionMeshLoadFrames(io.ComfyNode):
     """A folder of PNG/JPG frames or a video file from the input folder -> IMAGE batch + object MASK + fps."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
-    RETURN_NAMES = ("images", "mask", "fps")
-    OUTPUT_TOOLTIPS = (
-        "The selected frames as an RGB IMAGE batch.",
-        "Object mask per frame from the frames' alpha (1 = object). Frames without alpha (JPG, video) give an "
-        "all-ones mask, which Prepare Frames ignores (it then finds the object by the background colour).",
-        "Frame rate of the loaded sequence: the video's own fps (or the fps input for a folder) divided by stride.",
-    )
-    DESCRIPTION = ("Loads a folder of PNG/JPG frames (natural order: 2.png before 10.png; RGBA alpha becomes the "
-                   "object mask) or a video file from ComfyUI's input folder, keeping frames start, start+stride, "
-                   "... up to max_frames. Put frame folders in input/ (e.g. input/frames/camel/).")
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshLoadFrames", display_name="ActionMesh Load Frames (folder or video)",
+            category=CATEGORY, search_aliases=["load video", "image sequence", "frames folder"],
+            description=("Loads a folder of PNG/JPG frames (natural order: 2.png before 10.png; RGBA alpha becomes "
+                         "the object mask) or a video file from ComfyUI's input folder, keeping frames start, "
+                         "start+stride, ... up to max_frames. Put frame folders in input/ (e.g. input/frames/camel/)."),
+            inputs=[
+                io.Combo.Input("source", options=_frame_sources() or ["none"], tooltip=(
+                    "A folder of frames in ComfyUI's input folder (e.g. input/frames/camel/, at least 2 "
+                    "images) or a video file in input/ or input/video/. Refresh the page after adding one.")),
+                io.Int.Input("start", default=FRAMES.start, min=0, max=1000000,
+                             tooltip="First frame to load (0-based)."),
+                io.Int.Input("stride", default=FRAMES.stride, min=1, max=1000,
+                             tooltip="Load every n-th frame from start on (2 halves the frame rate)."),
+                io.Int.Input("max_frames", default=FRAMES.max_frames, min=0, max=10000,
+                             tooltip="Load " + MAX_FRAMES_TOOLTIP),
+                io.Float.Input("fps", default=DEFAULT_FPS, min=0.01, max=1000.0, step=0.01,
+                               tooltip="Frame rate of a frame folder (a video uses the rate it declares; this "
+                                       "value only if it declares none)."),
+            ],
+            outputs=[
+                io.Image.Output("images", tooltip="The selected frames as an RGB IMAGE batch."),
+                io.Mask.Output("mask", tooltip=(
+                    "Object mask per frame from the frames' alpha (1 = object). Frames without alpha (JPG, video) "
+                    "give an all-ones mask, which Prepare Frames ignores (it then finds the object by the "
+                    "background colour).")),
+                io.Float.Output("fps", tooltip=("Frame rate of the loaded sequence: the video's own fps (or the fps "
+                                                "input for a folder) divided by stride.")),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        sources = _frame_sources()
-        return {
-            "required": {
-                "source": (sources or ["none"], {
-                    "tooltip": "A folder of frames in ComfyUI's input folder (e.g. input/frames/camel/, at least 2 "
-                               "images) or a video file in input/ or input/video/. Refresh the page after adding one."}),
-                "start": ("INT", {"default": 0, "min": 0, "max": 1000000,
-                                  "tooltip": "First frame to load (0-based)."}),
-                "stride": ("INT", {"default": 1, "min": 1, "max": 1000,
-                                   "tooltip": "Load every n-th frame from start on (2 halves the frame rate)."}),
-                "max_frames": ("INT", {"default": 16, "min": 0, "max": 10000,
-                                       "tooltip": "Load at most this many frames (0 = all). The model was trained on "
-                                                  "16-frame windows; longer clips run window by window."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 1000.0, "step": 0.01,
-                                  "tooltip": "Frame rate of a frame folder (a video uses the rate it declares; this "
-                                             "value only if it declares none)."}),
-            }
-        }
-
-    @classmethod
-    def IS_CHANGED(cls, source, **_):
+    def fingerprint_inputs(cls, source, **_):
         """Fingerprint of the source (names, sizes, modification times) so edited frames are reloaded."""
         try:
             path = host.resolve_input_file(source, allow_dir=True)
@@ -69,7 +74,8 @@ class ActionMeshLoadFrames:
             digest.update(f"{entry.name}|{stat.st_size}|{stat.st_mtime_ns};".encode())
         return digest.hexdigest()
 
-    def load(self, source, start, stride, max_frames, fps):
+    @classmethod
+    def execute(cls, source, start, stride, max_frames, fps):
         """Load the frames with ``actionmesh_core.frames.read_frame_sequence`` (the CLI's reader).
 
         Returns (IMAGE (T, H, W, 3), MASK (T, H, W) = alpha or the ``*_mask.png`` pair masks, fps of the
@@ -86,146 +92,109 @@ class ActionMeshLoadFrames:
         seq = read_frame_sequence(path, start=start, stride=stride, max_frames=max_frames)
         mask = seq.masks if seq.masks is not None else seq.rgba[..., 3]
         rate = seq.source_fps or float(fps)
-        return (seq.rgba[..., :3].contiguous(), mask.contiguous(), rate / stride)
+        return io.NodeOutput(seq.rgba[..., :3].contiguous(), mask.contiguous(), rate / stride)
 
 
-class ActionMeshPrepareFrames:
-    """IMAGE batch (+ optional MASK) -> object-centred square frames on white (REFERENCE §4)."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "prepare"
-    RETURN_TYPES = (T.FRAMES, "IMAGE", "MASK")
-    RETURN_NAMES = ("frames", "preview", "masks")
-    OUTPUT_TOOLTIPS = (
-        "Model-ready frames for Encode Frames.",
-        "The prepared frames as images (composited on white, cropped, square) to check the crop.",
-        "The object masks of the prepared frames.",
-    )
-    DESCRIPTION = ("Selects frames, finds the object (mask input, alpha, or plain-background colour), crops all "
-                   "frames with the union bounding box of the object and pads them to a white square.")
+class ActionMeshPrepareFrames(io.ComfyNode):
+    """IMAGE batch (+ optional MASK) -> object-centred square frames on white (ActionMesh §3.1)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "Video frames as an IMAGE batch (from Load Frames or Get Video "
-                                                "Components). "
-                                                "RGBA alpha is used as the object mask."}),
-                "size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                                 "tooltip": "Side of the square output frames in pixels (DINOv2 sees 224 px)."}),
-                "margin": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01,
-                                     "tooltip": "White margin on each side, as a fraction of the object box's longer side."}),
-                "bg_threshold": ("FLOAT", {"default": 0.1, "min": 0.01, "max": 1.0, "step": 0.01,
-                                           "tooltip": "Without mask or alpha: colour distance from the border colour "
-                                                      "above which a pixel counts as object. Raise it for noisy backgrounds."}),
-                "frame_start": ("INT", {"default": 0, "min": 0, "max": 1000000,
-                                        "tooltip": "First frame of the input batch to use."}),
-                "frame_stride": ("INT", {"default": 1, "min": 1, "max": 1000,
-                                         "tooltip": "Use every n-th frame (2 halves the frame rate)."}),
-                "max_frames": ("INT", {"default": 16, "min": 0, "max": 10000,
-                                       "tooltip": "Use at most this many frames (0 = all). The model was trained on "
-                                                  "16-frame windows; longer clips run window by window."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 1000.0, "step": 0.01,
-                                  "tooltip": "Frame rate of the input (link Get Video Components' fps). Divided by "
-                                             "frame_stride; sets the playback speed of the exported animation."}),
-                "invert_mask": ("BOOLEAN", {"default": False,
-                                            "tooltip": "Invert the mask input. Turn on for Load Image's MASK, which is 1 "
-                                                       "where the image is transparent; segmentation masks are 1 on the object."}),
-            },
-            "optional": {
-                "mask": ("MASK", {"tooltip": "Optional object mask per frame (1 = object), e.g. from Load Frames or "
-                                             "Remove Background. Overrides alpha and the background-colour estimate; "
-                                             "a mask that is 1 everywhere (frames without alpha) is ignored."}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshPrepareFrames", display_name="ActionMesh Prepare Frames", category=CATEGORY,
+            search_aliases=["crop frames", "object crop", "preprocess video"],
+            description=("Selects frames, finds the object (mask input, alpha, or plain-background colour), crops "
+                         "all frames with the union bounding box of the object and pads them to a white square, "
+                         "as the release and the command line do."),
+            inputs=[
+                io.Image.Input("images", tooltip=("Video frames as an IMAGE batch (from Load Frames or Get Video "
+                                                  "Components). RGBA alpha is used as the object mask.")),
+                io.Int.Input("size", default=FRAMES.size or 0, min=0, max=2048, step=8, tooltip=(
+                    "Side of the square output frames in pixels; 0 = the crop's own size, as the release and the "
+                    "command line (DINOv2 resizes to 224 px itself).")),
+                io.Float.Input("margin", default=FRAMES.margin, min=0.0, max=1.0, step=0.01,
+                               tooltip="White margin on each side, as a fraction of the object box's longer side."),
+                io.Float.Input("bg_threshold", default=FRAMES.bg_threshold, min=0.01, max=1.0, step=0.01, tooltip=(
+                    "Without mask or alpha: colour distance from the border colour above which a pixel counts as "
+                    "object. Raise it for noisy backgrounds.")),
+                io.Int.Input("frame_start", default=FRAMES.start, min=0, max=1000000,
+                             tooltip="First frame of the input batch to use."),
+                io.Int.Input("frame_stride", default=FRAMES.stride, min=1, max=1000,
+                             tooltip="Use every n-th frame (2 halves the frame rate)."),
+                io.Int.Input("max_frames", default=FRAMES.max_frames, min=0, max=10000,
+                             tooltip="Use " + MAX_FRAMES_TOOLTIP),
+                io.Float.Input("fps", default=DEFAULT_FPS, min=0.01, max=1000.0, step=0.01, tooltip=(
+                    "Frame rate of the input (link Get Video Components' fps). Divided by frame_stride; sets the "
+                    "playback speed of the exported animation.")),
+                io.Boolean.Input("invert_mask", default=FRAMES.invert_mask, tooltip=(
+                    "Invert the mask input. Turn on for Load Image's MASK, which is 1 where the image is "
+                    "transparent; segmentation masks are 1 on the object.")),
+                io.Mask.Input("mask", optional=True, tooltip=(
+                    "Optional object mask per frame (1 = object), e.g. from Load Frames or Remove Background, used "
+                    "as the frames' alpha (as the release uses its mask files). Overrides alpha and the "
+                    "background-colour estimate; a mask that is 1 everywhere (frames without alpha) is ignored.")),
+            ],
+            outputs=[
+                T.Frames.Output("frames", tooltip="Model-ready frames for Encode Frames."),
+                io.Image.Output("preview", tooltip=("The prepared frames as images (composited on white, cropped, "
+                                                    "square) to check the crop.")),
+                io.Mask.Output("masks", tooltip="The object masks of the prepared frames."),
+            ])
 
-    def prepare(self, images, size, margin, bg_threshold, frame_start, frame_stride, max_frames, fps,
-                invert_mask, mask=None):
-        """Select frames, find the object, crop and pad (``actionmesh_core.frames.prepare_frames``).
+    @classmethod
+    def execute(cls, images, size, margin, bg_threshold, frame_start, frame_stride, max_frames, fps, invert_mask,
+                mask=None):
+        """Select frames, find the object, crop and pad (``actionmesh_core.stages.prepare_clip``).
 
         ``images``: (B, H, W, 3|4) IMAGE in [0, 1]; ``mask``: optional (B|1, H, W) MASK.
-        Returns (PreparedFrames, preview (T, S, S, 3) IMAGE, masks (T, S, S) MASK).
+        Returns (PreparedFrames, preview (T, H', W', 3) IMAGE, masks (T, H', W') MASK).
         Raises ValueError for too few frames, empty masks or a mask batch that does not match.
         """
-        from actionmesh_core.frames import prepare_frames_min_crop, select_frames
+        import warnings
 
-        images = torch.as_tensor(images)
-        if images.ndim == 3:
-            images = images[None]
-        total = int(images.shape[0])
-        indices = select_frames(total, frame_start, frame_stride, max_frames)
-        selected = images[indices]
-        masks = None
-        if mask is not None:
-            masks = torch.as_tensor(mask).float()
-            if masks.ndim == 2:
-                masks = masks[None]
-            if masks.shape[0] == total and total != 1:
-                masks = masks[indices]
-            elif masks.shape[0] == 1:
-                masks = masks.expand(len(indices), -1, -1)
-            elif masks.shape[0] != len(indices):
-                raise ValueError(f"the mask batch has {masks.shape[0]} masks but the image batch has {total} frames; "
-                                 "give one mask per frame (or one mask for all)")
-            if invert_mask:
-                masks = 1.0 - masks
-            if bool((masks >= 1.0).all()):
-                masks = None  # no outline (e.g. Load Frames on a video): like an opaque alpha, carries no mask
-        # a tiny object is kept inside a crop of at least 64 input pixels (warning in the log), not blown up
-        prepared = prepare_frames_min_crop(selected, masks, bg_threshold=bg_threshold, margin=margin, size=size,
-                                           fps=float(fps) / frame_stride, frame_indices=indices)
-        return (prepared, prepared.rgb.clone(), prepared.masks.clone())
+        from actionmesh_core.stages import prepare_clip
+
+        options = FrameOptions(start=frame_start, stride=frame_stride, max_frames=max_frames, fps=float(fps),
+                               invert_mask=bool(invert_mask), bg_threshold=bg_threshold, margin=margin,
+                               size=int(size) or None)
+        prepared, notes = prepare_clip(images, mask, options)
+        for line in notes:  # e.g. a tiny object kept inside a crop of at least 64 input pixels
+            warnings.warn(line, UserWarning, stacklevel=2)
+        host.Progress(1, "prepare frames").set(1, preview=prepared.rgb[0])
+        return io.NodeOutput(prepared, prepared.rgb.clone(), prepared.masks.clone())
 
 
-class ActionMeshEncodeFrames:
-    """Prepared frames -> DINOv2 features (REFERENCE §4: 224 px, ``last_hidden_state``)."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = (T.CONTEXT,)
-    RETURN_NAMES = ("context",)
-    OUTPUT_TOOLTIPS = ("Per-frame image features (257 tokens x 1024) that condition stage 0 and stage I.",)
-    DESCRIPTION = "Encodes every prepared frame with DINOv2-large; the features condition the 3D generators."
+class ActionMeshEncodeFrames(io.ComfyNode):
+    """Prepared frames -> DINOv2 features (224 px, ``last_hidden_state``; ActionMesh §3.2)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "dinov2": (T.DINOV2, {"tooltip": "DINOv2 image encoder from Load DINOv2 Image Encoder."}),
-                "frames": (T.FRAMES, {"tooltip": "Prepared frames from Prepare Frames."}),
-                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256,
-                                       "tooltip": "Frames encoded at once; lower it if the GPU runs out of memory."}),
-            }
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshEncodeFrames", display_name="ActionMesh Encode Frames (DINOv2)", category=CATEGORY,
+            search_aliases=["dinov2 features", "image features"],
+            description="Encodes every prepared frame with DINOv2-large; the features condition the 3D generators.",
+            inputs=[
+                T.DinoV2.Input("dinov2", tooltip="DINOv2 image encoder from Load DINOv2 Image Encoder."),
+                T.Frames.Input("frames", tooltip="Prepared frames from Prepare Frames."),
+                io.Int.Input("batch_size", default=RUN.encode_batch_size, min=1, max=256, advanced=True,
+                             tooltip="Frames encoded at once; lower it if the GPU runs out of memory."),
+            ],
+            outputs=[T.Context.Output("context", tooltip=(
+                "Per-frame image features (257 tokens x 1024) that condition stage 0 and stage I."))])
 
-    def encode(self, dinov2, frames, batch_size):
-        """DINOv2 features of every prepared frame, ``batch_size`` frames at a time.
+    @classmethod
+    def execute(cls, dinov2, frames, batch_size):
+        """DINOv2 features of every prepared frame (``actionmesh_core.stages.encode_frames``).
 
         Returns a FrameContext with features (T, 257, 1024) float32 on the CPU.
         Raises ValueError when the encoder returns an unexpected shape.
         """
-        images = frames.rgb
-        count = int(images.shape[0])
-        progress = host.Progress(count, "DINOv2")
-        chunks = []
-        with torch.inference_mode(), host.on_device(dinov2) as device:
-            for start in range(0, count, batch_size):
-                batch = images[start:start + batch_size].to(device)
-                chunks.append(torch.as_tensor(dinov2(batch)).float().cpu())
-                progress.set(min(start + batch_size, count))
-        features = torch.cat(chunks, dim=0)
-        if features.ndim != 3 or features.shape[0] != count:
-            raise ValueError(f"the image encoder returned {tuple(features.shape)}, expected ({count}, tokens, width)")
-        return (T.FrameContext(features=features, fps=frames.fps, frame_indices=list(frames.frame_indices)),)
+        from actionmesh_core.stages import encode_frames
+
+        progress = host.Progress(int(frames.rgb.shape[0]), "DINOv2")
+        context = encode_frames(host.NodeModels(dinov2=dinov2), frames, batch_size=batch_size,
+                                callback=progress.callback)
+        return io.NodeOutput(context)
 
 
-NODE_CLASS_MAPPINGS = {
-    "ActionMeshLoadFrames": ActionMeshLoadFrames,
-    "ActionMeshPrepareFrames": ActionMeshPrepareFrames,
-    "ActionMeshEncodeFrames": ActionMeshEncodeFrames,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "ActionMeshLoadFrames": "ActionMesh Load Frames (folder or video)",
-    "ActionMeshPrepareFrames": "ActionMesh Prepare Frames",
-    "ActionMeshEncodeFrames": "ActionMesh Encode Frames (DINOv2)",
-}
+NODES = [ActionMeshLoadFrames, ActionMeshPrepareFrames, ActionMeshEncodeFrames]

@@ -1,7 +1,8 @@
-"""Generation nodes: anchor mesh (stage 0), reference-mesh encoding, stage I, meshing, stage II.
+"""Generation nodes: anchor mesh (stage 0), reference-mesh encoding, stage I, meshing, stage II, attention chain.
 
-Node bodies call the plain-torch library ``actionmesh_core`` (imported lazily
-inside each function so that the pack imports even before a module exists).
+Thin V3 adapters over the stage layer (``actionmesh_core.stages``): every computation is the stage's, with the
+settings the command line uses (defaults from ``actionmesh_core.options``); the node only turns ComfyUI values
+into stage arguments and hands the models over through ComfyUI's memory manager (``host.NodeModels``).
 """
 from __future__ import annotations
 
@@ -9,122 +10,120 @@ import os
 import tempfile
 
 import numpy as np
-import torch
+
+from actionmesh_core.options import NUM_TOKENS, STAGE0_SHIFT, PipelineConfig
 
 from . import datatypes as T
 from . import host
+from .host_io import io
 
 CATEGORY = "ActionMesh/generate"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
+RUN = PipelineConfig()
+FPS_TOOLTIP = "Playback frame rate; 0 = the frame rate set in Prepare Frames."
 
 
-def _seed_input(tooltip: str) -> tuple:
-    return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": tooltip})
+def _seed(tooltip: str):
+    return io.Int.Input("seed", default=RUN.seed, min=0, max=SEED_MAX, control_after_generate=True, tooltip=tooltip)
 
 
-def _check_window(window: int, slide: int) -> None:
-    if window < 2:
-        raise ValueError(f"window must be >= 2 frames, got {window}")
-    if not 1 <= slide <= window - 1:
-        raise ValueError(f"slide must be in [1, window - 1] = [1, {window - 1}] so that consecutive windows share "
-                         f"at least one frame, got {slide}")
+def _octree_depth(tooltip: str = ("Dense coarse grid depth of the SDF meshing (6 = 64^3); a narrow band refines it "
+                                  "up to refine_depth (equal = dense grid).")):
+    return io.Int.Input("octree_depth", default=RUN.octree_depth, min=4, max=11, advanced=True, tooltip=tooltip)
 
 
-def _check_meshing(octree_depth: int, refine_depth: int) -> None:
-    if refine_depth < octree_depth:
-        raise ValueError(f"refine_depth ({refine_depth}) must be >= octree_depth ({octree_depth})")
+def _refine_depth(tooltip: str = "Depth of the refinement near the surface (9 = 512^3 there)."):
+    return io.Int.Input("refine_depth", default=RUN.refine_depth, min=5, max=11, advanced=True, tooltip=tooltip)
 
 
-def _mesh_latents(vae, latents: torch.Tensor, octree_depth: int, refine_depth: int, target_faces: int, desc: str):
-    """SDF meshing of (K, N, C) latents with the VAE field; returns K cleaned trimesh meshes."""
-    from actionmesh_core.geometry.cleanup import clean_mesh
-    from actionmesh_core.geometry.meshing import sdf_to_meshes
-
-    count = int(latents.shape[0])
-    progress = host.Progress(count, desc)
-    with torch.inference_mode(), host.on_device(vae) as device:
-        field_fn = vae.field_fn(latents.to(device=device, dtype=host.module_dtype(vae)))
-        meshes = sdf_to_meshes(field_fn, count, octree_depth=octree_depth, refine_depth=refine_depth,
-                               inside=getattr(vae, "inside_sign", "negative"), callback=progress.callback,
-                               device=device)
-    cleaned = []
-    for i, mesh in enumerate(meshes):
-        host.check_interrupted()
-        if mesh is None or len(mesh.faces) == 0:
-            raise ValueError(f"meshing produced an empty surface for latent {i}; the latent has no zero level set "
-                             "(try another seed or more steps)")
-        cleaned.append(clean_mesh(mesh, target_faces=target_faces) if target_faces > 0 else mesh)
-    progress.set(count)
-    return cleaned
+def _window(tooltip: str = "Frames per window (the model was trained on 16)."):
+    return io.Int.Input("window", default=RUN.window, min=2, max=128, advanced=True, tooltip=tooltip)
 
 
-class ActionMeshImageTo3DAnchor:
-    """Stage 0: TripoSG image-to-3D on one frame -> anchor latent + anchor mesh (REFERENCE §4)."""
+def _slide(tooltip: str = "Frames between window starts."):
+    return io.Int.Input("slide", default=RUN.slide, min=1, max=127, advanced=True, tooltip=tooltip)
 
-    CATEGORY = CATEGORY
-    FUNCTION = "generate"
-    RETURN_TYPES = (T.LATENT, T.REFERENCE, "MESH")
-    RETURN_NAMES = ("anchor", "reference", "mesh")
-    OUTPUT_TOOLTIPS = (
-        "The anchor 3D latent and its frame index (source latent for Temporal Denoise).",
-        "The anchor mesh (model space), ready for Decode Deformation.",
-        "The anchor mesh as a core MESH (e.g. for Save 3D Model).",
-    )
-    DESCRIPTION = ("Generates a 3D mesh from one frame with TripoSG (rectified flow, classifier-free guidance), "
-                   "meshes its SDF and cleans it (coordinates stay in model space). Pick a frame where the object is well visible.")
+
+def _shift():
+    return io.Float.Input("shift", default=RUN.shift, min=0.01, max=100.0, step=0.01, advanced=True,
+                          tooltip=f"Flow time-schedule shift of stage I (default {RUN.shift}).")
+
+
+def _noise_correlation():
+    return io.Float.Input("noise_correlation", default=RUN.noise_correlation, min=0.0, max=1.0, step=0.01,
+                          advanced=True, tooltip="Share initial noise across frames: 0 = independent, 1 = identical.")
+
+
+def _target_faces(tooltip: str):
+    return io.Int.Input("target_faces", default=RUN.target_faces, min=0, max=2000000, step=1000, tooltip=tooltip)
+
+
+def _fps():
+    return io.Float.Input("fps", default=0.0, min=0.0, max=1000.0, step=0.01, tooltip=FPS_TOOLTIP)
+
+
+def _num_tokens(tooltip: str):
+    return io.Int.Input("num_tokens", default=NUM_TOKENS, min=1, max=8192, advanced=True, tooltip=tooltip)
+
+
+class ActionMeshImageTo3DAnchor(io.ComfyNode):
+    """Stage 0: TripoSG image-to-3D on one frame -> anchor latent + anchor mesh (ActionMesh §3.1)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "dit": (T.TRIPOSG_DIT, {"tooltip": "TripoSG image-to-3D transformer from Load TripoSG Image-to-3D."}),
-                "vae": (T.TRIPOSG_VAE, {"tooltip": "TripoSG shape VAE from Load TripoSG VAE (meshes the latent)."}),
-                "context": (T.CONTEXT, {"tooltip": "Frame features from Encode Frames."}),
-                "anchor_frame": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                         "tooltip": "Index (in the prepared frames) of the frame to lift to 3D."}),
-                "steps": ("INT", {"default": 100, "min": 1, "max": 1000,
-                                  "tooltip": "Sampling steps (release default 100, fast preset 50)."}),
-                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 50.0, "step": 0.1,
-                                       "tooltip": "Classifier-free guidance scale (release default 7.5)."}),
-                "shift": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01,
-                                    "tooltip": "Flow time shift of the TripoSG scheduler (its config value is 1.0)."}),
-                "seed": _seed_input("Random seed of the initial noise."),
-                "num_tokens": ("INT", {"default": 2048, "min": 256, "max": 8192, "step": 256,
-                                       "tooltip": "Latent tokens of the shape (2048 at inference)."}),
-                "octree_depth": ("INT", {"default": 6, "min": 4, "max": 11,
-                                         "tooltip": "Dense coarse grid depth of the SDF meshing (6 = 64^3); a narrow "
-                                                    "band refines it up to refine_depth (equal = dense grid)."}),
-                "refine_depth": ("INT", {"default": 9, "min": 5, "max": 11,
-                                         "tooltip": "Depth of the refinement near the surface (9 = 512^3 there)."}),
-                "target_faces": ("INT", {"default": 40000, "min": 0, "max": 2000000, "step": 1000,
-                                         "tooltip": "Decimate the anchor mesh to about this many faces (0 = keep all)."}),
-            }
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshImageTo3DAnchor", display_name="ActionMesh Image-to-3D Anchor (TripoSG)",
+            category=CATEGORY, search_aliases=["triposg", "image to 3d", "anchor mesh"],
+            description=("Generates a 3D mesh from one frame with TripoSG (rectified flow, classifier-free "
+                         "guidance, conditioned on TripoSG's own image encoder), meshes its SDF and cleans it "
+                         "(coordinates stay in model space). Pick a frame where the object is well visible."),
+            inputs=[
+                T.TripoSGDiT.Input("dit", tooltip="TripoSG image-to-3D transformer from Load TripoSG Image-to-3D."),
+                T.TripoSGVAE.Input("vae", tooltip="TripoSG shape VAE from Load TripoSG VAE (meshes the latent)."),
+                T.Context.Input("context", tooltip="Frame features from Encode Frames."),
+                io.Int.Input("anchor_frame", default=RUN.anchor_frame, min=0, max=100000,
+                             tooltip="Index (in the prepared frames) of the frame to lift to 3D."),
+                io.Int.Input("steps", default=RUN.stage0_steps, min=1, max=1000, tooltip=(
+                    f"Sampling steps (release default {RUN.stage0_steps}, fast preset {RUN.fast().stage0_steps}).")),
+                io.Float.Input("guidance", default=RUN.stage0_guidance, min=0.0, max=50.0, step=0.1,
+                               tooltip=f"Classifier-free guidance scale (release default {RUN.stage0_guidance})."),
+                io.Float.Input("shift", default=STAGE0_SHIFT, min=0.01, max=100.0, step=0.01, advanced=True,
+                               tooltip=f"Flow time shift of the TripoSG scheduler (its config value is "
+                                       f"{STAGE0_SHIFT})."),
+                _seed("Random seed of the initial noise."),
+                _num_tokens(f"Latent tokens of the shape ({NUM_TOKENS} at inference; the denoiser's "
+                            "num_tokens_nominal)."),
+                _octree_depth(),
+                _refine_depth(),
+                _target_faces("Decimate the anchor mesh to about this many faces (0 = keep all)."),
+            ],
+            outputs=[
+                T.Latent.Output("anchor", tooltip="The anchor 3D latent and its frame index (source latent for "
+                                                  "Temporal Denoise)."),
+                T.Reference.Output("reference", tooltip="The anchor mesh (model space), ready for Decode Deformation."),
+                io.Mesh.Output("mesh", tooltip="The anchor mesh as a core MESH (e.g. for Save 3D Model)."),
+            ])
 
-    def generate(self, dit, vae, context, anchor_frame, steps, guidance, shift, seed, num_tokens,
-                 octree_depth, refine_depth, target_faces):
-        """Sample the TripoSG latent of ``anchor_frame``, mesh and clean it (coordinates kept in model space).
+    @classmethod
+    def execute(cls, dit, vae, context, anchor_frame, steps, guidance, shift, seed, num_tokens, octree_depth,
+                refine_depth, target_faces):
+        """Stage 0 (``actionmesh_core.stages.anchor_from_image``); a render of the anchor mesh as the preview.
 
         Returns (SourceLatents {anchor_frame: (N, C)}, ReferenceMesh, MESH with one item).
         Raises ValueError for a frame outside the clip, refine_depth < octree_depth or an empty surface.
         """
-        from actionmesh_core.geometry.reference import prepare_reference_mesh
-        from actionmesh_core.sampling.triposg import sample_image_to_3d
+        from actionmesh_core.render import render_animation
+        from actionmesh_core.stages import anchor_from_image
 
-        _check_meshing(octree_depth, refine_depth)
-        if not 0 <= anchor_frame < context.num_frames:
-            raise ValueError(f"anchor_frame {anchor_frame} is outside the {context.num_frames} prepared frames")
         progress = host.Progress(steps, "TripoSG")
-        with torch.inference_mode(), host.on_device(dit) as device:
-            cond = context.features[anchor_frame:anchor_frame + 1].to(device=device, dtype=host.module_dtype(dit))
-            latent = sample_image_to_3d(dit, cond, steps=steps, shift=shift, guidance_scale=guidance, seed=seed,
-                                        num_tokens=num_tokens, callback=progress.callback)
-        latent = latent.float().cpu()
-        mesh = _mesh_latents(vae, latent, octree_depth, refine_depth, target_faces, "anchor mesh")[0]
-        # the mesh is already in the latent's model space: keep its coordinates (no re-normalisation)
-        reference = prepare_reference_mesh(mesh, seed=seed % (2 ** 32), normalize=False)
-        anchor = T.SourceLatents(latents={int(anchor_frame): latent[0]}, anchor_frame=int(anchor_frame))
-        return (anchor, reference, host.make_mesh([np.asarray(mesh.vertices)], [np.asarray(mesh.faces)]))
+        models = host.NodeModels(transformer=dit.transformer, triposg_dinov2=dit.image_encoder, vae=vae)
+        anchor, reference, mesh = anchor_from_image(
+            models, context, anchor_frame, steps=steps, guidance=guidance, shift=shift, seed=seed,
+            num_tokens=num_tokens, octree_depth=octree_depth, refine_depth=refine_depth, target_faces=target_faces,
+            callback=progress.callback)
+        still = reference.to_animated_mesh(reference.vertices, denormalize=False)
+        progress.set(progress.total, preview=render_animation(still, size=256)[0])
+        return io.NodeOutput(anchor, reference, host.make_mesh([np.asarray(mesh.vertices)], [np.asarray(mesh.faces)]))
 
 
 def _load_file3d(model_3d):
@@ -143,343 +142,281 @@ def _load_file3d(model_3d):
         return load_mesh(path)
 
 
-class ActionMeshEncodeReferenceMesh:
-    """Any mesh -> anchor latent (TripoSG VAE posterior) + normalised reference mesh (REFERENCE §4)."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = (T.LATENT, T.REFERENCE)
-    RETURN_NAMES = ("anchor", "reference")
-    OUTPUT_TOOLTIPS = (
-        "The mesh's 3D latent at frame_index (source latent for Temporal Denoise).",
-        "The normalised mesh (original vertex order, UVs and texture kept) for Decode Deformation.",
-    )
-    DESCRIPTION = ("Uses your own mesh as the anchor: normalises it (longest side 2, centred), samples its surface, "
-                   "encodes it with the TripoSG VAE. Works with any core MESH (e.g. Hunyuan3D), a FILE_3D from "
-                   "Load 3D, or a mesh file from the input folder.")
+class ActionMeshEncodeReferenceMesh(io.ComfyNode):
+    """Any mesh -> anchor latent (TripoSG VAE posterior) + normalised reference mesh (ActionMesh §3.4)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae": (T.TRIPOSG_VAE, {"tooltip": "TripoSG shape VAE from Load TripoSG VAE."}),
-                "frame_index": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                        "tooltip": "The prepared frame this mesh matches (its pose and view)."}),
-                "mesh_file": (["none"] + host.list_input_meshes(), {
-                    "tooltip": "A mesh file (GLB, OBJ, PLY, ...) in ComfyUI's input folder or input/3d. Used when "
-                               "neither mesh nor model_3d is connected; keeps UVs and texture."}),
-                "mesh_index": ("INT", {"default": 0, "min": 0, "max": 4096,
-                                       "tooltip": "Which mesh of a MESH batch to use."}),
-                "sample_posterior": ("BOOLEAN", {"default": True,
-                                                 "tooltip": "Sample the VAE posterior (as the release does); off = use its mean."}),
-                "seed": _seed_input("Seed of the surface sampling and of the posterior sample."),
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshEncodeReferenceMesh", display_name="ActionMesh Encode Reference Mesh",
+            category=CATEGORY, search_aliases=["animate my mesh", "mesh to latent", "video + mesh"],
+            description=("Uses your own mesh as the anchor: normalises it (longest side 2, centred), samples its "
+                         "surface, encodes it with the TripoSG VAE. Works with any core MESH (e.g. Hunyuan3D), a "
+                         "FILE_3D from Load 3D, or a mesh file from the input folder."),
+            inputs=[
+                T.TripoSGVAE.Input("vae", tooltip="TripoSG shape VAE from Load TripoSG VAE."),
+                io.Int.Input("frame_index", default=RUN.anchor_frame, min=0, max=100000,
+                             tooltip="The prepared frame this mesh matches (its pose and view)."),
+                io.Combo.Input("mesh_file", options=["none"] + host.list_input_meshes(), tooltip=(
+                    "A mesh file (GLB, OBJ, PLY, ...) in ComfyUI's input folder or input/3d. Used when neither "
+                    "mesh nor model_3d is connected; keeps UVs and texture.")),
+                io.Int.Input("mesh_index", default=0, min=0, max=4096, tooltip="Which mesh of a MESH batch to use."),
+                io.Boolean.Input("sample_posterior", default=True, tooltip=(
+                    "Sample the VAE posterior (as the release does); off = use its mean.")),
+                _seed("Seed of the surface sampling and of the posterior sample."),
                 # last widget, so workflows saved before it existed keep their values in place
-                "num_tokens": ("INT", {"default": 2048, "min": 256, "max": 8192, "step": 256,
-                                       "tooltip": "Latent tokens of the mesh (query points of the VAE encoder; "
-                                                  "2048 at inference, as Image-to-3D Anchor)."}),
-            },
-            "optional": {
-                "mesh": ("MESH", {"tooltip": "A core MESH, e.g. from Hunyuan3D's Voxel to Mesh."}),
-                "model_3d": (host.FILE_3D_ANY, {"tooltip": "A 3D file from a core node (Load 3D's model_3d, a "
-                                                           "3D API node's GLB ...): any core FILE_3D type."}),
-            },
-        }
+                _num_tokens(f"Latent tokens of the mesh (query points of the VAE encoder; {NUM_TOKENS} at "
+                            "inference: the denoiser's num_tokens_nominal, as Image-to-3D Anchor)."),
+                io.Mesh.Input("mesh", optional=True, tooltip="A core MESH, e.g. from Hunyuan3D's Voxel to Mesh."),
+                io.MultiType.Input("model_3d", types=[io.Custom(t) for t in host.FILE_3D_TYPES], optional=True,
+                                   tooltip=("A 3D file from a core node (Load 3D's model_3d, a 3D API node's GLB "
+                                            "...): any core FILE_3D type.")),
+            ],
+            outputs=[
+                T.Latent.Output("anchor", tooltip="The mesh's 3D latent at frame_index (source latent for Temporal "
+                                                  "Denoise)."),
+                T.Reference.Output("reference", tooltip=("The normalised mesh (original vertex order, UVs and texture "
+                                                         "kept) for Decode Deformation.")),
+            ])
 
-    def encode(self, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, num_tokens=2048, mesh=None,
-               model_3d=None):
-        """Normalise the given mesh, sample its surface and encode it with the VAE (posterior sample or mean).
+    @classmethod
+    def fingerprint_inputs(cls, mesh_file="none", **_):
+        """Fingerprint of ``mesh_file`` (names, sizes, modification times, as Load Frames' source), so a mesh file
+        saved again under the same name is encoded again; a connected MESH / FILE_3D changes with its own node."""
+        from .frame_nodes import ActionMeshLoadFrames
+
+        return "" if mesh_file in (None, "", "none") else ActionMeshLoadFrames.fingerprint_inputs(mesh_file)
+
+    @classmethod
+    def execute(cls, vae, frame_index, mesh_file, mesh_index, sample_posterior, seed, num_tokens=NUM_TOKENS,
+                mesh=None, model_3d=None):
+        """Encode the given mesh (``actionmesh_core.stages.encode_reference_mesh``).
 
         Exactly one of ``mesh`` (core MESH), ``model_3d`` (core FILE_3D*) or ``mesh_file`` (input folder) is used.
-        ``num_tokens`` = M query points of the VAE encoder (= latent tokens).
         Returns (SourceLatents {frame_index: (M, C)}, ReferenceMesh).
         Raises ValueError when no mesh or several meshes are given.
         """
-        from actionmesh_core.geometry.reference import prepare_reference_mesh
         from actionmesh_core.io.mesh_io import load_mesh
+        from actionmesh_core.stages import encode_reference_mesh
 
-        sources = [name for name, given in (("mesh", mesh is not None), ("model_3d", model_3d is not None),
-                                            ("mesh_file", mesh_file not in (None, "", "none"))) if given]
-        if not sources:
+        given = [name for name, present in (("mesh", mesh is not None), ("model_3d", model_3d is not None),
+                                            ("mesh_file", mesh_file not in (None, "", "none"))) if present]
+        if not given:
             raise ValueError("no mesh given: connect a MESH or a FILE_3D, or choose a mesh_file")
-        if len(sources) > 1:
-            raise ValueError(f"several meshes given ({', '.join(sources)}); connect or choose only one")
+        if len(given) > 1:
+            raise ValueError(f"several meshes given ({', '.join(given)}); connect or choose only one")
         if mesh is not None:
             source_mesh = host.mesh_item(mesh, mesh_index)
         elif model_3d is not None:
             source_mesh = _load_file3d(model_3d)
         else:
             source_mesh = load_mesh(str(host.resolve_input_file(mesh_file)))
-        reference = prepare_reference_mesh(source_mesh, seed=seed % (2 ** 32), num_query_points=int(num_tokens))
-        with torch.inference_mode(), host.on_device(vae) as device:
-            dtype = host.module_dtype(vae)
-            surface = torch.as_tensor(np.asarray(reference.surface), dtype=torch.float32)[None].to(device, dtype)
-            query = torch.as_tensor(np.asarray(reference.query_points), dtype=torch.float32)[None].to(device, dtype)
-            mean, logvar = vae.encode(surface, query)
-            latent = mean.float()
-            if sample_posterior:
-                generator = torch.Generator(device="cpu").manual_seed(int(seed))
-                noise = torch.randn(tuple(mean.shape), generator=generator, dtype=torch.float32).to(latent.device)
-                latent = latent + torch.exp(0.5 * logvar.float()) * noise
-        anchor = T.SourceLatents(latents={int(frame_index): latent[0].cpu()}, anchor_frame=int(frame_index))
-        return (anchor, reference)
+        anchor, reference = encode_reference_mesh(
+            host.NodeModels(vae=vae), source_mesh, frame_index, num_tokens=num_tokens,
+            num_surface_points=RUN.num_surface_points, seed=seed, sample_posterior=bool(sample_posterior))
+        return io.NodeOutput(anchor, reference)
 
 
-class ActionMeshTemporalDenoise:
-    """Stage I: masked temporal 3D diffusion -> one 3D latent per frame (paper §3.2, REFERENCE §3)."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "denoise"
-    RETURN_TYPES = (T.LATENTS,)
-    RETURN_NAMES = ("latents",)
-    OUTPUT_TOOLTIPS = ("One 3D latent per frame, consistent over time (source frames kept as given).",)
-    DESCRIPTION = ("Generates the 3D latents of all frames from the frame features, keeping the given source "
-                   "latents (anchor and extra sources) clean; long clips run in overlapping windows.")
+class ActionMeshTemporalDenoise(io.ComfyNode):
+    """Stage I: masked temporal 3D diffusion -> one 3D latent per frame (ActionMesh §3.2)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "denoiser": (T.DENOISER, {"tooltip": "Stage I denoiser from Load ActionMesh Denoiser."}),
-                "context": (T.CONTEXT, {"tooltip": "Frame features from Encode Frames."}),
-                "anchor": (T.LATENT, {"tooltip": "Anchor latent and its frame (Image-to-3D Anchor or Encode Reference Mesh)."}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 500,
-                                  "tooltip": "Flow-matching steps (default 30, fast preset 15)."}),
-                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 50.0, "step": 0.1,
-                                       "tooltip": "Classifier-free guidance scale on the image features (default 7.5)."}),
-                "shift": ("FLOAT", {"default": 3.0, "min": 0.01, "max": 100.0, "step": 0.01,
-                                    "tooltip": "Flow time-schedule shift (default 3.0)."}),
-                "seed": _seed_input("Random seed of the initial noise."),
-                "noise_correlation": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                                "tooltip": "Share initial noise across frames: 0 = independent, 1 = identical."}),
-                "window": ("INT", {"default": 16, "min": 2, "max": 128,
-                                   "tooltip": "Frames per diffusion window (the model was trained on 16)."}),
-                "slide": ("INT", {"default": 15, "min": 1, "max": 127,
-                                  "tooltip": "Frames between window starts; window - slide frames overlap and carry "
-                                             "the previous window's result as sources."}),
-            },
-            "optional": {
-                "extra_sources": (T.LATENT, {"tooltip": "More known latents (e.g. a second mesh at a later frame)."}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshTemporalDenoise", display_name="ActionMesh Temporal Denoise (Stage I)",
+            category=CATEGORY, search_aliases=["stage 1", "4d diffusion", "temporal diffusion"],
+            description=("Generates the 3D latents of all frames from the frame features, keeping the given source "
+                         "latents (anchor and extra sources) clean; long clips run in overlapping windows."),
+            inputs=[
+                T.Denoiser.Input("denoiser", tooltip="Stage I denoiser from Load ActionMesh Denoiser."),
+                T.Context.Input("context", tooltip="Frame features from Encode Frames."),
+                T.Latent.Input("anchor", tooltip=("Anchor latent and its frame (Image-to-3D Anchor or Encode "
+                                                  "Reference Mesh).")),
+                io.Int.Input("steps", default=RUN.steps, min=1, max=500, tooltip=(
+                    f"Flow-matching steps (default {RUN.steps}, fast preset {RUN.fast().steps}).")),
+                io.Float.Input("guidance", default=RUN.guidance_scale, min=0.0, max=50.0, step=0.1, tooltip=(
+                    f"Classifier-free guidance scale on the image features (default {RUN.guidance_scale}).")),
+                _shift(),
+                _seed("Random seed of the initial noise."),
+                _noise_correlation(),
+                _window("Frames per diffusion window (the model was trained on 16)."),
+                _slide("Frames between window starts; window - slide frames overlap and carry the previous "
+                       "window's result as sources."),
+                T.Latent.Input("extra_sources", optional=True, tooltip=(
+                    "More known latents (e.g. a second mesh at a later frame).")),
+            ],
+            outputs=[T.Latents.Output("latents", tooltip=(
+                "One 3D latent per frame, consistent over time (source frames kept as given)."))])
 
-    def denoise(self, denoiser, context, anchor, steps, guidance, shift, seed, noise_correlation, window, slide,
+    @classmethod
+    def execute(cls, denoiser, context, anchor, steps, guidance, shift, seed, noise_correlation, window, slide,
                 extra_sources=None):
-        """Run stage I (``actionmesh_core.sampling.stage1.sample_stage1``) over all frames.
+        """Stage I over all frames (``actionmesh_core.stages.temporal_denoise``).
 
         Sources = ``anchor`` merged with ``extra_sources``; returns a LatentSequence (T, N, C).
         Raises ValueError for sources outside the clip or a slide outside [1, window - 1].
         """
-        from actionmesh_core.sampling.stage1 import sample_stage1
+        from actionmesh_core.stages import temporal_denoise
 
-        _check_window(window, slide)
-        sources = anchor.merged(extra_sources)
-        num_frames = context.num_frames
-        outside = [k for k in sources.frames if not 0 <= k < num_frames]
-        if outside:
-            raise ValueError(f"source latents at frames {outside} are outside the {num_frames} prepared frames")
         progress = host.Progress(steps, "stage I")
-        with torch.inference_mode(), host.on_device(denoiser) as device:
-            dtype = host.module_dtype(denoiser)
-            latents = sample_stage1(
-                denoiser, context.features.to(device=device, dtype=dtype),
-                {k: v.to(device=device, dtype=dtype) for k, v in sources.latents.items()},
-                steps=steps, shift=shift, guidance_scale=guidance, seed=seed, noise_correlation=noise_correlation,
-                window=window, slide=slide, callback=progress.callback)
-        latents = latents.float().cpu()
-        if latents.ndim != 3 or latents.shape[0] != num_frames:
-            raise ValueError(f"stage I returned {tuple(latents.shape)}, expected ({num_frames}, N, C)")
-        return (T.LatentSequence(latents=latents, anchor_frame=sources.anchor_frame, source_frames=sources.frames,
-                                 fps=context.fps),)
+        latents = temporal_denoise(host.NodeModels(denoiser=denoiser), context, anchor.merged(extra_sources),
+                                   steps=steps, guidance=guidance, shift=shift, seed=seed,
+                                   noise_correlation=noise_correlation, window=window, slide=slide,
+                                   callback=progress.callback)
+        return io.NodeOutput(latents)
 
 
-class ActionMeshSDFMeshing:
+class ActionMeshSDFMeshing(io.ComfyNode):
     """Latent sequence -> per-frame meshes (independent topologies) as a core MESH batch."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "mesh"
-    RETURN_TYPES = ("MESH",)
-    RETURN_NAMES = ("meshes",)
-    OUTPUT_TOOLTIPS = ("One mesh per selected frame (zero-padded batch with per-item counts), e.g. for Save 3D Model.",)
-    DESCRIPTION = ("Meshes the SDF of selected frames' latents with the TripoSG VAE (marching cubes + clean-up). "
-                   "Each frame gets its own topology; use Decode Deformation for one animated mesh.")
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshSDFMeshing", display_name="ActionMesh SDF Meshing", category=CATEGORY,
+            search_aliases=["marching cubes", "latent to mesh"],
+            description=("Meshes the SDF of selected frames' latents with the TripoSG VAE (marching cubes + "
+                         "clean-up). Each frame gets its own topology; use Decode Deformation for one animated "
+                         "mesh."),
+            inputs=[
+                T.TripoSGVAE.Input("vae", tooltip="TripoSG shape VAE from Load TripoSG VAE."),
+                T.Latents.Input("latents", tooltip="Latent sequence from Temporal Denoise."),
+                _octree_depth(),
+                _refine_depth("Depth of the refinement near the surface."),
+                _target_faces("Decimate each mesh to about this many faces (0 = keep all)."),
+                io.Int.Input("frame_start", default=0, min=0, max=100000, tooltip="First frame to mesh."),
+                io.Int.Input("frame_stride", default=1, min=1, max=1000, tooltip="Mesh every n-th frame."),
+                io.Int.Input("max_frames", default=0, min=0, max=100000,
+                             tooltip="Mesh at most this many frames (0 = all selected)."),
+            ],
+            outputs=[io.Mesh.Output("meshes", tooltip=("One mesh per selected frame (zero-padded batch with per-item "
+                                                       "counts), e.g. for Save 3D Model."))])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae": (T.TRIPOSG_VAE, {"tooltip": "TripoSG shape VAE from Load TripoSG VAE."}),
-                "latents": (T.LATENTS, {"tooltip": "Latent sequence from Temporal Denoise."}),
-                "octree_depth": ("INT", {"default": 6, "min": 4, "max": 11,
-                                         "tooltip": "Dense coarse grid depth of the SDF meshing (6 = 64^3); a narrow "
-                                                    "band refines it up to refine_depth (equal = dense grid)."}),
-                "refine_depth": ("INT", {"default": 9, "min": 5, "max": 11,
-                                         "tooltip": "Depth of the refinement near the surface."}),
-                "target_faces": ("INT", {"default": 40000, "min": 0, "max": 2000000, "step": 1000,
-                                         "tooltip": "Decimate each mesh to about this many faces (0 = keep all)."}),
-                "frame_start": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "First frame to mesh."}),
-                "frame_stride": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "Mesh every n-th frame."}),
-                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                       "tooltip": "Mesh at most this many frames (0 = all selected)."}),
-            }
-        }
-
-    def mesh(self, vae, latents, octree_depth, refine_depth, target_faces, frame_start, frame_stride, max_frames):
-        """Mesh the SDF of the selected frames' latents; returns a core MESH batch (zero-padded).
+    def execute(cls, vae, latents, octree_depth, refine_depth, target_faces, frame_start, frame_stride, max_frames):
+        """Mesh the selected frames' latents (``actionmesh_core.stages.mesh_latents``) -> core MESH batch.
 
         Raises ValueError for bad frame selection, refine_depth < octree_depth or an empty surface.
         """
         from actionmesh_core.frames import select_frames
+        from actionmesh_core.stages import mesh_latents
 
-        _check_meshing(octree_depth, refine_depth)
         indices = select_frames(latents.num_frames, frame_start, frame_stride, max_frames)
-        meshes = _mesh_latents(vae, latents.latents[indices], octree_depth, refine_depth, target_faces, "meshing")
-        return (host.make_mesh([np.asarray(m.vertices) for m in meshes], [np.asarray(m.faces) for m in meshes]),)
+        progress = host.Progress(len(indices), "meshing")
+        meshes = mesh_latents(host.NodeModels(vae=vae), latents.latents[indices], octree_depth=octree_depth,
+                              refine_depth=refine_depth, target_faces=target_faces, callback=progress.callback)
+        return io.NodeOutput(host.make_mesh([np.asarray(m.vertices) for m in meshes],
+                                            [np.asarray(m.faces) for m in meshes]))
 
 
-class ActionMeshDecodeDeformation:
-    """Stage II: latents + reference mesh -> animated mesh with the reference's topology (paper §3.3)."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "decode"
-    RETURN_TYPES = (T.ANIMATION,)
-    RETURN_NAMES = ("animation",)
-    OUTPUT_TOOLTIPS = ("The animated mesh: the reference mesh with one vertex position set per frame.",)
-    DESCRIPTION = ("Predicts where every vertex of the reference mesh is in every frame from the latent sequence, "
-                   "giving one mesh with a fixed topology animated over time.")
+class ActionMeshDecodeDeformation(io.ComfyNode):
+    """Stage II: latents + reference mesh -> animated mesh with the reference's topology (ActionMesh §3.3)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "autoencoder": (T.AUTOENCODER, {"tooltip": "Stage II autoencoder from Load ActionMesh Autoencoder."}),
-                "latents": (T.LATENTS, {"tooltip": "Latent sequence from Temporal Denoise."}),
-                "reference": (T.REFERENCE, {"tooltip": "Reference mesh (Image-to-3D Anchor or Encode Reference Mesh)."}),
-                "window": ("INT", {"default": 16, "min": 2, "max": 128, "tooltip": "Frames per decoding window."}),
-                "slide": ("INT", {"default": 15, "min": 1, "max": 127, "tooltip": "Frames between window starts."}),
-                "anchor_frame": ("INT", {"default": -1, "min": -1, "max": 100000,
-                                         "tooltip": "Frame the reference mesh matches; -1 = the anchor frame of the latents."}),
-                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.01,
-                                  "tooltip": "Playback frame rate; 0 = the frame rate set in Prepare Frames."}),
-            }
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ActionMeshDecodeDeformation", display_name="ActionMesh Decode Deformation (Stage II)",
+            category=CATEGORY, search_aliases=["stage 2", "animate mesh", "deformation"],
+            description=("Predicts where every vertex of the reference mesh is in every frame from the latent "
+                         "sequence, giving one mesh with a fixed topology animated over time."),
+            inputs=[
+                T.Autoencoder.Input("autoencoder", tooltip="Stage II autoencoder from Load ActionMesh Autoencoder."),
+                T.Latents.Input("latents", tooltip="Latent sequence from Temporal Denoise."),
+                T.Reference.Input("reference", tooltip=("Reference mesh (Image-to-3D Anchor or Encode Reference "
+                                                        "Mesh).")),
+                _window("Frames per decoding window."),
+                _slide(),
+                io.Int.Input("anchor_frame", default=-1, min=-1, max=100000, tooltip=(
+                    "Frame the reference mesh matches; -1 = the anchor frame of the latents.")),
+                _fps(),
+            ],
+            outputs=[T.Animation.Output("animation", tooltip=(
+                "The animated mesh: the reference mesh with one vertex position set per frame."))])
 
-    def decode(self, autoencoder, latents, reference, window, slide, anchor_frame, fps):
-        """Run stage II (``decode_stage2``) on the reference vertices + normals (V, 6).
+    @classmethod
+    def execute(cls, autoencoder, latents, reference, window, slide, anchor_frame, fps):
+        """Stage II (``actionmesh_core.stages.decode_deformation``).
 
         Returns an AnimatedMesh (T frames) with ``times = arange(T) / fps``.
         Raises ValueError for an anchor frame outside the clip or a bad window/slide.
         """
-        from actionmesh_core.sampling.stage2 import decode_stage2
+        from actionmesh_core.stages import decode_deformation
 
-        _check_window(window, slide)
-        anchor = latents.anchor_frame if anchor_frame < 0 else int(anchor_frame)
-        if not 0 <= anchor < latents.num_frames:
-            raise ValueError(f"anchor_frame {anchor} is outside the {latents.num_frames} frames of the latents")
-        vertices = torch.as_tensor(np.asarray(reference.vertices), dtype=torch.float32)
-        normals = torch.as_tensor(np.asarray(reference.vertex_normals), dtype=torch.float32)
-        query = torch.cat([vertices, normals], dim=-1)
         progress = host.Progress(latents.num_frames, "stage II")
-        with torch.inference_mode(), host.on_device(autoencoder) as device:
-            dtype = host.module_dtype(autoencoder)
-            positions = decode_stage2(autoencoder, latents.latents.to(device=device, dtype=dtype), query.to(device),
-                                      faces=torch.as_tensor(np.asarray(reference.faces), dtype=torch.long),
-                                      anchor_frame=anchor, window=window, slide=slide, callback=progress.callback)
-        positions = positions.float().cpu().numpy()
-        anim = reference.to_animated_mesh(positions)
-        rate = float(fps) if fps > 0 else float(latents.fps or 24.0)
-        anim.times = np.arange(anim.num_frames, dtype=np.float32) / rate
-        anim.metadata = dict(anim.metadata or {}, anchor_frame=anchor, fps=rate,
-                             source_frames=list(latents.source_frames))
-        return (anim,)
+        animation = decode_deformation(host.NodeModels(autoencoder=autoencoder), latents, reference, window=window,
+                                       slide=slide, anchor_frame=anchor_frame, fps=fps or None,
+                                       callback=progress.callback)
+        return io.NodeOutput(animation)
 
 
-
-class ActionMeshAttentionChainAnimate:
+class ActionMeshAttentionChainAnimate(io.ComfyNode):
     """Training-free fast mode: stage I (4 steps) + attention chains instead of stage II (attention-chains §4)."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "animate"
-    RETURN_TYPES = (T.ANIMATION, T.LATENTS)
-    RETURN_NAMES = ("animation", "latents")
-    OUTPUT_TOOLTIPS = ("The animated reference mesh (its topology), from attention-chain correspondences.",
-                       "The per-frame latents of the few-step stage I run (e.g. for SDF Meshing).")
-    DESCRIPTION = ("Runs stage I with few steps while reading the denoiser's inflated attention, then follows "
-                   "anchor landmarks through vertex -> token -> token -> surface attention chains and animates "
-                   "the reference mesh by geodesic rigid skinning. No stage II autoencoder needed.")
+    @classmethod
+    def define_schema(cls):
+        from actionmesh_core.attention_chain.pipeline import AttentionChainConfig
+
+        landmarks = AttentionChainConfig().num_landmarks
+        return io.Schema(
+            node_id="ActionMeshAttentionChainAnimate",
+            display_name="ActionMesh Attention-Chain Animation (fast, no Stage II)", category=CATEGORY,
+            search_aliases=["fast 4d", "attention chain", "training-free"],
+            description=("Runs stage I with few steps while reading the denoiser's inflated attention, then follows "
+                         "anchor landmarks through vertex -> token -> token -> surface attention chains and animates "
+                         "the reference mesh by geodesic rigid skinning. No stage II autoencoder needed."),
+            inputs=[
+                T.Denoiser.Input("denoiser", tooltip="Stage I denoiser (its attention is read)."),
+                T.TripoSGVAE.Input("vae", tooltip="TripoSG VAE (its decoder cross-attention is read)."),
+                T.Context.Input("context", tooltip="Frame features from Encode Frames."),
+                T.Latent.Input("anchor", tooltip=("Anchor latent and its frame (Image-to-3D Anchor or Encode "
+                                                  "Reference Mesh).")),
+                T.Reference.Input("reference", tooltip="Reference mesh to animate (same node as the anchor)."),
+                io.Int.Input("steps", default=RUN.chain_steps, min=1, max=100, tooltip=(
+                    f"Stage I steps; the attention of the last one is read (published: {RUN.chain_steps}).")),
+                io.Float.Input("guidance", default=RUN.guidance_scale, min=0.0, max=50.0, step=0.1,
+                               tooltip=f"Classifier-free guidance scale (default {RUN.guidance_scale})."),
+                _seed("Random seed of the initial noise."),
+                io.Int.Input("num_landmarks", default=landmarks, min=3, max=20000, tooltip=(
+                    f"Farthest-point landmarks tracked on the anchor mesh (published {landmarks}).")),
+                _octree_depth(("SDF meshing depth of the run (6); each frame's candidate surface points come from a "
+                               "dense grid one level coarser, as in the command line's attention-chain mode.")),
+                _window("Frames per window."),
+                _slide(),
+                io.Boolean.Input("reinforce", default=RUN.chain_reinforce, tooltip=(
+                    "Reinforce confident correspondences during the last half of the steps (reduces drift on "
+                    "long clips; paper §4.3).")),
+                _fps(),
+                # added after the first release of this node: last, so saved workflows keep their values in place
+                _shift(),
+                _noise_correlation(),
+                _refine_depth(("Refinement depth of the run (9); the candidate surface points are the grid-edge "
+                               "crossings two levels coarser (7: 128^3).")),
+            ],
+            outputs=[
+                T.Animation.Output("animation", tooltip=("The animated reference mesh (its topology), from "
+                                                         "attention-chain correspondences.")),
+                T.Latents.Output("latents", tooltip=("The per-frame latents of the few-step stage I run (e.g. for SDF "
+                                                     "Meshing).")),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "denoiser": (T.DENOISER, {"tooltip": "Stage I denoiser (its attention is read)."}),
-                "vae": (T.TRIPOSG_VAE, {"tooltip": "TripoSG VAE (its decoder cross-attention is read)."}),
-                "context": (T.CONTEXT, {"tooltip": "Frame features from Encode Frames."}),
-                "anchor": (T.LATENT, {"tooltip": "Anchor latent and its frame (Image-to-3D Anchor or Encode Reference Mesh)."}),
-                "reference": (T.REFERENCE, {"tooltip": "Reference mesh to animate (same node as the anchor)."}),
-                "steps": ("INT", {"default": 4, "min": 1, "max": 100,
-                                  "tooltip": "Stage I steps; the attention of the last one is read (published: 4)."}),
-                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 50.0, "step": 0.1,
-                                       "tooltip": "Classifier-free guidance scale (default 7.5)."}),
-                "seed": _seed_input("Random seed of the initial noise."),
-                "num_landmarks": ("INT", {"default": 1000, "min": 3, "max": 20000,
-                                          "tooltip": "Farthest-point landmarks tracked on the anchor mesh (published 1000)."}),
-                "octree_depth": ("INT", {"default": 7, "min": 4, "max": 10,
-                                         "tooltip": "Meshing of each frame's candidate surface points: 2^(value+1) "
-                                                    "cells per axis (narrow band from a 2^(value-2) coarse grid)."}),
-                "window": ("INT", {"default": 16, "min": 2, "max": 128, "tooltip": "Frames per window."}),
-                "slide": ("INT", {"default": 15, "min": 1, "max": 127, "tooltip": "Frames between window starts."}),
-                "reinforce": ("BOOLEAN", {"default": False,
-                                          "tooltip": "Reinforce confident correspondences during the last half of "
-                                                     "the steps (reduces drift on long clips; paper §4.3)."}),
-                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.01,
-                                  "tooltip": "Playback frame rate; 0 = the frame rate set in Prepare Frames."}),
-            }
-        }
-
-    def animate(self, denoiser, vae, context, anchor, reference, steps, guidance, seed, num_landmarks,
-                octree_depth, window, slide, reinforce, fps):
-        """Run ``actionmesh_core.attention_chain.capture.attention_chain_decode`` on the reference mesh.
+    def execute(cls, denoiser, vae, context, anchor, reference, steps, guidance, seed, num_landmarks, octree_depth,
+                window, slide, reinforce, fps, shift=RUN.shift, noise_correlation=RUN.noise_correlation,
+                refine_depth=RUN.refine_depth):
+        """Attention-chain animation (``actionmesh_core.stages.attention_chain_animate``).
 
         Returns (AnimatedMesh, LatentSequence). Raises ValueError for a bad window/slide or an anchor
         outside the clip, and when no landmark can be tracked reliably.
         """
-        from actionmesh_core.attention_chain.capture import attention_chain_decode
-        from actionmesh_core.attention_chain.pipeline import AttentionChainConfig
+        from actionmesh_core.stages import attention_chain_animate
 
-        _check_window(window, slide)
-        frame = anchor.anchor_frame
-        if not 0 <= frame < context.num_frames:
-            raise ValueError(f"anchor frame {frame} is outside the {context.num_frames} prepared frames")
         progress = host.Progress(steps, "attention chain")
-        with torch.inference_mode(), host.on_device(denoiser, vae) as device:
-            result = attention_chain_decode(
-                denoiser, vae, context.features.to(device=device, dtype=host.module_dtype(denoiser)),
-                anchor.latents[frame].to(device), np.asarray(reference.vertices), np.asarray(reference.faces), frame,
-                steps=steps, guidance_scale=guidance, seed=seed, window=window, slide=slide,
-                octree_depth=max(octree_depth - 2, 4), refine_depth=octree_depth + 1, reinforce=reinforce,
-                config=AttentionChainConfig(num_landmarks=num_landmarks), callback=progress.callback)
-        anim = reference.to_animated_mesh(result.animation.positions)
-        rate = float(fps) if fps > 0 else float(context.fps or 24.0)
-        anim.times = np.arange(anim.num_frames, dtype=np.float32) / rate
-        anim.metadata = dict(anim.metadata or {}, anchor_frame=frame, fps=rate, mode="attention-chain")
-        latents = T.LatentSequence(latents=result.latents.float().cpu(), anchor_frame=frame,
-                                   source_frames=[frame], fps=context.fps)
-        return (anim, latents)
+        animation, latents = attention_chain_animate(
+            host.NodeModels(denoiser=denoiser, vae=vae), context, anchor, reference, steps=steps, guidance=guidance,
+            shift=shift, seed=seed, noise_correlation=noise_correlation, window=window, slide=slide,
+            octree_depth=octree_depth, refine_depth=refine_depth, reinforce=bool(reinforce),
+            num_landmarks=num_landmarks, fps=fps or None, callback=progress.callback)
+        return io.NodeOutput(animation, latents)
 
 
-NODE_CLASS_MAPPINGS = {
-    "ActionMeshImageTo3DAnchor": ActionMeshImageTo3DAnchor,
-    "ActionMeshEncodeReferenceMesh": ActionMeshEncodeReferenceMesh,
-    "ActionMeshTemporalDenoise": ActionMeshTemporalDenoise,
-    "ActionMeshSDFMeshing": ActionMeshSDFMeshing,
-    "ActionMeshDecodeDeformation": ActionMeshDecodeDeformation,
-    "ActionMeshAttentionChainAnimate": ActionMeshAttentionChainAnimate,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "ActionMeshImageTo3DAnchor": "ActionMesh Image-to-3D Anchor (TripoSG)",
-    "ActionMeshEncodeReferenceMesh": "ActionMesh Encode Reference Mesh",
-    "ActionMeshTemporalDenoise": "ActionMesh Temporal Denoise (Stage I)",
-    "ActionMeshSDFMeshing": "ActionMesh SDF Meshing",
-    "ActionMeshDecodeDeformation": "ActionMesh Decode Deformation (Stage II)",
-    "ActionMeshAttentionChainAnimate": "ActionMesh Attention-Chain Animation (fast, no Stage II)",
-}
+NODES = [ActionMeshImageTo3DAnchor, ActionMeshEncodeReferenceMesh, ActionMeshTemporalDenoise, ActionMeshSDFMeshing,
+         ActionMeshDecodeDeformation, ActionMeshAttentionChainAnimate]

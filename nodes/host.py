@@ -23,11 +23,13 @@ modules keep calling ``host.<name>``:
   (``sanitize_prefix``, ``next_output_path``);
 * ``host_device``: devices, dtypes and memory (``model_patcher``, ``on_device``: ComfyUI's memory manager);
 * ``host_progress``: progress bars and interruption;
-* ``host_types``: core types (``MESH``, the ``FILE_3D*`` socket types).
+* ``host_types``: core types (``MESH``, the ``FILE_3D*`` socket types);
+* ``host_io``: the V3 node schema (``comfy_api.latest.io``, ``ComfyExtension``) or its stand-in outside ComfyUI.
 """
 from .host_base import _import, folder_paths_module, has_comfy, model_management  # noqa: F401
 from .host_device import (  # noqa: F401
-    model_patcher, module_dtype, offload_device, on_device, resolve_dtype, soft_empty_cache, torch_device)
+    NodeModels, model_patcher, module_dtype, offload_device, on_device, resolve_dtype, soft_empty_cache, torch_device)
+from .host_io import HOST_V3, ComfyExtension, io  # noqa: F401
 from .host_paths import (  # noqa: F401
     MESH_EXTENSIONS, MODEL_FOLDERS, WEIGHT_EXTENSIONS, entry_config, input_directory, list_input_frame_sources,
     list_input_meshes, list_models, model_roots, models_dir, next_output_path, output_directory,

@@ -9,6 +9,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from actionmesh_core.stages import Models
+
 from .host_base import _import, model_management
 
 
@@ -129,3 +131,15 @@ def on_device(*modules) -> Iterator[torch.device]:
             module.to(offload_device())
         if device.type != "cpu":
             soft_empty_cache()
+
+
+class NodeModels(Models):
+    """The stage layer's models (:class:`actionmesh_core.stages.Models`) of a node's inputs: each ``use``
+    block runs inside :func:`on_device` (ComfyUI's memory manager inside ComfyUI)."""
+
+    @contextlib.contextmanager
+    def use(self, *names: str):
+        """The models ``names`` on the compute device for the block (one model, or a tuple)."""
+        models = tuple(self.get(name) for name in names)
+        with on_device(*models):
+            yield models[0] if len(models) == 1 else models

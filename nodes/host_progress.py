@@ -68,6 +68,16 @@ class _TqdmBar:
         self._bar.close()
 
 
+def _preview_image(image):
+    """(H, W, 3) float image in [0, 1] -> the host's preview tuple ("JPEG", PIL image, max side)."""
+    from PIL import Image
+
+    array = image.detach().float().cpu().numpy() if hasattr(image, "detach") else np.asarray(image, np.float32)
+    pixels = (np.clip(array[..., :3], 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    args = getattr(_import("comfy.cli_args"), "args", None)
+    return "JPEG", Image.fromarray(pixels), getattr(args, "preview_size", 512)
+
+
 class Progress:
     """Progress bar + interrupt check for a node's long loop.
 
@@ -80,17 +90,25 @@ class Progress:
         self.total = max(int(total), 1)
         self.current = 0
         utils = _import("comfy.utils")
-        if utils is not None and hasattr(utils, "ProgressBar"):
+        self._on_host = utils is not None and hasattr(utils, "ProgressBar")
+        if self._on_host:
             self._bar = utils.ProgressBar(self.total)
         else:
             self._bar = _TqdmBar(self.total, desc)
 
-    def set(self, value: int, total: Optional[int] = None) -> None:
-        """Set absolute progress ``value`` of ``total`` (and check for interruption)."""
+    def set(self, value: int, total: Optional[int] = None, preview=None) -> None:
+        """Set absolute progress ``value`` of ``total`` (and check for interruption).
+
+        ``preview``: an optional (H, W, 3) image in [0, 1] (numpy or torch) shown on the node while it
+        runs, through ComfyUI's progress API (``ProgressBar.update_absolute``'s preview); ignored outside it.
+        """
         if total is not None:
             self.total = max(int(total), 1)
         self.current = min(int(value), self.total)
-        self._bar.update_absolute(self.current, self.total)
+        if preview is not None and self._on_host:
+            self._bar.update_absolute(self.current, self.total, _preview_image(preview))
+        else:
+            self._bar.update_absolute(self.current, self.total)
         check_interrupted()
 
     def step(self, amount: int = 1) -> None:

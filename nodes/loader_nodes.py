@@ -7,11 +7,15 @@ chosen one on the offload device (CPU) in the chosen dtype, and hands the
 module to the nodes that use it.  Inside ComfyUI each model is wrapped in
 ComfyUI's model patcher and loaded by its memory manager when a node needs it
 (``host.on_device``); outside, the nodes move it to the GPU only while they run.
+
+Loader values saved by earlier versions (a model folder, e.g. ``ActionMesh/denoiser``) are not in the list;
+``validate_inputs`` (V3's ``VALIDATE_INPUTS``) accepts any entry that resolves under the model folder.
 """
 from __future__ import annotations
 
 from . import datatypes as T
 from . import host
+from .host_io import io
 
 CATEGORY = "ActionMesh/loaders"
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
@@ -121,7 +125,8 @@ def released_entry(node_type: str) -> str:
 
 
 def validate_model_name(folder: str, model_name) -> "bool | str":
-    """ComfyUI ``VALIDATE_INPUTS`` body of the loaders: True when ``model_name`` resolves under ``models/<folder>/``.
+    """The loaders' ``validate_inputs`` (V1 ``VALIDATE_INPUTS``): True when ``model_name`` resolves under
+    ``models/<folder>/``.
 
     Declaring it makes ComfyUI skip its own "value not in list" check, so a workflow saved when the loaders
     listed folders (``ActionMesh/denoiser``) still runs; anything else gets one line saying where to put it.
@@ -133,122 +138,167 @@ def validate_model_name(folder: str, model_name) -> "bool | str":
     return True
 
 
-class _CheckpointLoader:
+def _loader_schema(cls, options: list, model_tooltip: str, output, output_tooltip: str):
+    return io.Schema(
+        node_id=cls.NODE_ID, display_name=DISPLAY_NAMES[cls.NODE_ID], category=CATEGORY, description=cls.DESCRIPTION_TEXT,
+        search_aliases=list(cls.ALIASES),
+        inputs=[io.Combo.Input("model_name", options=options, tooltip=model_tooltip),
+                io.Combo.Input("dtype", options=DTYPES, default="auto", tooltip=DTYPE_TOOLTIP)],
+        outputs=[output.Output(cls.OUTPUT_NAME, tooltip=output_tooltip)])
+
+
+class _CheckpointLoader(io.ComfyNode):
     """Shared body of the loaders backed by ``actionmesh_core.checkpoints.load_model``."""
 
     FOLDER = "actionmesh"
     KIND = "actionmesh_denoiser"
     PREFER: tuple = ()
     WHAT = ""
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
+    SOCKET = T.Denoiser
+    OUTPUT_NAME = "denoiser"
+    OUTPUT_TOOLTIP = ""
+    DESCRIPTION_TEXT = ""
+    ALIASES: tuple = ()
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": (entries_of_kind(cls.FOLDER, cls.KIND, cls.PREFER), {
-                    "tooltip": f"{cls.WHAT}: the weights of a model folder (config.json beside them) or a "
-                               f".safetensors file under models/{cls.FOLDER}/."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
-            }
-        }
+    def define_schema(cls):
+        return _loader_schema(cls, entries_of_kind(cls.FOLDER, cls.KIND, cls.PREFER),
+                              f"{cls.WHAT}: the weights of a model folder (config.json beside them) or a "
+                              f".safetensors file under models/{cls.FOLDER}/.", cls.SOCKET, cls.OUTPUT_TOOLTIP)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name):
+    def validate_inputs(cls, model_name):
         return validate_model_name(cls.FOLDER, model_name)
 
-    def load(self, model_name, dtype):
-        """Load the chosen entry on the CPU in the chosen dtype (``checkpoints.load_model``).
+    @classmethod
+    def load_module(cls, model_name, dtype):
+        """Load the chosen entry on the CPU in the chosen dtype (``checkpoints.load_model``), wrapped for
+        ComfyUI's memory manager.
 
         Raises ValueError/FileNotFoundError for a missing or unsafe model name.
         """
         from actionmesh_core.checkpoints import load_model
 
-        path = host.resolve_model(self.FOLDER, model_name)
-        model = load_model(str(path), self.KIND, device="cpu", dtype=host.resolve_dtype(dtype))
+        path = host.resolve_model(cls.FOLDER, model_name)
+        model = load_model(str(path), cls.KIND, device="cpu", dtype=_dtype(cls.KIND, dtype))
         if hasattr(model, "eval"):
             model.eval()
         host.model_patcher(model)  # inside ComfyUI: wrapped for its memory manager (see host.on_device)
-        return (model,)
+        return model
+
+    @classmethod
+    def execute(cls, model_name, dtype):
+        return io.NodeOutput(cls.load_module(model_name, dtype))
+
+
+def _dtype(kind: str, choice: str) -> str:
+    """Weights dtype of a loader's choice; ``auto`` keeps the TripoSG VAE in float32, as the pipeline does
+    (it decodes SDFs and encodes meshes: thin, accuracy-sensitive)."""
+    if choice == "auto" and kind == "triposg_vae":
+        return "fp32"
+    return host.resolve_dtype(choice)
 
 
 class ActionMeshLoadDenoiser(_CheckpointLoader):
     """Load the stage I temporal 3D denoiser (``ActionMesh/denoiser``)."""
 
+    NODE_ID = "ActionMeshLoadDenoiser"
     KIND = "actionmesh_denoiser"
     PREFER = ("denoiser",)
     WHAT = "ActionMesh temporal 3D denoiser (stage I), e.g. ActionMesh/denoiser/model.safetensors"
-    RETURN_TYPES = (T.DENOISER,)
-    RETURN_NAMES = ("denoiser",)
-    OUTPUT_TOOLTIPS = ("The stage I denoiser that generates one 3D latent per video frame.",)
-    DESCRIPTION = "Loads the ActionMesh temporal 3D denoiser (stage I) from models/actionmesh/."
+    SOCKET = T.Denoiser
+    OUTPUT_NAME = "denoiser"
+    OUTPUT_TOOLTIP = "The stage I denoiser that generates one 3D latent per video frame."
+    DESCRIPTION_TEXT = "Loads the ActionMesh temporal 3D denoiser (stage I) from models/actionmesh/."
+    ALIASES = ("actionmesh model", "stage 1")
 
 
 class ActionMeshLoadAutoencoder(_CheckpointLoader):
     """Load the stage II temporal 3D autoencoder (``ActionMesh/autoencoder``)."""
 
+    NODE_ID = "ActionMeshLoadAutoencoder"
     KIND = "actionmesh_autoencoder"
     PREFER = ("autoencoder",)
     WHAT = "ActionMesh temporal 3D autoencoder (stage II), e.g. ActionMesh/autoencoder/model.safetensors"
-    RETURN_TYPES = (T.AUTOENCODER,)
-    RETURN_NAMES = ("autoencoder",)
-    OUTPUT_TOOLTIPS = ("The stage II autoencoder that turns latents into vertex motion of a reference mesh.",)
-    DESCRIPTION = "Loads the ActionMesh temporal 3D autoencoder (stage II) from models/actionmesh/."
+    SOCKET = T.Autoencoder
+    OUTPUT_NAME = "autoencoder"
+    OUTPUT_TOOLTIP = "The stage II autoencoder that turns latents into vertex motion of a reference mesh."
+    DESCRIPTION_TEXT = "Loads the ActionMesh temporal 3D autoencoder (stage II) from models/actionmesh/."
+    ALIASES = ("actionmesh model", "stage 2")
 
 
 class ActionMeshLoadTripoSGVAE(_CheckpointLoader):
     """Load the TripoSG shape VAE (``TripoSG/vae``)."""
 
+    NODE_ID = "ActionMeshLoadTripoSGVAE"
     FOLDER = "triposg"
     KIND = "triposg_vae"
     PREFER = ("vae",)
     WHAT = "TripoSG shape VAE, e.g. TripoSG/vae/diffusion_pytorch_model.safetensors"
-    RETURN_TYPES = (T.TRIPOSG_VAE,)
-    RETURN_NAMES = ("vae",)
-    OUTPUT_TOOLTIPS = ("The TripoSG shape VAE: encodes meshes to 3D latents and decodes latents to SDFs.",)
-    DESCRIPTION = "Loads the TripoSG shape VAE from models/triposg/."
+    SOCKET = T.TripoSGVAE
+    OUTPUT_NAME = "vae"
+    OUTPUT_TOOLTIP = "The TripoSG shape VAE: encodes meshes to 3D latents and decodes latents to SDFs."
+    DESCRIPTION_TEXT = "Loads the TripoSG shape VAE from models/triposg/."
+    ALIASES = ("shape vae", "sdf")
 
 
 class ActionMeshLoadTripoSGDiT(_CheckpointLoader):
-    """Load the TripoSG image-to-3D transformer (``TripoSG/transformer``)."""
+    """Load the TripoSG image-to-3D transformer (``TripoSG/transformer``) and TripoSG's own image encoder."""
 
+    NODE_ID = "ActionMeshLoadTripoSGDiT"
     FOLDER = "triposg"
     KIND = "triposg_dit"
     PREFER = ("transformer", "dit")
     WHAT = "TripoSG image-to-3D transformer, e.g. TripoSG/transformer/diffusion_pytorch_model.safetensors"
-    RETURN_TYPES = (T.TRIPOSG_DIT,)
-    RETURN_NAMES = ("dit",)
-    OUTPUT_TOOLTIPS = ("The TripoSG image-to-3D diffusion transformer (stage 0: the anchor mesh).",)
-    DESCRIPTION = "Loads the TripoSG image-to-3D transformer from models/triposg/."
+    SOCKET = T.TripoSGDiT
+    OUTPUT_NAME = "dit"
+    OUTPUT_TOOLTIP = ("The TripoSG image-to-3D diffusion transformer (stage 0: the anchor mesh), with TripoSG's "
+                      "own DINOv2 image encoder when it is installed beside it.")
+    DESCRIPTION_TEXT = ("Loads the TripoSG image-to-3D transformer from models/triposg/, and TripoSG's own image "
+                        "encoder from image_encoder_dinov2/ beside its folder (as the Hugging Face download "
+                        "lays it out): the anchor is conditioned on it, as in the release.")
+    ALIASES = ("image to 3d", "triposg")
+
+    @classmethod
+    def execute(cls, model_name, dtype):
+        from actionmesh_core.models.dino import DinoV2Encoder
+        from actionmesh_core.weights import COMPONENTS
+
+        transformer = cls.load_module(model_name, dtype)
+        path = host.resolve_model(cls.FOLDER, model_name)
+        name = COMPONENTS["triposg_dinov2"][0].rsplit("/", 1)[-1]  # image_encoder_dinov2
+        bases = [path.parent] if path.is_dir() else [path.parent, path.parent.parent]
+        encoder = None
+        for folder in (base / name for base in bases):
+            if (folder / "config.json").is_file():
+                encoder = DinoV2Encoder.from_pretrained(str(folder), device="cpu", dtype=host.resolve_dtype(dtype))
+                encoder.eval()
+                host.model_patcher(encoder)
+                break
+        return io.NodeOutput(T.ImageTo3DModel(transformer=transformer, image_encoder=encoder))
 
 
-class ActionMeshLoadDINOv2:
+class ActionMeshLoadDINOv2(io.ComfyNode):
     """Load the DINOv2-L/14 image encoder (transformers folder ``dinov2-large``)."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (T.DINOV2,)
-    RETURN_NAMES = ("dinov2",)
-    OUTPUT_TOOLTIPS = ("The DINOv2 image encoder that turns frames into conditioning features.",)
-    DESCRIPTION = "Loads the DINOv2-large image encoder (facebook/dinov2-large) from models/dinov2/."
+    NODE_ID = "ActionMeshLoadDINOv2"
+    DESCRIPTION_TEXT = "Loads the DINOv2-large image encoder (facebook/dinov2-large) from models/dinov2/."
+    ALIASES = ("image encoder", "dino")
+    OUTPUT_NAME = "dinov2"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": (entries_of_kind("dinov2", "transformers:dinov2", ("large",)), {
-                    "tooltip": "DINOv2-large weights in the transformers layout (config.json + model.safetensors) "
-                               "under models/dinov2/, e.g. dinov2-large/model.safetensors."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
-            }
-        }
+    def define_schema(cls):
+        return _loader_schema(cls, entries_of_kind("dinov2", "transformers:dinov2", ("large",)),
+                              "DINOv2-large weights in the transformers layout (config.json + model.safetensors) "
+                              "under models/dinov2/, e.g. dinov2-large/model.safetensors.", T.DinoV2,
+                              "The DINOv2 image encoder that turns frames into conditioning features.")
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name):
+    def validate_inputs(cls, model_name):
         return validate_model_name("dinov2", model_name)
 
-    def load(self, model_name, dtype):
+    @classmethod
+    def execute(cls, model_name, dtype):
         """Load DINOv2 on the CPU (``DinoV2Encoder.from_pretrained``).
 
         Raises ValueError/FileNotFoundError for a missing or unsafe model name.
@@ -257,23 +307,17 @@ class ActionMeshLoadDINOv2:
 
         path = host.resolve_model("dinov2", model_name)
         encoder = DinoV2Encoder.from_pretrained(str(path), device="cpu", dtype=host.resolve_dtype(dtype))
-        if hasattr(encoder, "eval"):
-            encoder.eval()
+        encoder.eval()
         host.model_patcher(encoder)
-        return (encoder,)
+        return io.NodeOutput(encoder)
 
 
-NODE_CLASS_MAPPINGS = {
-    "ActionMeshLoadDenoiser": ActionMeshLoadDenoiser,
-    "ActionMeshLoadAutoencoder": ActionMeshLoadAutoencoder,
-    "ActionMeshLoadTripoSGVAE": ActionMeshLoadTripoSGVAE,
-    "ActionMeshLoadTripoSGDiT": ActionMeshLoadTripoSGDiT,
-    "ActionMeshLoadDINOv2": ActionMeshLoadDINOv2,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
+DISPLAY_NAMES = {
     "ActionMeshLoadDenoiser": "Load ActionMesh Denoiser",
     "ActionMeshLoadAutoencoder": "Load ActionMesh Autoencoder",
     "ActionMeshLoadTripoSGVAE": "Load TripoSG VAE",
     "ActionMeshLoadTripoSGDiT": "Load TripoSG Image-to-3D",
     "ActionMeshLoadDINOv2": "Load DINOv2 Image Encoder",
 }
+NODES = [ActionMeshLoadDenoiser, ActionMeshLoadAutoencoder, ActionMeshLoadTripoSGVAE, ActionMeshLoadTripoSGDiT,
+         ActionMeshLoadDINOv2]

@@ -13,6 +13,11 @@ The server runs from a copy of the source in a temporary folder, with the pack s
 ``custom_nodes/``, tiny random weights (``python -m actionmesh_core make-tiny-weights``) linked into
 ``models/`` as the README's Models section lays them out, and a test-only probe node that reports
 ComfyUI's loaded-model list (``GET /actionmesh_test/loaded_models``).  It is stopped by its process id.
+
+The chained workflows (Wan 2.1, SDXL, Hunyuan3D-2) load core models: ``make_core_models`` writes their tiny / sparse
+stand-ins with ``make_core_tiny_weights.py`` (``$ACTIONMESH_COREMODELS_DIR``, else ``coremodels/`` beside the ComfyUI
+folder) and links them into the copy's ``models/``.  ``Watcher`` follows a run on ComfyUI's websocket (which nodes
+started, which came from its cache) and samples the server's memory meanwhile.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,7 +41,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # The tests run whenever a ComfyUI source is found (README test command and .ci/run); ACTIONMESH_REAL_HOST=0
-# skips them outside CI (they take about 2 minutes: one server start, six workflows in a browser, three runs).
+# skips them outside CI (about 20 minutes on 2 busy cores, 15 of them the three Wan 2.1 workflows: one server start,
+# seven workflows in a browser, ten runs).
 OPTED_OUT = os.environ.get("ACTIONMESH_REAL_HOST", "") == "0" and not IN_CI
 # top-level modules of ComfyUI's requirements that its start-up imports (README of the hosts folder)
 HOST_MODULES = ("aiohttp", "yaml", "sqlalchemy", "alembic", "av", "einops", "torchsde", "psutil", "blake3",
@@ -124,6 +131,8 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home.parent / "server.log"
         self.process: Optional[subprocess.Popen] = None
+        # the tiny weights linked into models/ (README "Models"): the command line runs on the same files
+        self.weights = (home / "models" / MODEL_LINKS["ActionMesh"]).resolve().parent
 
     # ----------------------------------------------------------------- process
     def start(self, timeout: float = 900.0) -> None:
@@ -182,8 +191,9 @@ class ComfyServer:
         except ValueError:
             return body.decode(errors="replace")
 
-    def queue_prompt(self, prompt: dict) -> str:
-        return self.post("/prompt", {"prompt": prompt, "client_id": "actionmesh-tests"})["prompt_id"]
+    def queue_prompt(self, prompt: dict, client_id: str = "actionmesh-tests") -> str:
+        """Queue an API-format prompt; progress and previews go to the websocket client ``client_id``."""
+        return self.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
 
     def wait_history(self, prompt_id: str, timeout: float = 600.0) -> dict:
         deadline = time.time() + timeout
@@ -223,3 +233,141 @@ def prepare_home(base: Path, source: Path) -> Path:
     # full node detail at any zoom, so a screenshot of a whole workflow shows its widgets
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "LiteGraph.Canvas.MinFontSizeForLOD": 0}))
     return home
+
+
+# --------------------------------------------------------------------------- chained workflows
+
+
+def coremodels_script(source: Path) -> Optional[Path]:
+    """``make_core_tiny_weights.py`` (``$ACTIONMESH_COREMODELS_DIR``, else ``coremodels/`` beside ``source``), or None."""
+    env = os.environ.get("ACTIONMESH_COREMODELS_DIR")
+    path = (Path(env) if env else source.parent / "coremodels") / "make_core_tiny_weights.py"
+    return path if path.is_file() else None
+
+
+def make_core_models(script: Path, home: Path, placeholders: Optional[Path]) -> dict:
+    """Write the core-model stand-ins beside ``home`` and link each into ``home/models/`` under the file name the
+    shipped workflows select; returns {path inside models/: link}.  The script also writes a tokenizer into
+    ``home/comfy/sd1_tokenizer`` (the copy, never the source).  Raises RuntimeError with the script's output."""
+    target = home.parent / "core_models"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(placeholders or ""), os.environ.get(
+        "PYTHONPATH", "")) if p))
+    done = subprocess.run([sys.executable, str(script), str(home), "--models", str(target)], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script.name} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    links = {}
+    for line in done.stdout.splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        for relative, info in record.items():
+            if isinstance(info, dict) and "file" in info:
+                link = home / "models" / relative
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.is_symlink():
+                    link.symlink_to(info["file"])
+                links[relative] = link
+    return links
+
+
+def available_memory_gb() -> float:
+    """Memory the system can still give (``MemAvailable``), in GiB."""
+    import psutil
+
+    return psutil.virtual_memory().available / 2 ** 30
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children, in bytes (0 once it is gone)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process] + process.children(recursive=True))
+    except psutil.Error:
+        return 0
+
+
+class Watcher:
+    """ComfyUI's websocket messages for one client id, and the server's peak resident memory, while it is open.
+
+    ``with Watcher(server) as watch: server.queue_prompt(prompt, watch.client_id)``; then ``watch.executed(id)``
+    (nodes that started, in order), ``watch.cached(id)`` (nodes ComfyUI took from its cache), ``watch.peak_rss``.
+    """
+
+    def __init__(self, server: ComfyServer, interval: float = 0.25):
+        self.server, self.interval = server, interval
+        self.client_id = f"actionmesh-tests-{os.getpid()}-{time.time_ns()}"
+        self.messages: list = []
+        self.peak_rss = 0
+        self._stop, self._ready = threading.Event(), threading.Event()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Watcher":
+        self._thread.start()
+        if not self._ready.wait(60) or self._error is not None:
+            raise RuntimeError(f"no websocket connection to ComfyUI: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run(self._listen())
+        except BaseException as exc:  # reported by __enter__ / the assertions on the messages
+            self._error = exc
+            self._ready.set()
+
+    async def _listen(self) -> None:
+        import asyncio
+
+        import aiohttp
+
+        url = self.server.url.replace("http://", "ws://") + f"/ws?clientId={self.client_id}"
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, heartbeat=30, max_msg_size=0) as socket_:
+                self._ready.set()
+                while not self._stop.is_set():
+                    self.peak_rss = max(self.peak_rss, tree_rss(self.server.process.pid))
+                    try:
+                        message = await socket_.receive(timeout=self.interval)
+                    except asyncio.TimeoutError:
+                        continue
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        self.messages.append(dict(json.loads(message.data), received=time.time()))
+                    elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+
+    def wait_done(self, prompt_id: str, timeout: float = 60.0) -> None:
+        """Wait for the run's last message (``executing`` with no node, sent once every node has finished): the
+        history entry can be written before the websocket has delivered the last nodes' messages."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(data.get("node") is None for data in self._of("executing", prompt_id)):
+                return
+            if self._error is not None or not self._thread.is_alive():
+                break
+            time.sleep(0.1)
+        raise TimeoutError(f"no end-of-run message for prompt {prompt_id} on the websocket ({self._error!r})")
+
+    def _of(self, kind: str, prompt_id: str) -> list:
+        return [m["data"] for m in list(self.messages)
+                if m.get("type") == kind and m.get("data", {}).get("prompt_id") == prompt_id]
+
+    def executed(self, prompt_id: str) -> list:
+        """Node ids ComfyUI started for ``prompt_id`` (``executing`` messages), in order."""
+        return [data["node"] for data in self._of("executing", prompt_id) if data.get("node") is not None]
+
+    def node_seconds(self, prompt_id: str) -> dict:
+        """Seconds from each node's start to the next node's start (the last one: to the end of the run)."""
+        starts = [(m["data"].get("node"), m["received"]) for m in list(self.messages) if m.get("type") == "executing"
+                  and m.get("data", {}).get("prompt_id") == prompt_id]
+        return {node: round(nxt[1] - t, 2) for (node, t), nxt in zip(starts, starts[1:]) if node is not None}
+
+    def cached(self, prompt_id: str) -> list:
+        """Node ids ComfyUI served from its cache for ``prompt_id`` (``execution_cached``)."""
+        return [node for data in self._of("execution_cached", prompt_id) for node in data.get("nodes", [])]

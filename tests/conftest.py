@@ -35,6 +35,13 @@ FAKE_INPUT_MESHES = ["3d/my_mesh.glb"]
 FAKE_INPUT_FRAMES = ["frames/my_object/0000.png", "frames/my_object/0001.png"]  # Load Frames' placeholder folder
 
 
+def combo_options(spec) -> list:
+    """The choices of a combo input in a node's V1 view: ``("COMBO", {"options": [...]})`` (V3 nodes)."""
+    kind, options = spec[0], spec[1]
+    assert kind == "COMBO", spec
+    return list(options["options"])
+
+
 def load_pack():
     """Import the repository root as a ComfyUI custom-node package (same call as ComfyUI's loader)."""
     if PACK_NAME in sys.modules:
@@ -49,7 +56,7 @@ def load_pack():
 
 @pytest.fixture(scope="session")
 def pack():
-    """The loaded pack module (``NODE_CLASS_MAPPINGS`` ...)."""
+    """The loaded pack module (``NODES``: node id -> V3 node class, ``DISPLAY_NAMES``, ``comfy_entrypoint``)."""
     return load_pack()
 
 

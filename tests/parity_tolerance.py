@@ -20,8 +20,10 @@ TIGHT = {
     "sampling": 4e-6,  # stage I flow matching in one window (measured 1.1e-6; eps 1e-5: 9.8e-6)
     "stage1": 6e-6,  # stage I over windows (measured 1.6e-6; eps 1e-5: 2.0e-5)
     "triposg_sampling": 2e-5,  # TripoSG loop, 7.5x guidance (measured 8.8e-6; eps 1e-5: 3.5e-5)
-    "stage2": 8e-5,  # stage II windows after the first: decoded sources (measured 3.2e-5)
 }
+# Stage II windows that deform a mesh decoded by an earlier window (free-running) have no fixed factor: their
+# tolerance is derived per window from the measured amplification of the source mesh's error
+# (tests/test_parity_pipeline.py::test_stage2_windows, check_within).
 
 
 def check(actual: torch.Tensor, expected: torch.Tensor, spec: dict, kind: str, label: str) -> float:
@@ -41,4 +43,18 @@ def check(actual: torch.Tensor, expected: torch.Tensor, spec: dict, kind: str, l
     torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["atol"],
                                msg=lambda m: f"{label} (case tolerance): {m}")
     assert err <= atol, f"{label}: max abs error {err:.3e} exceeds the tight tolerance {atol:.3e} ({kind})"
+    return err
+
+
+def check_within(actual: torch.Tensor, expected: torch.Tensor, atol: float, label: str) -> float:
+    """Assert ``max|actual - expected| <= atol`` for a tolerance derived by the caller; print and return the error.
+
+    Raises:
+        AssertionError: shapes differ or the max abs error exceeds ``atol``.
+    """
+    actual, expected = actual.detach().float().cpu(), expected.detach().float().cpu()
+    assert actual.shape == expected.shape, f"{label}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    print(f"PARITY {label}: max abs error {err:.3e}; derived atol {atol:.2e}")
+    assert err <= atol, f"{label}: max abs error {err:.3e} exceeds the derived tolerance {atol:.3e}"
     return err

@@ -119,3 +119,71 @@ def test_attention_chain_decode_on_tiny_models(reinforce):
                                        steps=4, window=4, slide=3, octree_depth=4, refine_depth=5,
                                        num_candidates=500, config=cfg)
         assert (plain.latents - result.latents).abs().max() > 1e-6, "reinforcement changes the sampling"
+
+
+def test_reinforcement_follows_the_matched_candidate_not_the_chain_argmax():
+    """§4.3: the pair behind a match is the frame token carrying most of the *score* (chain x matched candidate),
+    here token 1, although the chain alone peaks on token 0; the anchor token is the one carrying most of the
+    transport to token 1 (token 2), not the landmark's own argmax (token 0).  The window's logit bias puts log(gain)
+    exactly at (t, frame j, 1 + t'), and nowhere else."""
+    from types import SimpleNamespace
+
+    from actionmesh_core.attention_chain.capture import _reinforcement_bias
+    from actionmesh_core.attention_chain.reinforcement import trace_token_pairs
+
+    a_va_za = torch.tensor([[0.5, 0.1, 0.4], [0.1, 0.8, 0.1]])          # 2 landmarks over 3 anchor tokens
+    m = torch.tensor([[0.9, 0.05, 0.05],                                # anchor token 0 -> frame token 0
+                      [0.1, 0.1, 0.8],                                  # anchor token 1 -> frame token 2
+                      [0.1, 0.8, 0.1]])                                 # anchor token 2 -> frame token 1
+    chained = a_va_za @ m                                               # landmark 0: [0.50, 0.35, 0.15]
+    assert int(chained[0].argmax()) == 0
+    candidates = torch.tensor([[0.05, 0.9, 0.05],                       # candidate 0: frame token 1
+                               [0.1, 0.1, 0.8]])                        # candidate 1: frame token 2
+    pairs = trace_token_pairs(a_va_za, m, candidates)
+    assert pairs.tolist() == [[2, 1], [1, 2]]
+    # the same through the decoder's bias of a 3-frame window (source frame 0): frames 1 and 2 matched
+    maps = torch.stack([torch.eye(3), m, m])
+    tracks = SimpleNamespace(best_index=np.array([[-1, -1], [0, 1], [1, 0]]),
+                             confidence=np.array([[1.0, 1.0], [0.6, 0.2], [0.3, 0.3]]))
+    bias = _reinforcement_bias(tracks, a_va_za, maps, lambda j: candidates, src_local=0, num_tokens=3)
+    bias = bias.reshape(3, 3, 4)                                        # (anchor token, frame, 1 + frame token)
+    expected = torch.zeros(3, 3, 4)
+    expected[2, 1, 1 + 1] = np.log(0.6 / 0.4)                           # frame 1: landmark 0 -> pair (2, 1)
+    expected[1, 1, 1 + 2] = np.log(0.2 / 0.4)                           #          landmark 1 -> pair (1, 2)
+    pairs2 = trace_token_pairs(a_va_za, m, candidates[[1, 0]])          # frame 2: the candidates swapped
+    for (t, tf) in pairs2.tolist():
+        expected[t, 2, 1 + tf] = 0.0                                    # equal confidences: gain 1
+    torch.testing.assert_close(bias, expected)
+    assert pairs2.tolist() != pairs.tolist()
+
+
+def test_candidates_are_the_window_fields_edge_crossings_in_one_batched_call(monkeypatch):
+    """Candidate surface points: one batched band extraction for all frames of the window, at the chosen
+    resolution (2^7 cells), on the VAE's device; each candidate on its frame's zero level; subsampled to
+    ``num_candidates`` deterministically."""
+    import inspect
+
+    import actionmesh_core.geometry.meshing as meshing
+    from actionmesh_core.attention_chain import capture
+
+    assert capture.CANDIDATE_DEPTH == 7
+    params = inspect.signature(capture.attention_chain_decode).parameters
+    assert params["refine_depth"].default == capture.CANDIDATE_DEPTH
+    assert params["octree_depth"].default == capture.CANDIDATE_COARSE_DEPTH
+    vae = _blob_vae()
+    latents = torch.randn(3, 10, 8, generator=torch.Generator().manual_seed(5))
+    calls = []
+    real = meshing.sdf_surface_points
+    monkeypatch.setattr(meshing, "sdf_surface_points", lambda *a, **k: calls.append((a[1], k)) or real(*a, **k))
+    cands = capture._candidate_points(vae, latents, [4, 5, 6], 5, 4, 6, 400, np.random.default_rng(0))
+    assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1]["refine_depth"] == 6
+    assert calls[0][1]["min_points"] == 200  # a coarser grid ends the band once every frame has 200 crossings
+    again = capture._candidate_points(vae, latents, [4, 5, 6], 5, 4, 6, 400, np.random.default_rng(0))
+    anywhere = torch.rand(1, 2000, 3, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    for j, f in enumerate([4, 5, 6]):
+        pts = cands[f]
+        assert isinstance(pts, torch.Tensor) and pts.device == next(vae.parameters()).device
+        assert 0 < len(pts) <= 400 and torch.equal(pts, again[f])
+        values = vae.decode(latents[j:j + 1], pts[None])[0, :, 0].abs()
+        typical = vae.decode(latents[j:j + 1], anywhere)[0, :, 0].abs().median()
+        assert values.max() < 0.01 * typical  # on the zero level (linear interpolation along a grid edge)

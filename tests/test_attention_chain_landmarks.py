@@ -80,8 +80,29 @@ def test_outlier_floor_keeps_a_nearly_static_frame():
     assert reject_outliers(anchor, tr, 0)[4].all()
     assert not reject_outliers(anchor, tr, 0, floor=0.0)[4, :3].any()
     assert not reject_outliers(anchor, tr, 0, max_displacement=0.01)[15].any()
-    per_landmark = reject_outliers(anchor, tr, 0, reference="landmark")
-    assert per_landmark.shape == tr.shape[:2]
+
+
+def test_landmark_reference_judges_each_landmark_against_its_own_frames():
+    """App. C wording (median over the landmark's frames) vs app. D.1 (median over the frame's landmarks):
+    a fast limb is valid against its own motion but an outlier against a frame of slow landmarks; a one-frame
+    spike of a slow landmark is an outlier either way."""
+    anchor, tr = _tracks()                                          # 50 landmarks, 0.02 per frame along x
+    limb = np.arange(16)[:, None] * np.array([0.0, 0.3, 0.0])       # landmark 4: 15x the others' speed
+    tr[:, 4] += limb
+    tr[9, 11] += np.array([0.0, 0.0, 2.0])                          # landmark 11: one spike
+    frame = reject_outliers(anchor, tr, 0, reference="frame")
+    own = reject_outliers(anchor, tr, 0, reference="landmark")
+    disp = np.linalg.norm(tr - anchor[None], axis=-1)
+    frame_median = np.median(disp, axis=1)
+    late = disp[:, 4] > 5 * frame_median                            # the frames where the limb outruns 5x
+    assert late[1:].sum() >= 10
+    assert not frame[late, 4].any() and frame[~late, 4].all()       # frame reference: rejected there
+    assert own[:, 4].all()                                          # its own median: every frame valid
+    assert not frame[9, 11] and not own[9, 11]
+    assert own[np.arange(16) != 9, 11].all()
+    # the landmark reference's threshold is 5x that landmark's median over the non-anchor frames
+    median_11 = np.median(disp[1:, 11])
+    assert disp[9, 11] > 5 * median_11 > disp[1:, 11][np.arange(1, 16) != 9].max()
 
 
 def test_smoothing_keeps_a_static_landmark_static():

@@ -165,15 +165,15 @@ def test_each_fps_check_refuses_on_its_own():
     check alone refuses 0, a negative, NaN, 1e-300 and 1e6 (so neither relies on the other)."""
     from actionmesh_core.errors import OptionError
     from actionmesh_core.pipeline import PipelineConfig
-    from actionmesh_core.validation import FrameOptions, validate_frame_options, validate_options
+    from actionmesh_core.validation import FrameOptions, check_frame_options, validate_options
 
     for bad in (0.0, -5.0, float("nan"), 1e-300, 1e6):
         with pytest.raises(OptionError, match="fps"):
             validate_options(PipelineConfig(device="cpu", fps=bad))
         with pytest.raises(OptionError, match="fps"):
-            validate_frame_options(FrameOptions(fps=bad))
+            check_frame_options(FrameOptions(fps=bad))
     validate_options(PipelineConfig(device="cpu", fps=0.5))
-    validate_frame_options(FrameOptions(fps=0.5))
+    check_frame_options(FrameOptions(fps=0.5))
 
 
 def test_degenerate_mesh_is_an_input_error_of_its_clip(tmp_path, tiny_weights, sphere):

@@ -19,6 +19,7 @@ from actionmesh_core.cli import main
 from actionmesh_core.io.glb import read_animated_glb
 from actionmesh_core.io.mesh_io import load_mesh, save_mesh
 from actionmesh_core.weights import make_tiny_weights
+from conftest import combo_options
 from gltf_validation import validate_glb
 
 FAST = ["--device", "cpu", "--fast", "--steps", "2", "--octree-depth", "5", "--refine-depth", "6"]
@@ -113,16 +114,16 @@ def test_cli_bad_frames(tmp_path, tiny_weights, capsys):
 
 
 def _call(node_cls, **inputs):
-    """Call a node like ComfyUI does: widget defaults from INPUT_TYPES, links passed as keyword arguments, under
-    ``torch.inference_mode`` (ComfyUI's executor runs every node inside it: weights and outputs are inference
-    tensors)."""
+    """Call a node like ComfyUI does: widget defaults from INPUT_TYPES (a combo's first option), links passed as
+    keyword arguments, through its ``FUNCTION`` under ``torch.inference_mode`` (ComfyUI's executor runs every node
+    inside it: weights and outputs are inference tensors). Returns the node's outputs."""
     spec = node_cls.INPUT_TYPES()
     kwargs = {}
     for name, (kind, *rest) in spec.get("required", {}).items():
         if name in inputs:
             kwargs[name] = inputs.pop(name)
-        elif isinstance(kind, (list, tuple)):
-            kwargs[name] = kind[0]
+        elif kind == "COMBO":
+            kwargs[name] = rest[0].get("default", rest[0]["options"][0])
         else:
             assert rest and "default" in rest[0], f"{node_cls.__name__}.{name} needs a value"
             kwargs[name] = rest[0]["default"]
@@ -130,17 +131,18 @@ def _call(node_cls, **inputs):
     import torch
 
     with torch.inference_mode():
-        return getattr(node_cls(), node_cls.FUNCTION)(**kwargs)
+        output = getattr(node_cls(), node_cls.FUNCTION)(**kwargs)
+    return output
 
 
 def test_nodes_in_graph_order(pack, host_dirs, tiny_weights, camel):
     for folder in ("actionmesh", "triposg", "dinov2"):
         (host_dirs["models"] / folder).symlink_to(tiny_weights, target_is_directory=True)
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = pack.NODES
     def load(node_type, model_name):  # the value a user picks: the loader must offer it, then load it
         node = nodes[node_type]
-        assert model_name in node.INPUT_TYPES()["required"]["model_name"][0], node_type
-        assert node.VALIDATE_INPUTS(model_name) is True
+        assert model_name in combo_options(node.INPUT_TYPES()["required"]["model_name"]), node_type
+        assert node.validate_inputs(model_name) is True
         return _call(node, model_name=model_name)
 
     denoiser, = load("ActionMeshLoadDenoiser", "ActionMesh/denoiser/model.safetensors")
@@ -169,7 +171,7 @@ def test_nodes_in_graph_order(pack, host_dirs, tiny_weights, camel):
     assert animation.num_frames == 16 and animation.num_vertices == len(reference.vertices)
     np.testing.assert_allclose(animation.vertices[0], reference.vertices, atol=1e-6)
     result = _call(nodes["ActionMeshExportGLB"], animation=animation, filename_prefix="camel/test")
-    glb = host_dirs["output"] / result["result"][0]
+    glb = host_dirs["output"] / result[0]
     assert glb.is_file() and glb.resolve().is_relative_to(host_dirs["output"].resolve())
     assert read_animated_glb(glb).num_frames == 16
     images_out, = _call(nodes["ActionMeshRenderPreview"], animation=animation, size=64)
@@ -178,7 +180,7 @@ def test_nodes_in_graph_order(pack, host_dirs, tiny_weights, camel):
     assert host_mesh_batch(batch) == 3
     chain_anim, chain_latents = _call(nodes["ActionMeshAttentionChainAnimate"], denoiser=denoiser, vae=vae,
                                       context=context, anchor=anchor, reference=reference, steps=2,
-                                      num_landmarks=50, octree_depth=5)
+                                      num_landmarks=50, octree_depth=5, refine_depth=6)
     assert chain_anim.num_frames == 16 and chain_anim.num_vertices == animation.num_vertices
 
 

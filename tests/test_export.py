@@ -385,16 +385,16 @@ def test_cli_has_format_option_checked_before_any_model(tmp_path, capsys):
 
 
 def test_export_node_writes_the_chosen_format_beside_the_glb(pack, host_dirs):
-    node_cls = pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"]
-    assert pack.NODE_DISPLAY_NAME_MAPPINGS["ActionMeshExportGLB"] == "ActionMesh Export Animation"
-    assert node_cls.RETURN_TYPES == ("STRING", "FILE_3D_GLB", "STRING")
-    assert set(node_cls.INPUT_TYPES()["required"]["format"][0]) == set(FORMATS)
+    node_cls = pack.NODES["ActionMeshExportGLB"]
+    assert pack.DISPLAY_NAMES["ActionMeshExportGLB"] == "ActionMesh Export Animation"
+    assert list(node_cls.RETURN_TYPES) == ["STRING", "FILE_3D_GLB", "STRING"]
+    assert set(node_cls.INPUT_TYPES()["required"]["format"][1]["options"]) == set(FORMATS)
     anim = bending_tube(frames=3)
-    result = node_cls().export(anim, "runs/walk", "STEP", False, "npy", 8, 4)
+    result = node_cls.execute(anim, "runs/walk", "STEP", False, "npy", 8, 4)
     out = host_dirs["output"]
-    glb_rel, file3d, files = result["result"]
+    glb_rel, file3d, files = result.result
     assert glb_rel == "runs/walk_00001_.glb" and (out / glb_rel).is_file()
-    assert result["ui"]["3d"] == [{"filename": "walk_00001_.glb", "subfolder": "runs", "type": "output"}]
+    assert result.ui["3d"] == [{"filename": "walk_00001_.glb", "subfolder": "runs", "type": "output"}]
     assert file3d.format == "glb" and Path(file3d.get_source()) == out / glb_rel
     assert files.split("\n") == [glb_rel, "runs/walk_00001_vertices.npy", "runs/walk_00001_faces.npy"]
     assert np.load(out / "runs/walk_00001_vertices.npy").shape == (3, anim.num_vertices, 3)

@@ -112,11 +112,11 @@ def test_crop_is_one_pixel_short_of_square_when_the_side_difference_is_odd():
 
 
 def test_padding_is_white_even_where_the_window_covers_image_pixels():
-    """Only the box is taken from the input (a soft mask <= 0.5 outside the box does not leak in)."""
+    """Only the box is taken from the input (mask values that round to 0 at 8 bits do not leak in)."""
     frames = np.zeros((2, 40, 40, 3), np.float32)
     masks = np.zeros((2, 40, 40), np.float32)
     masks[:, 10:30, 10:30] = 1.0
-    masks[:, 5:10, 10:30] = 0.4  # soft, below the foreground threshold: outside the box
+    masks[:, 5:10, 10:30] = 0.4 / 255  # below half an 8-bit step: background, as in a stored alpha
     prepared = prepare_frames(frames, masks)
     assert prepared.bbox == (10, 10, 30, 30)
     pad = 2
@@ -183,6 +183,21 @@ def test_explicit_masks_override_alpha(camel):
     assert prepared.bbox == (150, 100, 300, 200)
     prepared_np = prepare_frames(camel[..., :3].numpy(), masks.numpy())
     assert prepared_np.bbox == (150, 100, 300, 200)
+
+
+def test_a_mask_is_the_frames_alpha_as_in_the_release(camel):
+    """RGB + its alpha as a mask (what Load Frames gives Prepare Frames) = the RGBA frames (what the CLI reads):
+    the release puts a mask file in as the alpha channel, so soft edges (0 < alpha <= 0.5) are inside the box."""
+    soft = ((camel[..., 3] > 0) & (camel[..., 3] <= 0.5)).any(dim=0)
+    assert bool(soft.any()), "the fixture needs soft alpha edges for this test to mean anything"
+    from_alpha = prepare_frames(camel)
+    from_mask = prepare_frames(camel[..., :3], camel[..., 3])
+    assert from_mask.bbox == from_alpha.bbox
+    assert torch.equal(from_mask.rgb, from_alpha.rgb) and torch.equal(from_mask.masks, from_alpha.masks)
+    # a float mask is stored at 8 bits first: values under half a step are background
+    faint = camel[..., 3].clone()
+    faint[faint == 0] = 0.4 / 255
+    assert prepare_frames(camel[..., :3], faint).bbox == from_alpha.bbox
 
 
 def test_list_of_frames_and_metadata():

@@ -113,9 +113,10 @@ def test_closure_follows_a_plate_the_coarse_grid_cannot_see():
     # lie outside it): invisible at depths 3..5 away from the sphere, so only the closure finds it at depth 6
     t = 0.3 * voxel(6)
     f = sphere_with_plate(t, z=voxel(6))
-    mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0)
+    mesh = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0, sdf_bound=False)  # the closure alone
     dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
     np.testing.assert_allclose(mesh_key(mesh), mesh_key(dense), atol=1e-6)
+    assert mesh.metadata["meshing"]["closure_cells"] > 0
     v = mesh.vertices
     tip = v[v[:, 0] > 0.9]
     assert len(tip) and (tip[:, 2] > voxel(6)).any() and (tip[:, 2] < voxel(6)).any()  # both faces up to its end
@@ -248,6 +249,7 @@ def test_half_precision_keeps_every_sign_that_decides_the_surface():
     assert cKDTree(fp32.vertices).query(half.vertices)[0].max() < voxel(6)
 
 
+@pytest.mark.cuda
 def test_half_precision_on_cuda_by_default():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
@@ -286,3 +288,216 @@ def test_no_grid_point_is_evaluated_twice():
     grid = torch.round((pts.double() + BOUNDS) / voxel(6)).long()  # every level's points lie on the final grid
     key = (grid[:, 0] * 65 + grid[:, 1]) * 65 + grid[:, 2]
     assert torch.unique(key).numel() == key.numel()
+
+
+# --------------------------------------------------------------------------- thin and free-standing parts
+# Three mechanisms put cells in the band besides the sign changes; each has a case here that only it finds:
+# the SDF bound (a free-standing part the coarser levels straddle), the dilation (a part next to the found
+# surface that only a finer level sees, bound off) and the closure (a part attached to the found surface that
+# only the finest level sees, bound off, no dilation).
+
+
+def plane_index_only(depth):
+    """A z plane of the depth-``depth`` grid that no coarser grid has (odd index)."""
+    return -BOUNDS + 33 * voxel(depth) * 2 ** (depth - 6) if depth >= 6 else -BOUNDS + voxel(depth)
+
+
+def free_plate(half_thickness, z, x=(-0.8, -0.55), radius=0.35):
+    """Sphere of ``radius`` plus a separate plate at ``z`` (|y| < 0.15), x in ``x``, not touching it."""
+    cx, hx = (x[0] + x[1]) / 2, (x[1] - x[0]) / 2
+
+    def f(p):
+        return torch.minimum(p.norm(dim=-1) - radius, box_sdf(p, (cx, 0.0, z), (hx, 0.15, half_thickness)))
+
+    return f
+
+
+def segment_sdf(p, a, b, r):
+    a, b = torch.tensor(a).to(p), torch.tensor(b).to(p)
+    t = ((p - a) @ (b - a) / ((b - a) @ (b - a))).clamp(0, 1)
+    return (p - a - t[:, None] * (b - a)).norm(dim=-1) - r
+
+
+def thin_parts(depth):
+    """The benchmark's thin-part field at a small depth: a sphere, a free plate 2 voxels thick and free rods
+    1.5 voxels across (one along y, two oblique), none touching another."""
+    h = voxel(depth)
+
+    def f(p):
+        d = torch.minimum(p.norm(dim=-1) - 0.4, box_sdf(p, (0.0, 0.75, 0.0), (0.3, h, 0.3)))
+        for a, b in (((0.6, -0.3, 0.1), (0.6, 0.4, 0.1)), ((-0.7, -0.5, -0.6), (-0.2, 0.3, -0.7)),
+                     ((0.1, 0.5, -0.6), (0.5, 0.55, 0.3))):
+            d = torch.minimum(d, segment_sdf(p, a, b, 0.75 * h))
+        return d
+
+    return f
+
+
+def components(mesh):
+    return len(mesh.split(only_watertight=False))
+
+
+def test_free_standing_plate_and_rods_are_found_as_by_the_dense_grid():
+    f = thin_parts(6)
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    band = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    assert components(dense) >= 5  # sphere, plate, 3 rods
+    signs_only = sdf_to_mesh(f, octree_depth=3, refine_depth=6, sdf_bound=False)
+    assert len(signs_only.faces) < len(dense.faces)  # sign changes + dilation + closure alone lose parts
+
+
+def test_sdf_bound_alone_finds_a_free_plate_the_coarse_levels_straddle():
+    """A plate thinner than a finest voxel, on a plane only the finest grid has, far from the sphere."""
+    f = free_plate(0.3 * voxel(6), plane_index_only(6))
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    band = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    assert components(band) == 2
+    for dilation in (0, 1, 2):
+        assert components(sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=dilation, sdf_bound=False)) == 1
+
+
+def test_dilation_alone_finds_a_plate_next_to_the_surface_that_a_finer_level_sees():
+    """Bound off (a field that is not a distance field): a plate in the coarse cell next to the sphere's
+    sign-change cells, first seen by the depth-4 grid: only the dilated coarse band reaches it."""
+    z4 = -BOUNDS + 9 * voxel(4)  # a depth-4 plane (between depth-3 planes)
+    f = free_plate(0.3 * voxel(6), z4, x=(0.54, 0.7), radius=0.35)
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    found = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=1, sdf_bound=False)
+    lost = sdf_to_mesh(f, octree_depth=3, refine_depth=6, dilation=0, sdf_bound=False)
+    np.testing.assert_allclose(mesh_key(found), mesh_key(dense), atol=1e-6)
+    assert components(found) == 2 and components(lost) == 1
+
+
+def test_scaled_distance_fields_give_the_same_band_and_mesh():
+    """The bound reads values in units of the field's own slope (measured on the coarse grid): any constant
+    scale of a distance field (occupancy-like or flattened) finds the same parts with the same evaluations."""
+    f = free_plate(0.3 * voxel(6), plane_index_only(6))
+    ref = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
+    for scale in (20.0, 0.05):
+        m = sdf_to_mesh(lambda p, s=scale: s * f(p), octree_depth=3, refine_depth=6)
+        assert m.metadata["meshing"]["points_evaluated"] == ref.metadata["meshing"]["points_evaluated"]
+        np.testing.assert_allclose(mesh_key(m), mesh_key(ref), atol=1e-6)
+        assert m.metadata["meshing"]["slope"][0] == pytest.approx(scale * ref.metadata["meshing"]["slope"][0])
+        assert components(m) == 2 and not m.metadata["meshing"]["slope_exceeded"]
+
+
+def steep_well(d, factor, width):
+    """A field ``factor`` times steeper than the distance ``d`` within ``width`` of its zero set, slope 1 beyond."""
+    return torch.where(d < width, factor * d, factor * width + (d - width))
+
+
+def test_a_field_steeper_than_its_coarse_grid_is_reported_not_silently_trusted(caplog):
+    """Not a distance field: the plate sits in a well 8x steeper than the rest, narrower than the distance to
+    any coarse grid point, so the coarse grid's slope understates it.  The extractor finds the attached plate
+    through the closure, measures the steeper crossings there, logs a warning and flags the result."""
+    import logging
+
+    z = plane_index_only(6)
+    t = 0.3 * voxel(6)
+
+    def f(p):
+        plate = box_sdf(p, (0.675, 0.0, z), (0.275, 0.2, t))
+        return torch.minimum(p.norm(dim=-1) - 0.5, steep_well(plate, 8.0, 0.5 * voxel(6)))
+
+    import actionmesh_core.geometry.meshing as meshing
+
+    dense = sdf_to_mesh(f, octree_depth=6, refine_depth=6)
+    meshing._LOGGED.discard("slope")  # logged once per process
+    with caplog.at_level(logging.WARNING, logger="actionmesh_core.geometry.meshing"):
+        band = sdf_to_mesh(f, octree_depth=3, refine_depth=6)
+    np.testing.assert_allclose(mesh_key(band), mesh_key(dense), atol=1e-6)
+    st = band.metadata["meshing"]
+    assert st["slope_exceeded"] and st["closure_cells"] > 0
+    assert "steeper" in caplog.text
+    smooth = sdf_to_mesh(sphere_with_plate(t, z=z), octree_depth=3, refine_depth=6)
+    assert not smooth.metadata["meshing"]["slope_exceeded"]  # the same shape as a distance field: no warning
+
+
+def test_default_sphere_evaluates_under_2m_points_with_the_sdf_bound():
+    """The issue's budget: the bound adds cells only where parts may hide (sphere r = 0.5 at the defaults)."""
+    mesh = sdf_to_mesh(sphere_sdf(0.5))
+    st = mesh.metadata["meshing"]
+    assert st["sdf_bound"] and st["points_evaluated"] <= 2_000_000, st
+    assert st["slope"][0] == pytest.approx(1.25, rel=0.01)  # unit slope x the safety factor
+
+
+# --------------------------------------------------------------------------- surface points (no mesh)
+
+
+def test_surface_points_are_the_marching_cubes_vertices_of_each_field():
+    """Grid-edge crossings of the band, batched over fields: exactly the vertices marching cubes places."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    def two(p):
+        return torch.stack([p.norm(dim=-1) - 0.5, torus_sdf(0.55, 0.2)(p)])
+
+    stats = {}
+    points = sdf_surface_points(two, 2, octree_depth=3, refine_depth=6, stats=stats)
+    meshes = sdf_to_meshes(two, 2, octree_depth=3, refine_depth=6)
+    assert stats["points"] == [len(p) for p in points]
+    for pts, mesh in zip(points, meshes):
+        assert pts.dtype == torch.float32 and pts.shape == (len(mesh.vertices), 3)
+        ref = np.asarray(mesh.vertices)
+        assert cKDTree(ref).query(pts.numpy())[0].max() < 1e-6
+        assert cKDTree(pts.numpy()).query(ref)[0].max() < 1e-6
+    assert stats["points_evaluated"] == meshes[0].metadata["meshing"]["points_evaluated"]
+
+
+def test_surface_points_cover_the_surface_at_one_voxel_spacing():
+    """The candidate resolution the attention chain uses (2^7 cells): ~1.5 A / h^2 points, on the sphere, and
+    every surface point has one within a voxel."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    r, h = 0.5, voxel(7)
+    pts = sdf_surface_points(sphere_sdf(r), octree_depth=5, refine_depth=7)[0].double().numpy()
+    assert len(pts) == pytest.approx(1.5 * 4 * math.pi * r**2 / h**2, rel=0.05)
+    assert np.abs(np.linalg.norm(pts, axis=1) - r).max() < 0.01 * h
+    assert cKDTree(pts).query(fibonacci_sphere(20000, r))[0].max() < h
+    assert len(np.unique(pts.round(7), axis=0)) == len(pts)  # an edge shared by two bricks gives one point
+
+
+def test_surface_points_stop_at_the_first_level_with_enough_crossings():
+    """``min_points``: a coarser level ends the band when every field already has that many crossings there."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    def two(p):
+        return torch.stack([p.norm(dim=-1) - 0.5, p.norm(dim=-1) - 0.3])
+
+    fine, coarse = {}, {}
+    full = sdf_surface_points(two, 2, octree_depth=4, refine_depth=7, stats=fine, min_points=4000)
+    early = sdf_surface_points(two, 2, octree_depth=4, refine_depth=7, stats=coarse, min_points=1500)
+    assert fine["depth"] == 7 and coarse["depth"] == 6  # r = 0.3 has ~1700 crossings at 2^6, ~6900 at 2^7
+    assert min(coarse["points"]) >= 1500 and coarse["points_evaluated"] < fine["points_evaluated"] / 2
+    assert coarse["voxel_size"] == pytest.approx(voxel(6))
+    mc = sdf_to_meshes(two, 2, octree_depth=4, refine_depth=6)
+    for pts, mesh in zip(early, mc):
+        assert pts.shape == (len(mesh.vertices), 3)
+        assert cKDTree(np.asarray(mesh.vertices)).query(pts.numpy())[0].max() < 1e-6
+    assert [len(p) for p in full] == fine["points"]
+
+
+def test_surface_points_keep_a_free_thin_plate_and_handle_empty_fields():
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    f = free_plate(0.3 * voxel(6), plane_index_only(6))
+    pts = sdf_surface_points(f, octree_depth=3, refine_depth=6)[0]
+    assert (pts[:, 0] < -0.5).sum() > 50  # both faces of the plate
+    empty = sdf_surface_points(lambda p: p.norm(dim=-1) + 1.0, octree_depth=3, refine_depth=5)[0]
+    assert empty.shape == (0, 3)
+    with pytest.raises(ValueError, match="sdf_surface_points: refine_depth"):
+        sdf_surface_points(f, octree_depth=5, refine_depth=4)
+
+
+def test_surface_points_in_bf16_on_the_cpu_match_fp32():
+    """The CUDA default (bf16 field, fp32 near the level) run on the CPU: same crossings, moved < 0.1 voxel."""
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    field, inside = _tiny_vae_field()
+    fp32 = sdf_surface_points(field, inside=inside, octree_depth=4, refine_depth=6, precision="fp32")[0]
+    st = {}
+    half = sdf_surface_points(field, inside=inside, octree_depth=4, refine_depth=6, precision="bf16", stats=st)[0]
+    assert st["precision"] == "bfloat16" and 0 < st["points_fp32"] < st["points_evaluated"]
+    assert half.shape == fp32.shape
+    assert (half - fp32).abs().max() < 0.1 * voxel(6)

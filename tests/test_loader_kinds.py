@@ -6,6 +6,8 @@ import json
 import torch
 from safetensors.torch import save_file
 
+from conftest import combo_options
+
 
 def _entry(root, name, config, weights="model.safetensors", keys=("w",)):
     path = root / name
@@ -32,7 +34,7 @@ def test_each_loader_lists_only_its_kind(pack, host_dirs):
     (models / "dinov2" / "broken" / "model.safetensors").write_bytes(b"")
 
     def offered(node):
-        return pack.NODE_CLASS_MAPPINGS[node].INPUT_TYPES()["required"]["model_name"][0]
+        return combo_options(pack.NODES[node].INPUT_TYPES()["required"]["model_name"])
 
     assert offered("ActionMeshLoadDenoiser") == ["ActionMesh/denoiser/model.safetensors"]
     assert offered("ActionMeshLoadAutoencoder") == ["ActionMesh/autoencoder/model.safetensors",
@@ -44,7 +46,7 @@ def test_each_loader_lists_only_its_kind(pack, host_dirs):
 
 def test_loaders_accept_folder_values_of_older_workflows(pack, fake_model_tree):
     """Workflows saved when the loaders listed folders (``ActionMesh/denoiser``) still validate in ComfyUI
-    (``VALIDATE_INPUTS`` replaces its "value not in list" check) and resolve to the same folder; anything
+    (``validate_inputs``, V1's ``VALIDATE_INPUTS``, replaces its "value not in list" check) and resolve to the same folder; anything
     else gets one line that says where to put the weights."""
     import sys
 
@@ -52,12 +54,12 @@ def test_loaders_accept_folder_values_of_older_workflows(pack, fake_model_tree):
     for node_type, folder, legacy in (("ActionMeshLoadDenoiser", "actionmesh", "ActionMesh/denoiser"),
                                       ("ActionMeshLoadTripoSGVAE", "triposg", "TripoSG/vae"),
                                       ("ActionMeshLoadDINOv2", "dinov2", "dinov2-large")):
-        cls = pack.NODE_CLASS_MAPPINGS[node_type]
-        listed, = cls.INPUT_TYPES()["required"]["model_name"][0]
+        cls = pack.NODES[node_type]
+        listed, = combo_options(cls.INPUT_TYPES()["required"]["model_name"])
         assert listed.startswith(legacy + "/") and listed != legacy
-        assert cls.VALIDATE_INPUTS(listed) is True and cls.VALIDATE_INPUTS(legacy) is True
+        assert cls.validate_inputs(listed) is True and cls.validate_inputs(legacy) is True
         assert host.resolve_model(folder, listed) == host.resolve_model(folder, legacy)
         assert host.resolve_model(folder, legacy).is_dir()
-        message = cls.VALIDATE_INPUTS(legacy + "_v9")
+        message = cls.validate_inputs(legacy + "_v9")
         assert isinstance(message, str) and "not found" in message and "\n" not in message
-        assert "models/" in cls.VALIDATE_INPUTS("../outside")
+        assert "models/" in cls.validate_inputs("../outside")

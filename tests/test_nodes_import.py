@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import combo_options
+
 from actionmesh_core.io.animated_mesh import AnimatedMesh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +58,7 @@ def test_pack_imports_like_comfyui_without_touching_the_nodes_module():
         comfy_nodes = types.ModuleType("nodes"); comfy_nodes.MARK = 1; sys.modules["nodes"] = comfy_nodes
         """, LOAD, """
         assert sys.modules["nodes"] is comfy_nodes and not hasattr(comfy_nodes, "NODE_CLASS_MAPPINGS")
-        print(len(pack.NODE_CLASS_MAPPINGS), sys.path.count(root))
+        print(len(pack.NODES), sys.path.count(root))
         spec.loader.exec_module(pack)  # a second load does not add the folder again
         print(sys.path.count(root), sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "folder_paths")))
     """)
@@ -77,17 +79,26 @@ def test_core_library_never_imports_comfyui():
     assert out == "[]"
 
 
+# inputs an expert sets: hidden by default (V3 ``advanced``), on every node that has them
+EXPERT_INPUTS = {"window", "slide", "octree_depth", "refine_depth", "noise_correlation", "shift", "batch_size",
+                 "num_tokens"}
+
+
 def test_node_declarations_are_complete(pack):
-    mapping = pack.NODE_CLASS_MAPPINGS
+    mapping = pack.NODES
     assert set(mapping) == EXPECTED_NODES
-    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == EXPECTED_NODES
+    assert set(pack.DISPLAY_NAMES) == EXPECTED_NODES
     for name, cls in mapping.items():
+        schema = cls.GET_SCHEMA()
+        assert schema.node_id == name and schema.display_name == pack.DISPLAY_NAMES[name], name
+        assert schema.search_aliases, f"{name} has no search aliases"
         assert cls.CATEGORY.split("/")[0] == "ActionMesh", name
-        assert callable(getattr(cls(), cls.FUNCTION)), name
-        assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES, name
+        assert cls.FUNCTION == "EXECUTE_NORMALIZED" and callable(getattr(cls, cls.FUNCTION)), name
+        assert list(cls.RETURN_TYPES), name
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS), name
+        assert all(tip and tip.strip() for tip in cls.OUTPUT_TOOLTIPS), name
         assert set(cls.RETURN_TYPES) <= CUSTOM_TYPES | CORE_TYPES, name
-        assert cls.DESCRIPTION and pack.NODE_DISPLAY_NAME_MAPPINGS[name], name
+        assert cls.DESCRIPTION and pack.DISPLAY_NAMES[name], name
         declared = cls.INPUT_TYPES()
         assert set(declared) <= {"required", "optional", "hidden"}, name
         for section in ("required", "optional"):
@@ -95,14 +106,27 @@ def test_node_declarations_are_complete(pack):
                 where = f"{name}.{input_name}"
                 type_, opts = spec[0], spec[1]
                 assert opts.get("tooltip", "").strip(), f"{where} has no tooltip"
-                if isinstance(type_, list):
-                    assert opts.get("default", type_[0] if type_ else None) in (type_ or [None]), where
+                assert opts.get("advanced", False) == (input_name in EXPERT_INPUTS), f"{where}: advanced flag"
+                if type_ == "COMBO":
+                    assert opts.get("default", opts["options"][0] if opts["options"] else None) in (
+                        opts["options"] or [None]), where
                 elif type_ in ("INT", "FLOAT"):
                     assert opts["min"] <= opts["default"] <= opts["max"], where
                 else:  # a comma-joined union of socket types accepts each of them
                     unknown = set(type_.split(",")) - (CUSTOM_TYPES | CORE_TYPES | set(FILE_3D_TYPES))
                     assert not unknown, f"{where}: unknown type {unknown}"
     assert mapping["ActionMeshExportGLB"].OUTPUT_NODE is True
+
+
+def test_the_entry_point_lists_every_node(pack):
+    """ComfyUI registers V3 nodes through ``comfy_entrypoint`` (a ComfyExtension), and only when the package has no
+    ``NODE_CLASS_MAPPINGS`` (with one it takes the legacy path)."""
+    import asyncio
+
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS")
+    extension = asyncio.run(pack.comfy_entrypoint())
+    listed = asyncio.run(extension.get_node_list())
+    assert {cls.GET_SCHEMA().node_id for cls in listed} == EXPECTED_NODES == set(pack.NODES)
 
 
 # --------------------------------------------------------------------------- host adapter
@@ -253,31 +277,31 @@ def _anim(frames=3):
 def test_prepare_frames_node_on_real_frames(pack, fixtures_dir):
     from actionmesh_core.frames import load_frames
 
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshPrepareFrames"]()
+    node = pack.NODES["ActionMeshPrepareFrames"]
     rgba = load_frames(fixtures_dir / "davis_camel")
     images, alpha = rgba[..., :3], rgba[..., 3]
     comfy_mask = 1.0 - alpha  # what Load Image gives: 1 where transparent
-    frames, preview, masks = node.prepare(images, 256, 0.1, 0.1, 2, 3, 4, 30.0, True, mask=comfy_mask)
+    frames, preview, masks = node.execute(images, 256, 0.1, 0.1, 2, 3, 4, 30.0, True, mask=comfy_mask)
     assert frames.frame_indices == [2, 5, 8, 11] and frames.fps == pytest.approx(10.0)
     assert preview.shape == (4, 256, 256, 3) and masks.shape == (4, 256, 256)
-    direct = node.prepare(images, 256, 0.1, 0.1, 2, 3, 4, 30.0, False, mask=alpha)[0]
+    direct = node.execute(images, 256, 0.1, 0.1, 2, 3, 4, 30.0, False, mask=alpha)[0]
     assert frames.bbox == direct.bbox  # inverted Load Image mask == object mask
     torch.testing.assert_close(frames.rgb, direct.rgb)
     with pytest.raises(ValueError, match="one mask per frame"):
-        node.prepare(images, 256, 0.1, 0.1, 0, 1, 0, 30.0, False, mask=alpha[:5])
+        node.execute(images, 256, 0.1, 0.1, 0, 1, 0, 30.0, False, mask=alpha[:5])
 
 
 def test_render_and_mesh_output_nodes(pack, host):
     anim = _anim(3)
-    (images,) = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
+    (images,) = pack.NODES["ActionMeshRenderPreview"].execute(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
     assert isinstance(images, torch.Tensor) and images.shape == (3, 64, 64, 3)
     assert not torch.equal(images[0], images[2])  # the box moves
-    (mesh,) = pack.NODE_CLASS_MAPPINGS["ActionMeshAnimationToMesh"]().convert(anim, 1, 1, 0)
+    (mesh,) = pack.NODES["ActionMeshAnimationToMesh"].execute(anim, 1, 1, 0)
     assert mesh.vertices.shape == (2, 8, 3) and mesh.faces.shape == (2, 12, 3) and mesh.uvs.shape == (2, 8, 2)
     np.testing.assert_allclose(mesh.vertices[1].numpy(), anim.vertices[2], atol=1e-6)
     host.request_interrupt()
     with pytest.raises(host.Interrupted):
-        pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]().render(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
+        pack.NODES["ActionMeshRenderPreview"].execute(64, "shaded", 30.0, 15.0, 1.0, animation=anim)
 
 
 def test_render_preview_renders_a_textured_reference_mesh_framed_for_prepare_frames(pack, tmp_path):
@@ -296,8 +320,8 @@ def test_render_preview_renders_a_textured_reference_mesh_framed_for_prepare_fra
     box.export(tmp_path / "box.glb")
     reference = prepare_reference_mesh(tmp_path / "box.glb", num_surface_points=256, num_query_points=16,
                                        subset_points=64)
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshRenderPreview"]()
-    (image,) = node.render(120, "unlit", 0.0, 0.0, 1.0, 0.1, reference=reference)
+    node = pack.NODES["ActionMeshRenderPreview"]
+    (image,) = node.execute(120, "unlit", 0.0, 0.0, 1.0, 0.1, reference=reference)
     assert image.shape == (1, 120, 120, 3)
     covered = (image[0] - 1.0).abs().amax(-1) > 1e-6
     rows, cols = torch.nonzero(covered, as_tuple=True)
@@ -306,7 +330,7 @@ def test_render_preview_renders_a_textured_reference_mesh_framed_for_prepare_fra
     np.testing.assert_allclose(image[0, 40, 60].numpy(), [1, 0, 0], atol=0.02)  # upper face colour: red
     np.testing.assert_allclose(image[0, 80, 60].numpy(), [0, 0, 1], atol=0.02)
     with pytest.raises(ValueError, match="exactly one"):
-        node.render(64, "shaded", 0.0, 0.0, 1.0, 0.1)
+        node.execute(64, "shaded", 0.0, 0.0, 1.0, 0.1)
 
 
 def _fake_module(monkeypatch, name, **attrs):
@@ -330,18 +354,19 @@ def test_export_node_writes_inside_the_output_folder(pack, host_dirs, monkeypatc
 
     _fake_module(monkeypatch, "actionmesh_core.io.glb", export_animated_glb=export_animated_glb,
                  export_static_glbs=export_static_glbs)
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"]()
-    result = node.export(_anim(), "runs/camel?", "LINEAR", True)
+    node = pack.NODES["ActionMeshExportGLB"]
+    result = node.execute(_anim(), "runs/camel?", "LINEAR", True)
     out = host_dirs["output"]
-    assert result["ui"] == {"3d": [{"filename": "camel__00001_.glb", "subfolder": "runs", "type": "output"}]}
-    assert result["result"][0] == "runs/camel__00001_.glb" and result["result"][2] == "runs/camel__00001_.glb"
-    assert result["result"][1].format == "glb" and Path(result["result"][1].get_source()) == out / "runs" / "camel__00001_.glb"
+    assert result.ui == {"3d": [{"filename": "camel__00001_.glb", "subfolder": "runs", "type": "output"}]}
+    assert result[0] == "runs/camel__00001_.glb" and result[2] == "runs/camel__00001_.glb"
+    assert result[1].format == "glb" and Path(result[1].get_source()) == out / "runs" / "camel__00001_.glb"
     path, fps, interpolation = calls["animated"]  # written beside the target, then renamed onto it (atomic)
     assert path.name == "camel__00001_.glb" and (out / "runs" / "camel__00001_.glb").read_bytes() == b"glTF"
     assert fps == pytest.approx(12.0) and interpolation == "LINEAR"
-    assert calls["static"][0].parent == out / "runs"
+    # the per-frame GLBs are written into a temporary folder inside runs/camel__00001_frames, then moved in
+    assert calls["static"][0].parent == out / "runs" / "camel__00001_frames" and calls["static"][1] == "camel__00001"
     with pytest.raises(ValueError):
-        node.export(_anim(), "../../outside", "STEP", False)
+        node.execute(_anim(), "../../outside", "STEP", False)
 
 
 class _FakeVAE(torch.nn.Module):
@@ -352,6 +377,10 @@ class _FakeVAE(torch.nn.Module):
     def encode(self, surface, query):
         mean = torch.ones(query.shape[0], query.shape[1], 4)
         return mean, torch.full_like(mean, -2.0)
+
+    from actionmesh_core.models.vae import TripoSGVAE
+
+    sample_posterior = TripoSGVAE.sample_posterior  # the real posterior sample
 
 
 def test_temporal_denoise_and_decode_nodes_follow_the_contract(pack, monkeypatch):
@@ -368,17 +397,17 @@ def test_temporal_denoise_and_decode_nodes_follow_the_contract(pack, monkeypatch
     context = datatypes.FrameContext(features=torch.zeros(5, 3, 8), fps=10.0)
     anchor = datatypes.SourceLatents({2: torch.ones(6, 4)}, anchor_frame=2)
     extra = datatypes.SourceLatents({4: torch.ones(6, 4)}, anchor_frame=4)
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshTemporalDenoise"]()
-    (latents,) = node.denoise(torch.nn.Linear(1, 1), context, anchor, 3, 7.5, 3.0, 11, 0.2, 16, 15,
+    node = pack.NODES["ActionMeshTemporalDenoise"]
+    (latents,) = node.execute(torch.nn.Linear(1, 1), context, anchor, 3, 7.5, 3.0, 11, 0.2, 16, 15,
                               extra_sources=extra)
     assert seen["sources"] == [2, 4] and seen["context"] == (5, 3, 8)
     assert (seen["steps"], seen["guidance_scale"], seen["shift"], seen["seed"]) == (3, 7.5, 3.0, 11)
     assert (seen["noise_correlation"], seen["window"], seen["slide"]) == (0.2, 16, 15)
     assert latents.latents.shape == (5, 6, 4) and latents.anchor_frame == 2 and latents.fps == 10.0
     with pytest.raises(ValueError, match="slide"):
-        node.denoise(torch.nn.Linear(1, 1), context, anchor, 3, 7.5, 3.0, 0, 0.0, 16, 16)
+        node.execute(torch.nn.Linear(1, 1), context, anchor, 3, 7.5, 3.0, 0, 0.0, 16, 16)
     with pytest.raises(ValueError, match="outside"):
-        node.denoise(torch.nn.Linear(1, 1), context, datatypes.SourceLatents({7: torch.ones(6, 4)}, 7),
+        node.execute(torch.nn.Linear(1, 1), context, datatypes.SourceLatents({7: torch.ones(6, 4)}, 7),
                      3, 7.5, 3.0, 0, 0.0, 16, 15)
 
     class Reference:
@@ -386,15 +415,18 @@ def test_temporal_denoise_and_decode_nodes_follow_the_contract(pack, monkeypatch
         vertex_normals = np.ones((8, 3), np.float32)
         faces = np.array([[0, 1, 2]])
 
-        def to_animated_mesh(self, positions):
-            return AnimatedMesh(faces=np.array([[0, 1, 2]]), vertices=positions)
+        def vertex_queries(self):
+            return torch.from_numpy(np.concatenate([self.vertices, self.vertex_normals], axis=1))
+
+        def to_animated_mesh(self, positions, times=None):
+            return AnimatedMesh(faces=np.array([[0, 1, 2]]), vertices=positions, times=times)
 
     def decode_stage2(autoencoder, latents_, query, **kwargs):
         seen["decode"] = (tuple(latents_.shape), tuple(query.shape), kwargs["anchor_frame"])
         return torch.zeros(latents_.shape[0], query.shape[0], 3)
 
     _fake_module(monkeypatch, "actionmesh_core.sampling.stage2", decode_stage2=decode_stage2)
-    (anim,) = pack.NODE_CLASS_MAPPINGS["ActionMeshDecodeDeformation"]().decode(
+    (anim,) = pack.NODES["ActionMeshDecodeDeformation"].execute(
         torch.nn.Linear(1, 1), latents, Reference(), 16, 15, -1, 0.0)
     assert seen["decode"] == ((5, 6, 4), (8, 6), 2)
     np.testing.assert_allclose(anim.times, np.arange(5) / 10.0)
@@ -404,33 +436,35 @@ def test_encode_reference_mesh_node(pack, host, monkeypatch):
     import trimesh
 
     class Reference:
-        surface = np.zeros((32, 6), np.float32)
-        query_points = np.zeros((16, 6), np.float32)
+        surface = torch.zeros((32, 6))
+        query_points = torch.zeros((16, 6))
 
     received = {}
 
-    def prepare_reference_mesh(mesh, seed=0, num_query_points=2048):
+    def prepare_reference_mesh(mesh, seed=0, num_query_points=2048, num_surface_points=16384):
         received["faces"], received["tokens"] = len(mesh.faces), num_query_points
+        received["points"], received["seed"] = num_surface_points, seed
         return Reference()
 
     _fake_module(monkeypatch, "actionmesh_core.geometry.reference", prepare_reference_mesh=prepare_reference_mesh)
     _fake_module(monkeypatch, "actionmesh_core.io.mesh_io", load_mesh=lambda path: trimesh.load(path))
     box = trimesh.creation.box()
     mesh = host.make_mesh([box.vertices], [box.faces])
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshEncodeReferenceMesh"]()
-    anchor, reference = node.encode(_FakeVAE(), 3, "none", 0, False, 0, mesh=mesh)
+    node = pack.NODES["ActionMeshEncodeReferenceMesh"]
+    anchor, reference = node.execute(_FakeVAE(), 3, "none", 0, False, 0, mesh=mesh)
     assert received["faces"] == 12 and received["tokens"] == 2048 and isinstance(reference, Reference)
-    node.encode(_FakeVAE(), 3, "none", 0, False, 0, num_tokens=512, mesh=mesh)
+    assert received["points"] == 16384 and received["seed"] == 0  # the pipeline's surface samples
+    node.execute(_FakeVAE(), 3, "none", 0, False, 0, num_tokens=512, mesh=mesh)
     assert received["tokens"] == 512
     assert anchor.anchor_frame == 3 and torch.equal(anchor.latents[3], torch.ones(16, 4))
-    sampled, _ = node.encode(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
-    again, _ = node.encode(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
+    sampled, _ = node.execute(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
+    again, _ = node.execute(_FakeVAE(), 3, "none", 0, True, 5, mesh=mesh)
     noise = (sampled.latents[3] - 1.0) / np.exp(-1.0)  # std = exp(0.5 * logvar)
     assert torch.equal(sampled.latents[3], again.latents[3]) and 0.5 < float(noise.std()) < 1.5
     with pytest.raises(ValueError, match="several meshes"):
-        node.encode(_FakeVAE(), 0, "3d/x.glb", 0, True, 0, mesh=mesh)
+        node.execute(_FakeVAE(), 0, "3d/x.glb", 0, True, 0, mesh=mesh)
     with pytest.raises(ValueError, match="no mesh given"):
-        node.encode(_FakeVAE(), 0, "none", 0, True, 0)
+        node.execute(_FakeVAE(), 0, "none", 0, True, 0)
 
 
 def test_checkpoint_loaders_hide_transformers_folders(pack, host_dirs):
@@ -443,12 +477,12 @@ def test_checkpoint_loaders_hide_transformers_folders(pack, host_dirs):
         (root / name).mkdir(parents=True)
         (root / name / "config.json").write_text(json.dumps(cfg))
         (root / name / weights).write_bytes(b"")
-    choices = pack.NODE_CLASS_MAPPINGS["ActionMeshLoadTripoSGVAE"].INPUT_TYPES()["required"]["model_name"][0]
+    choices = combo_options(pack.NODES["ActionMeshLoadTripoSGVAE"].INPUT_TYPES()["required"]["model_name"])
     assert choices == ["TripoSG/vae/diffusion_pytorch_model.safetensors"]
 
 
 def test_reference_mesh_takes_every_core_3d_file_type_and_num_tokens_last(pack, host):
-    cls = pack.NODE_CLASS_MAPPINGS["ActionMeshEncodeReferenceMesh"]
+    cls = pack.NODES["ActionMeshEncodeReferenceMesh"]
     declared = cls.INPUT_TYPES()
     assert set(declared["optional"]["model_3d"][0].split(",")) == set(FILE_3D_TYPES) == set(host.FILE_3D_TYPES)
     # appended after the seed: widgets_values saved before num_tokens existed keep their positions

@@ -39,12 +39,12 @@ def test_export_node_writes_unicode_names_atomically(pack, host_dirs):
     from actionmesh_core.io.animated_mesh import AnimatedMesh
     from actionmesh_core.io.glb import read_animated_glb
 
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"]()
+    node = pack.NODES["ActionMeshExportGLB"]
     box = trimesh.creation.box()
     anim = AnimatedMesh(faces=np.asarray(box.faces), vertices=np.stack([box.vertices] * 2).astype(np.float32),
                         times=np.array([0, 1 / 24], np.float32))
-    result = node.export(anim, "動き/camel", "STEP", True)
-    rel = result["result"][0]
+    result = node.execute(anim, "動き/camel", "STEP", True)
+    rel = result[0]
     assert rel.startswith("動き/camel_00001_")
     assert read_animated_glb(host_dirs["output"] / rel).num_frames == 2
     leftovers = [p for p in host_dirs["output"].rglob("*") if p.name.endswith(".tmp")]
@@ -63,23 +63,23 @@ def test_loader_node_refuses_a_truncated_checkpoint_from_its_header(pack, host_d
     import safetensors.torch
 
     monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("tensors read before the check"))
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshLoadDenoiser"]()
+    node = pack.NODES["ActionMeshLoadDenoiser"]
     with pytest.raises(CheckpointError, match="model.safetensors") as info:
-        node.load("denoiser", "fp32")
+        node.execute("denoiser", "fp32")
     assert "\n" not in str(info.value)
     dino = host_dirs["models"] / "dinov2" / "dinov2-large"
     shutil.copytree(weights / "dinov2-large", dino)
     (dino / "model.safetensors").rename(dino / "pytorch_model.bin")
     with pytest.raises(ValueError, match="only .safetensors"):
-        pack.NODE_CLASS_MAPPINGS["ActionMeshLoadDINOv2"]().load("dinov2-large", "fp32")
+        pack.NODES["ActionMeshLoadDINOv2"].execute("dinov2-large", "fp32")
 
 
 def test_prepare_node_keeps_a_minimum_crop_for_a_tiny_object(pack):
     images = torch.zeros(3, 200, 300, 4)
     images[:, 100:102, 150:152] = 1.0
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshPrepareFrames"]()
+    node = pack.NODES["ActionMeshPrepareFrames"]
     with pytest.warns(UserWarning, match="only 2x2 px"):
-        frames, preview, masks = node.prepare(images, 256, 0.1, 0.1, 0, 1, 0, 24.0, False)
+        frames, preview, masks = node.execute(images, 256, 0.1, 0.1, 0, 1, 0, 24.0, False)
     x0, y0, x1, y1 = frames.crop_box
     assert x1 - x0 >= 63
     assert float(masks.sum(dim=(1, 2)).max()) < 0.01 * 256 * 256  # the speck stays small

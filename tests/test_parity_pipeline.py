@@ -25,10 +25,11 @@ from actionmesh_core.models.dino import IMAGENET_MEAN, IMAGENET_STD, DinoV2Encod
 from actionmesh_core.sampling.common import seeded_noise
 from actionmesh_core.sampling.schedules import flow_timesteps, triposg_sigmas
 from actionmesh_core.sampling.stage1 import sample_stage1
-from actionmesh_core.sampling.stage2 import decode_stage2, release_written_frames, stage2_source_frame
+from actionmesh_core.sampling.stage2 import (decode_stage2, decode_stage2_window, release_written_frames,
+                                             stage2_schedule)
 from actionmesh_core.sampling.triposg import read_scheduler_shift, sample_image_to_3d
-from actionmesh_core.sampling.windows import plan_windows
-from parity_tolerance import check
+from actionmesh_core.sampling.windows import plan_windows, window_alphas
+from parity_tolerance import TIGHT, check, check_within
 
 PARITY_DIR = data_dirs.parity_dir()
 
@@ -46,15 +47,12 @@ def _subcases(name):
 
 
 def _check_plan(spec, sub):
-    """Our window plan runs the release's windows (same frames, same run order, same sources)."""
+    """Our window plan runs the release's windows: same windows, run order, frame order inside each window."""
     plan = plan_windows(sub["num_frames"], sub["anchor_frame"], spec["window"], spec["slide"])
     official = sub["windows"]
-    assert len(plan) == len(official), (plan, official)
-    for win, ref in zip(plan, official):
-        assert set(win.frames) == set(ref["frames"]), (win.frames, ref["frames"])
-        # the release holds left-going windows in descending order: its first frame is ours too
-        assert ref["frames"][0] == (win.frames[-1] if win.direction == "left" else win.frames[0]) or \
-            win.direction == "anchor"
+    assert [list(w.order) for w in plan] == [ref["frames"] for ref in official]
+    if "official_windows" in sub:
+        assert [list(w.order) for w in plan] == sub["official_windows"]
     return plan
 
 
@@ -80,45 +78,103 @@ def test_stage2_query_normals_are_trimesh_angle_weighted(stage2_case):
     assert isinstance(same_numpy, np.ndarray) and np.array_equal(same_numpy, normals.numpy())
 
 
+def _stage2_inputs(io, key):
+    """Anchor vertices, faces, the (V, 6) anchor query and the latents of a stage II sub-case."""
+    verts, faces = io["anchor_vertices"], io["anchor_faces"]
+    return verts, faces, torch.cat([verts, query_normals(verts, faces)], dim=-1), io[f"{key}_latents"]
+
+
 @pytest.mark.parametrize("key", _subcases("stage2_windows"))
-def test_stage2_windows(stage2_case, key):
-    spec, io, model = stage2_case
+def test_stage2_window_rules(stage2_case, key):
+    """Per window: the source frame, its alpha, the target alphas and the frames written are the release's."""
+    spec, io, _ = stage2_case
     sub = spec["subcases"][key]
     num_frames, anchor = sub["num_frames"], sub["anchor_frame"]
-    plan = _check_plan(spec, sub)
-    sources = [stage2_source_frame(w) for w in plan]
-    assert sources == [w["source"] for w in sub["windows"]] == io[f"{key}_window_sources"].tolist()
+    _check_plan(spec, sub)
+    schedule = stage2_schedule(num_frames, anchor, spec["window"], spec["slide"])
+    assert [s.source for s in schedule] == [w["source"] for w in sub["windows"]] \
+        == io[f"{key}_window_sources"].tolist()
+    for step, ref in zip(schedule, sub["windows"]):
+        frames = list(step.window.order)
+        alphas = dict(zip(frames, window_alphas(frames).tolist()))
+        assert alphas[step.source] == pytest.approx(ref["source_alpha"], abs=1e-6)
+        assert ref["output_frames"] == list(range(min(frames) + 1, max(frames) + 1))
+        assert [alphas[f] for f in ref["output_frames"]] == pytest.approx(ref["target_alphas"], abs=1e-6)
+        assert list(step.release_frames) == ref["new_frames"]
+        assert not step.release_fails
     mask = io[f"{key}_frame_mask"] > 0.5
     written = release_written_frames(num_frames, anchor, spec["window"], spec["slide"])
     assert written == torch.nonzero(mask).flatten().tolist()
+    assert sorted(f for s in schedule for f in s.release_frames) == [f for f in written if f != anchor]
+    assert sorted(f for s in schedule for f in s.extra_frames) == sub["frames_not_output"]
 
-    verts, faces = io["anchor_vertices"], io["anchor_faces"]
-    query = torch.cat([verts, query_normals(verts, faces)], dim=-1)
-    latents = io[f"{key}_latents"]
+
+@pytest.mark.parametrize("key", _subcases("stage2_windows"))
+def test_stage2_windows(stage2_case, key):
+    """Stage II over windows, separating logic from float32 drift.
+
+    * Anchor window: decoded from the anchor mesh itself, one forward's rounding ("forward" tolerance).
+    * Later windows, teacher-forced: each window deforms the release's own mesh at its source frame
+      (``expected[source]``, normals recomputed from it as the release does), so its error is again one
+      forward's rounding ("forward" tolerance and the case tolerance): a wrong source, alpha, frame order
+      or frame set fails here.
+    * Later windows, free-running (our own decoded source meshes): the source mesh carries the float32
+      error of the window that decoded it, and the next window amplifies it through the recomputed query
+      normals and the model. Per window, tolerance = forward tolerance + A * e_src, where e_src = max abs
+      error of our source mesh and A = the window's measured amplification: the largest
+      max|d output| / delta over 8 perturbations of the release's source mesh by +-delta (random signs,
+      delta = 1e-5). Measured on the shipped set: A = 100 .. 330 while the actual drift is 12 .. 31 x e_src.
+      The case's own tolerance (one forward's) is not applied here: drift over several windows may exceed it.
+    """
+    spec, io, model = stage2_case
+    sub = spec["subcases"][key]
+    num_frames, anchor = sub["num_frames"], sub["anchor_frame"]
+    verts, faces, query, latents = _stage2_inputs(io, key)
+    expected = io[f"{key}_expected"]
+    mask = io[f"{key}_frame_mask"] > 0.5
     assert latents.shape[0] == num_frames
+    schedule = stage2_schedule(num_frames, anchor, spec["window"], spec["slide"])
     out = decode_stage2(model, latents, query, faces=faces, anchor_frame=anchor,
                         window=spec["window"], slide=spec["slide"])
-    assert out.shape == io[f"{key}_expected"].shape
-    first = torch.zeros_like(mask)
-    first[list(plan[0].targets)] = True  # decoded from the anchor mesh itself: one forward's rounding
-    check(out[mask & first], io[f"{key}_expected"][mask & first], spec, "forward",
-          f"stage2_windows {key} anchor window")
-    later = mask & ~first
-    if later.any():  # decoded from meshes decoded before: their rounding is amplified
-        check(out[later], io[f"{key}_expected"][later], spec, "stage2", f"stage2_windows {key} later windows")
+    assert out.shape == expected.shape
     assert torch.equal(out[anchor], verts), "the anchor frame holds the anchor vertices unchanged"
+    forward_atol = TIGHT["forward"] * expected[mask].abs().max().item()
+    for k, step in enumerate(schedule):
+        frames = list(step.release_frames)
+        if not frames:
+            continue
+        assert bool(mask[frames].all())
+        label = f"stage2_windows {key} window {k + 1}/{len(schedule)} (source {step.source})"
+        if step.source == anchor:
+            check(out[frames], expected[frames], spec, "forward", f"{label} from the anchor")
+            continue
+        assert bool(mask[step.source]), "the release wrote this window's source frame"
+        release_source = expected[step.source]
+        teacher = decode_stage2_window(model, latents, step.window,
+                                       torch.cat([release_source, query_normals(release_source, faces)], -1), frames)
+        check(teacher, expected[frames], spec, "forward", f"{label} teacher-forced")
+        gain, delta = 0.0, 1e-5
+        gen = torch.Generator().manual_seed(k)
+        for _ in range(8):
+            moved = release_source + delta * (torch.randint(0, 2, release_source.shape, generator=gen) * 2 - 1)
+            perturbed = decode_stage2_window(model, latents, step.window,
+                                             torch.cat([moved, query_normals(moved, faces)], -1), frames)
+            gain = max(gain, (perturbed - teacher).abs().max().item() / delta)
+        source_error = (out[step.source] - release_source).abs().max().item()
+        check_within(out[frames], expected[frames], forward_atol + gain * source_error,
+                     f"{label} free-running (amplification A = {gain:.1f}, source error {source_error:.2e})")
 
     # Our extra frames (the release never writes them: frame 0 when the anchor is not 0): decoded by the
-    # window that holds them, from that window's source mesh, at their own alpha -- not copied, not zero.
+    # first window that holds them, from that window's source mesh, at alpha 0 -- not copied, not zero.
     for frame in torch.nonzero(~mask).flatten().tolist():
-        win = next(w for w in plan if frame in w.targets)
-        src = stage2_source_frame(win)
-        frames = list(win.frames)
-        lo, hi = min(frames), max(frames)
+        step = next(s for s in schedule if frame in s.extra_frames)
+        frames = list(step.window.order)
+        assert frame == min(frames)
+        src = step.source
         q = torch.cat([out[src], query_normals(out[src], faces)], dim=-1)[None]
         with torch.no_grad():
             direct = model(latents[frames][None], torch.tensor(frames, dtype=torch.float32)[None],
-                           torch.tensor([(src - lo) / (hi - lo)]), torch.tensor([[(frame - lo) / (hi - lo)]]), q)
+                           window_alphas(frames)[:1], torch.zeros(1, 1), q)
         torch.testing.assert_close(out[frame], direct[0, 0], rtol=0, atol=1e-6)
         assert not torch.equal(out[frame], out[src])
 
@@ -159,7 +215,7 @@ def test_stage1_windows(stage1_case, key):
     num_frames, anchor = sub["num_frames"], sub["anchor_frame"]
     plan = _check_plan(spec, sub)
     for win, ref in zip(plan, sub["windows"]):
-        assert set(win.sources) == set(ref["source_frames"])
+        assert list(win.sources) == sorted(ref["source_frames"])
     # our noise layout: one (T, N, C) draw from the seed, a window takes its frames' rows (the release draws
     # per window from seed + window index; the vectors replace that by this layout)
     noise = io[f"{key}_noise"]

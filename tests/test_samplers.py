@@ -146,6 +146,7 @@ def test_attention_backends_agree():
         set_attention_backend("cudnn-magic")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available (flash-attn/bf16 path needs a GPU)")
 def test_flash_attention_matches_sdpa_on_cuda():
     from actionmesh_core.models.layers import flash_attention_available

@@ -15,7 +15,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from actionmesh_core import perf
-from actionmesh_core.models.layers import active_attention_backend, get_attention_backend, set_attention_backend
+from actionmesh_core.models.attention import active_attention_backend, get_attention_backend, set_attention_backend
+from actionmesh_core.models.compile import compile_blocks, uncompile_blocks
 from actionmesh_core.sampling.stage1 import masked_flow_sampling
 from actionmesh_core.sampling.stage2 import decode_stage2
 from actionmesh_core.sampling.triposg import sample_image_to_3d
@@ -156,6 +157,35 @@ def test_plain_mode_sets_and_restores_every_switch():
     assert active_attention_backend() == "math"
 
 
+def test_contiguous_cpu_query_gives_bitwise_identical_attention(monkeypatch):
+    """The ``contiguous_query`` switch copies the fused projection's query contiguous for the CPU SDPA call (off by
+    default: it did not pay, RESULTS.md "CPU attention layout"): the same values bit for bit, in self- and
+    cross-attention; plain mode keeps it strided."""
+    import torch.nn.functional as F
+
+    from actionmesh_core.models import attention as attention_module
+    from actionmesh_core.models.layers import Attention
+
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q.is_contiguous()) or real(q, k, v, **kw))
+    torch.manual_seed(0)
+    for attn, args in ((Attention(32, 2, qk_norm=True).eval(), (torch.randn(2, 70, 32),)),
+                       (Attention(32, 2, context_dim=24, qk_norm=True, norm_cross=True).eval(),
+                        (torch.randn(2, 70, 32), torch.randn(2, 9, 24)))):
+        with torch.no_grad():
+            strided = attn(*args)
+            with perf.perf_flags(contiguous_query=True):
+                contiguous = attn(*args)
+            with perf.plain_mode():
+                plain = attn(*args)
+        assert torch.equal(contiguous, strided)
+        torch.testing.assert_close(plain, strided)
+    assert seen == [False, True, False] * 2
+    assert perf.get_flags().contiguous_query is False
+
+
 def test_bad_flags_are_rejected():
     with pytest.raises(ValueError, match="unknown perf flag"):
         perf.set_flags(fuse_everything=True)
@@ -190,10 +220,10 @@ def test_offload_moves_in_and_out_even_on_error():
 def test_compile_blocks_refuses_cpu_and_can_be_undone():
     den = tiny_denoiser()
     with pytest.raises(RuntimeError, match="CUDA"):
-        perf.compile_blocks(den)
-    assert perf.compile_blocks(den, allow_cpu=True) == den.num_layers  # lazy: nothing compiles until a call
-    assert perf.uncompile_blocks(den) == den.num_layers
-    assert perf.uncompile_blocks(den) == 0
+        compile_blocks(den)
+    assert compile_blocks(den, allow_cpu=True) == den.num_layers  # lazy: nothing compiles until a call
+    assert uncompile_blocks(den) == den.num_layers
+    assert uncompile_blocks(den) == 0
     assert perf.peak_memory("cpu") is None
 
 

@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workflow_models  # noqa: E402
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+WORKFLOWS = sorted(workflow_models.WORKFLOW_DIR.glob("*.json"))
 RELEASED_FILES = {
     "ActionMeshLoadDenoiser": ("actionmesh", "ActionMesh/denoiser/model.safetensors",
                                "https://huggingface.co/facebook/ActionMesh/resolve/main/denoiser/model.safetensors"),
@@ -61,3 +61,19 @@ def test_workflow_lists_every_pack_weight_with_its_source(path, pack):
         assert record in top, f"top-level models lack {name}"
     # writing the metadata again changes nothing: the shipped file is what the script writes
     assert workflow_models.apply(copy.deepcopy(workflow), pack) == workflow
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_lists_every_core_model_with_its_source(path):
+    """Core loaders (Wan 2.1, UMT5, CLIP vision, SDXL, Hunyuan3D-2) carry the same records, so the panel lists them."""
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    for node in workflow["nodes"]:
+        if node["type"] not in workflow_models.CORE_LOADERS:
+            continue
+        name = node["widgets_values"][0]
+        assert name in workflow_models.CORE_MODELS, f"node {node['id']} ({node['type']}) loads an unlisted {name}"
+        directory, url, _ = workflow_models.CORE_MODELS[name]
+        record = {"name": name, "url": url, "directory": directory}
+        assert directory == workflow_models.CORE_LOADERS[node["type"]]
+        assert node["properties"].get("models") == [record] and record in workflow["models"]
+        assert url.startswith("https://huggingface.co/") and url.endswith(".safetensors")

@@ -1,4 +1,4 @@
-"""Every shipped workflow (``workflows/*.json``, ComfyUI UI format) must load in ComfyUI.
+"""Every shipped workflow (``example_workflows/*.json``, ComfyUI UI format) must load in ComfyUI.
 
 Checks, per workflow: every node type exists (one of ours, or a core node
 listed in ``CORE_NODES``), every link connects an output to an input of the
@@ -11,7 +11,7 @@ and range.
 ``nodes_images.py``, ``nodes_bg_removal.py``, ``nodes_wan.py``,
 ``nodes_model_advanced.py``, ``nodes_video_model.py``,
 ``nodes_hunyuan3d.py``, ``nodes_save_3d.py``, ``nodes_load_3d.py`` and
-``comfy/samplers.py``.  Frontend conventions (widget order, the
+``comfy/samplers.py``; Load 3D (Advanced)'s viewer widget as the frontend of that release saves it.  Frontend conventions (widget order, the
 ``control_after_generate`` slot after seeds, the preview slot the frontend
 adds to SaveGLB/Preview3D, the upload-button slot older frontends saved
 for LoadImage/LoadVideo) follow the ComfyUI frontend of the same period.
@@ -19,12 +19,16 @@ for LoadImage/LoadVideo) follow the ComfyUI frontend of the same period.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workflow_models  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_DIR = ROOT / "workflows"
+WORKFLOW_DIR = workflow_models.WORKFLOW_DIR
 
 EXPECTED_WORKFLOWS = {
     "video_to_4d.json",
@@ -33,6 +37,7 @@ EXPECTED_WORKFLOWS = {
     "text_to_image_to_video_to_4d.json",
     "backbone_swap_hunyuan3d.json",
     "mesh_prompt_to_4d.json",
+    "backbone_swap_load3d.json",
 }
 
 # comfy/samplers.py (0.27.0)
@@ -146,6 +151,13 @@ CORE_NODES = {
                                       _i("num_chunks", "INT", default=8000, min=1000, max=500000),
                                       _i("octree_resolution", "INT", default=256, min=16, max=512)],
                            "outputs": [("VOXEL", "VOXEL")]},
+    # "Load 3D (Advanced)": the plain "Load 3D & Animation" fails in 0.27 (it hands LoadImage an absolute temp path)
+    "Load3DAdvanced": {"inputs": [_i("model_file", ANY_FILE),
+                                  _i("viewport_state", "LOAD_3D_ADVANCED", widget="LOAD_3D_ADVANCED"),
+                                  _i("width", "INT", default=1024, min=1, max=4096),
+                                  _i("height", "INT", default=1024, min=1, max=4096)],
+                       "outputs": [("model_3d", "FILE_3D"), ("model_3d_info", "LOAD3D_MODEL_INFO"),
+                                   ("camera_info", "LOAD3D_CAMERA"), ("width", "INT"), ("height", "INT")]},
     "VoxelToMesh": {"inputs": [_i("voxel", "VOXEL"), _i("algorithm", ["surface net", "basic"]),
                                _i("threshold", "FLOAT", default=0.6, min=-1.0, max=1.0)],
                     "outputs": [("MESH", "MESH")]},
@@ -165,7 +177,9 @@ def pack_node_spec(cls) -> dict:
     for section in ("required", "optional"):
         for name, value in declared.get(section, {}).items():
             type_, opts = value[0], dict(value[1]) if len(value) > 1 else {}
-            if isinstance(type_, (list, tuple)):
+            if type_ == "COMBO":  # a V3 combo: its choices in "options"
+                type_ = list(opts.pop("options"))
+            elif isinstance(type_, (list, tuple)):
                 type_ = list(type_)
             if section == "optional":
                 opts["optional"] = True
@@ -219,6 +233,8 @@ def check_widget_value(where: str, type_, opts, value) -> None:
         assert isinstance(value, bool), f"{where}: BOOLEAN expected, got {value!r}"
     elif type_ == "STRING":
         assert isinstance(value, str), f"{where}: STRING expected, got {value!r}"
+    elif type_ == "LOAD_3D_ADVANCED":  # Load 3D's viewer state: empty when saved, filled in when converted
+        assert value == "" or isinstance(value, dict), f"{where}: Load 3D viewer value {value!r}"
     else:
         raise AssertionError(f"{where}: widget of unknown type {type_!r}")
     if type_ in ("INT", "FLOAT"):
@@ -310,7 +326,7 @@ def specs(pack, fake_model_tree):
     """Specs of core nodes + ours (our model/file combos list the fake model tree)."""
     result = dict(CORE_NODES)
     result.update(FRONTEND_NODES)
-    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+    for name, cls in pack.NODES.items():
         assert name not in result, f"{name} clashes with a core node"
         result[name] = pack_node_spec(cls)
     return result
@@ -322,6 +338,19 @@ def _workflows():
 
 def test_all_expected_workflows_are_shipped():
     assert {p.name for p in _workflows()} == EXPECTED_WORKFLOWS
+
+
+def test_every_workflow_has_its_template_thumbnail_and_nothing_else_is_in_the_folder():
+    """ComfyUI's template browser shows ``<name>.jpg`` beside ``<name>.json`` (its frontend asks for that name); the
+    thumbnails are screenshots of the real frontend (``ACTIONMESH_UPDATE_THUMBNAILS=1`` with the real-host tests), so
+    each workflow has exactly one and the folder holds nothing else (every JSON there is listed as a workflow)."""
+    from PIL import Image
+
+    names = {p.name for p in WORKFLOW_DIR.iterdir()}
+    assert names == {n for stem in (w[:-5] for w in EXPECTED_WORKFLOWS) for n in (f"{stem}.json", f"{stem}.jpg")}
+    for name in EXPECTED_WORKFLOWS:
+        with Image.open(WORKFLOW_DIR / name.replace(".json", ".jpg")) as image:
+            assert image.format == "JPEG" and max(image.size) == 960 and min(image.size) >= 240, (name, image.size)
 
 
 @pytest.mark.parametrize("path", _workflows(), ids=lambda p: p.name)
@@ -345,7 +374,10 @@ def test_workflows_cover_the_advertised_routes(specs):
     assert {"ActionMeshEncodeReferenceMesh", "ActionMeshRenderPreview", "WanImageToVideo"} <= \
         by_name["mesh_prompt_to_4d.json"]
     assert "ActionMeshImageTo3DAnchor" not in by_name["mesh_prompt_to_4d.json"]
-    for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json"):
+    assert {"Load3DAdvanced", "ActionMeshEncodeReferenceMesh"} <= by_name["backbone_swap_load3d.json"]
+    assert "ActionMeshImageTo3DAnchor" not in by_name["backbone_swap_load3d.json"]
+    for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json",
+                 "backbone_swap_load3d.json"):
         assert "ActionMeshLoadFrames" in by_name[name], f"{name}: Load Frames is the default input"
 
 
@@ -355,7 +387,8 @@ def _links_by_target(workflow):
 
 
 def test_video_workflows_take_load_frames_and_keep_the_video_path_as_a_muted_option():
-    for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json"):
+    for name in ("video_to_4d.json", "video_mesh_to_4d.json", "backbone_swap_hunyuan3d.json",
+                 "backbone_swap_load3d.json"):
         workflow = _load(name)
         by_target = _links_by_target(workflow)
         prepare = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshPrepareFrames")
@@ -392,6 +425,66 @@ def test_mesh_prompt_workflow_renders_the_same_mesh_it_animates():
     prepare = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshPrepareFrames")
     assert nodes[by_target[(prepare["id"], "images")][0]["id"]]["type"] == "VAEDecode"
     assert encode["widgets_values"][0] == 0 and prepare["widgets_values"][3] == 0  # anchor = frame 0 = the render
+
+
+def test_load3d_workflow_animates_the_mesh_core_load_3d_gives():
+    workflow = _load("backbone_swap_load3d.json")
+    by_target = _links_by_target(workflow)
+    load3d = next(n for n in workflow["nodes"] if n["type"] == "Load3DAdvanced")
+    encode = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshEncodeReferenceMesh")
+    assert by_target[(encode["id"], "model_3d")] == (load3d, 0)  # Load 3D's model_3d (FILE_3D)
+    assert encode["widgets_values"][1] == "none", "the file widget must not compete with Load 3D's mesh"
+    decode = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshDecodeDeformation")
+    denoise = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshTemporalDenoise")
+    assert by_target[(decode["id"], "reference")] == (encode, 1) and by_target[(denoise["id"], "anchor")] == (encode, 0)
+
+
+WAN_WORKFLOWS = ("image_to_video_to_4d.json", "text_to_image_to_video_to_4d.json", "mesh_prompt_to_4d.json")
+WAN_FPS = 16.0  # Wan 2.1 generates 16 frames per second (its examples and ComfyUI's save its videos at 16 fps)
+TRAINED_FRAMES = 16  # ActionMesh's stage I and II are trained on 16-frame clips (paper, supplementary)
+
+
+def test_wan_workflows_give_the_16_trained_frames_at_the_video_rate():
+    """Wan's length, Prepare Frames' stride and max_frames select 16 frames spread over the whole clip, the GLB plays
+    them at the video's own speed (16 fps / stride), and the raw video is saved at 16 fps beside them."""
+    negatives, loaders = set(), set()
+    for name in WAN_WORKFLOWS:
+        workflow = _load(name)
+        nodes = {n["id"]: n for n in workflow["nodes"]}
+        by_target = _links_by_target(workflow)
+        wan = next(n for n in workflow["nodes"] if n["type"] == "WanImageToVideo")
+        width, height, length, batch = wan["widgets_values"]
+        assert (length - 1) % 4 == 0, f"{name}: Wan's VAE makes 4k+1 frames, not {length}"
+        prepare = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshPrepareFrames")
+        size, margin, threshold, start, stride, max_frames, fps, invert = prepare["widgets_values"]
+        decode, _ = by_target[(prepare["id"], "images")]
+        assert decode["type"] == "VAEDecode" and (prepare["id"], "fps") not in by_target and fps == WAN_FPS
+        selected = len(range(start, length, stride))
+        assert max_frames == TRAINED_FRAMES and selected >= TRAINED_FRAMES, f"{name}: {selected} frames selected"
+        assert selected - TRAINED_FRAMES < stride, f"{name}: the 16 frames cover only part of the video"
+        videos = [n for n in workflow["nodes"] if n["type"] == "SaveAnimatedWEBP"
+                  and by_target[(n["id"], "images")][0] is decode]
+        assert len(videos) == 1 and videos[0]["widgets_values"][1] == WAN_FPS, f"{name}: the generated video"
+        stage2 = next(n for n in workflow["nodes"] if n["type"] == "ActionMeshDecodeDeformation")
+        assert stage2["widgets_values"][3] == 0.0, "Decode Deformation takes the rate from Prepare Frames"
+        negative, _ = by_target[(wan["id"], "negative")]
+        negatives.add(negative["widgets_values"][0])
+        loaders.add(tuple(sorted((n["type"], n["widgets_values"][0]) for n in nodes.values()
+                                 if n["type"] in ("UNETLoader", "CLIPLoader", "VAELoader", "CLIPVisionLoader"))))
+    # one negative prompt and one set of Wan files: ComfyUI reuses the loaded models and the encoded negative
+    # prompt from one workflow to the next instead of encoding it again with UMT5-XXL
+    assert len(negatives) == 1 and len(loaders) == 1, (negatives, loaders)
+
+
+def test_notes_name_every_model_with_its_gpu_needs():
+    for path in _workflows():
+        workflow = json.loads(path.read_text(encoding="utf-8"))
+        note = next(n for n in workflow["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        assert workflow_models.MODELS_HEADING in note, f"{path.name}: the Note has no models paragraph"
+        for record in workflow["models"]:
+            assert record["name"].split("/")[0] in note, f"{path.name}: the Note does not name {record['name']}"
+            assert record["url"].startswith("https://huggingface.co/"), record
+        assert " GB " in note and "GPU" in note
 
 
 # --------------------------------------------------------------------------- layout

@@ -18,7 +18,8 @@ P candidate points.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -131,21 +132,46 @@ class DenoiserTokenAttention:
         return torch.stack(list(self._per_layer.values())).mean(0)
 
 
-def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: int, octree_depth: int,
-                      refine_depth: int, num_candidates: int, rng: np.random.Generator) -> Dict[int, np.ndarray]:
-    """Candidate surface points (P_f, 3) of each frame's latent: its SDF mesh vertices, subsampled."""
-    from ..geometry.meshing import sdf_to_meshes
+#: Grid depth of the candidate surface points S_f (attention-chains §4.1): 2^7 = 128 cells per axis, voxel
+#: 0.0157 model units.  The VAE decoder's attention cannot place a point more finely than one latent token's
+#: footprint (N = 2048 tokens on a surface of area ~3: ~0.04 units across, ~2.5 voxels), and the chain blends
+#: the top-K candidates (eq. 4), so candidates one voxel apart resolve everything the attention can tell apart.
+#: A sphere of radius 0.5 gives ~19k edge crossings at this depth, the paper's ~20k candidates per frame.
+#: A larger surface that already has ``num_candidates / 2`` crossings in every frame of the window at 64^3
+#: stops there: the subset drawn at 128^3 would be no denser (a random-weight field's surface, ~5x a sphere's).
+CANDIDATE_DEPTH = 7
+#: Dense coarse depth of the candidates' narrow band (32^3 cells); the band's SDF bound keeps thin parts.
+CANDIDATE_COARSE_DEPTH = 5
 
-    meshes = sdf_to_meshes(vae.field_fn(latents), len(frames), octree_depth=octree_depth,
-                           refine_depth=refine_depth, inside=vae.inside_sign, allow_empty=True,
-                           device=latents.device)
+
+def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: int, octree_depth: int,
+                      refine_depth: int, num_candidates: int, rng: np.random.Generator) -> Dict[int, torch.Tensor]:
+    """Candidate surface points (P_f, 3) of each frame's latent, on the VAE's device.
+
+    The zero-level crossings of the ``2**refine_depth`` grid's edges in the
+    band's sign-change cells (:func:`~actionmesh_core.geometry.meshing.sdf_surface_points`:
+    the points marching cubes would place, without a mesh), all frames of the
+    window in one batched field; a coarser level ends the band when every
+    frame already has ``num_candidates / 2`` crossings there (see
+    :data:`CANDIDATE_DEPTH`); a random subset of ``num_candidates`` when
+    there are more (drawn from ``rng``, kept in grid-edge order).
+
+    Raises:
+        ValueError: a frame other than ``skip`` has no surface.
+    """
+    from ..geometry.meshing import sdf_surface_points
+
+    dev = next(vae.parameters()).device
+    points = sdf_surface_points(vae.field_fn(latents.to(dev)), len(frames), octree_depth=octree_depth,
+                                refine_depth=refine_depth, inside=vae.inside_sign, device=dev,
+                                min_points=max(1, num_candidates // 2))
     out = {}
-    for f, mesh in zip(frames, meshes):
-        pts = np.asarray(mesh.vertices, dtype=np.float32)
+    for f, pts in zip(frames, points):
         if f != skip and len(pts) == 0:
             raise ValueError(f"frame {f}: its latent has no surface to match the anchor against")
         if len(pts) > num_candidates:
-            pts = pts[np.sort(rng.choice(len(pts), num_candidates, replace=False))]
+            keep = np.sort(rng.choice(len(pts), num_candidates, replace=False))
+            pts = pts[torch.as_tensor(keep, device=pts.device)]
         out[f] = pts
     return out
 
@@ -190,10 +216,17 @@ class ChainDecodeResult:
     Attributes:
         latents: (T, N, C) stage I latents (few steps).
         animation: the :class:`AttentionChainResult` (``positions`` (T, V, 3)).
+        timings: seconds per part: ``"stage1"`` (sampling with capture),
+            ``"candidates"`` (candidate surface points), ``"correspondences"``
+            (point attention and chain matches), ``"skinning"`` (outlier
+            rejection, smoothing, geodesic skinning) and, with reinforcement,
+            ``"reinforcement"`` (the look-ahead's candidates, matches and
+            logit bias, §4.3).
     """
 
     latents: torch.Tensor
     animation: AttentionChainResult
+    timings: Dict[str, float] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -214,8 +247,8 @@ def attention_chain_decode(
     window: int = 16,
     slide: int = 15,
     layers: Optional[Sequence[int]] = None,
-    octree_depth: int = 5,
-    refine_depth: int = 8,
+    octree_depth: int = CANDIDATE_COARSE_DEPTH,
+    refine_depth: int = CANDIDATE_DEPTH,
     num_candidates: int = 20000,
     reinforce: bool = False,
     config: Optional[AttentionChainConfig] = None,
@@ -224,13 +257,13 @@ def attention_chain_decode(
     """Training-free animation of the anchor mesh from attention chains (attention-chains §4.1-4.2).
 
     Stage I runs with few steps (4) while the denoiser's inflated attention is
-    captured at each window's last step; every frame's latent is meshed at a
-    reduced depth to get candidate surface points; landmarks are tracked
+    captured at each window's last step; candidate surface points are read off
+    every frame's field (grid-edge crossings, no mesh); landmarks are tracked
     through V_a -> Z_a -> Z_f -> V_f and the anchor mesh is animated by
     geodesic rigid skinning. Later windows chain from their source frame, whose
     landmark positions were tracked by an earlier window. No stage II.
-    Frames are meshed window by window (candidate points) right after each
-    window is generated.
+    The candidate points of a window's frames come from one batched field
+    right after the window is generated, on the VAE's device.
 
     Args:
         denoiser, vae: the frozen models.
@@ -240,8 +273,9 @@ def attention_chain_decode(
         anchor_frame: the anchor's frame index.
         steps, shift, guidance_scale, seed, noise_correlation, window, slide: stage I settings.
         layers: inflated layers read for A(Z_a -> Z_f) (default: first three inflated).
-        octree_depth, refine_depth: meshing depth for candidate surface points.
-        num_candidates: candidate points per frame (random subset of the mesh vertices).
+        octree_depth, refine_depth: coarse and final grid depth of the candidate surface points
+            (:data:`CANDIDATE_COARSE_DEPTH`, :data:`CANDIDATE_DEPTH`: 32^3 -> 128^3 cells).
+        num_candidates: candidate points per frame (random subset of the edge crossings when more).
         reinforce: long-sequence correspondence reinforcement (§4.3 eq. 5): the
             first ``steps // 2`` steps run normally; then the correspondences of
             a look-ahead clean estimate are traced back to their main token pairs,
@@ -276,6 +310,10 @@ def attention_chain_decode(
     conf = np.ones((num_frames, len(landmark_index)))
     raw[anchor_frame] = verts[landmark_index]
     reinforce_step = steps // 2 if reinforce else 0
+    timings = dict.fromkeys(("stage1", "candidates", "correspondences", "skinning"), 0.0)
+    if reinforce:
+        timings["reinforcement"] = 0.0
+    clock = _Clock(dev)
     for w_idx, win in enumerate(plan):
         idx = list(win.frames)
         src = win.nearest_source
@@ -296,13 +334,18 @@ def attention_chain_decode(
             x0 = torch.where(_known.to(x.device)[None, :, None, None], x, x + t_i / 1000.0 * v)[0]
             early = latents.clone()
             early[_idx] = x0
+            look = _Clock(dev)
+            look.start()
             cands = _candidate_points(vae, x0, _idx, _src, octree_depth, refine_depth, num_candidates, rng)
             maps_i = capture.result()
             tracks, a_va_za, a_vf_zf = _track_window(vae, early, _idx, _src, raw[_src], maps_i, cands, cfg)
             bias = _reinforcement_bias(tracks, a_va_za, maps_i, a_vf_zf, _idx.index(_src), n)
             for module in capture.modules:
                 module.row_bias = (_idx.index(_src) * (n + 1) + 1, bias.to(dev))
+            timings["reinforcement"] += look.lap()
 
+        clock.start()
+        reinforced = timings.get("reinforcement", 0.0)
         try:
             with capture.window(len(idx), n, src_local):
                 capture.active = steps == 1
@@ -317,13 +360,37 @@ def attention_chain_decode(
                 module.row_bias = None
         latents[idx] = out
         known[idx] = True
+        timings["stage1"] += clock.lap() - (timings.get("reinforcement", 0.0) - reinforced)
         # ---- landmark tracking of this window, chained from its source frame
         cands = _candidate_points(vae, out, idx, src, octree_depth, refine_depth, num_candidates, rng)
+        timings["candidates"] += clock.lap()
         tracks, _, _ = _track_window(vae, latents, idx, src, raw[src], token_maps, cands, cfg)
+        timings["correspondences"] += clock.lap()
         for j, f in enumerate(idx):
             if f in win.targets:
                 raw[f] = tracks.positions[j]
                 conf[f] = tracks.confidence[j]
         report(callback, stage="chain", step=w_idx + 1, total=len(plan))
+    clock.start()
     result = animate_landmarks(verts, faces, landmark_index, raw, anchor_frame, confidence=conf, config=cfg)
-    return ChainDecodeResult(latents=latents, animation=result)
+    timings["skinning"] = clock.lap()
+    return ChainDecodeResult(latents=latents, animation=result, timings=timings)
+
+
+class _Clock:
+    """Wall seconds between calls (CUDA synchronised, so each part is charged its own kernels)."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.t0 = time.perf_counter()
+
+    def lap(self) -> float:
+        """Seconds since the last start/lap; restarts."""
+        t0 = self.t0
+        self.start()
+        return self.t0 - t0

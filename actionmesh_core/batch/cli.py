@@ -17,7 +17,9 @@ EXIT_SOME_FAILED = 3
 
 def add_batch_parser(sub) -> argparse.ArgumentParser:
     """Add the ``batch`` subcommand to the CLI's subparsers; returns its parser."""
-    from ..cli import add_frame_options, add_pipeline_options
+    from ..arguments import add_frame_options, add_interpolation_option, add_pipeline_options
+    from ..export.formats import SKIN_LIMITS
+    from ..options import ExportOptions
     from .formats import supported_formats
 
     b = sub.add_parser(
@@ -35,13 +37,15 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
                         "mask_dir, frame_start, frame_stride, max_frames, margin)")
     b.add_argument("--out", required=True, help="output folder: NAME.<format suffix>, NAME.actionmesh.json, "
                                                 "report.jsonl")
-    b.add_argument("--format", default="glb", choices=supported_formats(),
-                   help="output format of every clip (a manifest 'format' column overrides it; default glb)")
-    b.add_argument("--bones", type=int, default=32,
-                   help="skinned formats: number of bones, 1-1024 and at most the vertex count (default 32)")
-    b.add_argument("--influences", type=int, default=4, help="skinned formats: bones per vertex, 1-8 (default 4)")
-    b.add_argument("--interpolation", default="STEP", choices=["STEP", "LINEAR"],
-                   help="glb: STEP shows each frame as predicted (default), LINEAR blends between frames")
+    b.add_argument("--format", default=ExportOptions.format, choices=supported_formats(),
+                   help=f"output format of every clip (a manifest 'format' column overrides it; default "
+                        f"{ExportOptions.format})")
+    b.add_argument("--bones", type=int, default=ExportOptions.bones,
+                   help=f"skinned formats: number of bones, {SKIN_LIMITS['bones'][0]}-{SKIN_LIMITS['bones'][1]} and at "
+                        f"most the vertex count (default {ExportOptions.bones})")
+    b.add_argument("--influences", type=int, default=ExportOptions.influences,
+                   help=f"skinned formats: bones per vertex, 1-8 (default {ExportOptions.influences})")
+    add_interpolation_option(b)
     b.add_argument("--force", action="store_true", help="redo clips that are already done")
     b.add_argument("--no-progress", action="store_true", help="no progress bars (one line per finished clip)")
     r = b.add_argument_group("engine")
@@ -76,7 +80,7 @@ def run_batch_command(args, stdout=None) -> int:
     """Run ``batch`` from parsed arguments; prints the summary table; returns the exit status."""
     from pathlib import Path
 
-    from ..cli import frame_options_from_args, pipeline_config_from_args
+    from ..arguments import frame_options_from_args, pipeline_config_from_args
     from ..errors import InputError
     from ..interrupts import describe, exit_code, message
     from .engine import BatchSettings, RayOptions, run_batch

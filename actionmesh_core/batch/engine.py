@@ -198,11 +198,11 @@ def check_batch(clips: Sequence[ClipSpec], settings: BatchSettings) -> Dict[str,
         InputError subclasses (OptionError, OutputPathError, WeightsError, WeightsMissingError, BatchError).
     """
     from ..export import ExportOptions
-    from ..validation import (validate_frame_options, validate_export, validate_options, validate_output_folder,
+    from ..validation import (check_frame_options, validate_export, validate_options, validate_output_folder,
                               validate_weights)
 
     validate_options(settings.config)
-    validate_frame_options(settings.frame_options)
+    check_frame_options(settings.frame_options)
     validate_output_folder(settings.out_dir, "batch output folder")
     if settings.retries < 0:
         raise BatchError(f"retries must be >= 0, got {settings.retries}")

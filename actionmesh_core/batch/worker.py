@@ -9,8 +9,8 @@ and kept for every later clip (unless ``low_memory``). Per clip it
    single-clip command (options, anchor mesh, every frame file read once, anchor frame
    inside the clip), before the models are used for it; the weights were checked once
    for the whole batch;
-3. runs the pipeline (ActionMesh §3: stage 0 -> stage I -> stage II);
-4. writes the outputs through the export dispatcher (:func:`actionmesh_core.export.export_animation`,
+3. runs the pipeline (ActionMesh §3: stage 0 -> stage I -> stage II, :mod:`actionmesh_core.stages`);
+4. writes the outputs through the export stage (:func:`actionmesh_core.stages.export_files`,
    atomic files), then the record (its content hash).
 
 Any failure of one clip (bad frames, bad mesh, out of memory, a bug) becomes a
@@ -215,12 +215,10 @@ class ClipRunner:
                             checked_weights=self.checked_weights[mode])
 
     def _export(self, job: ClipJob, animation, fps: float) -> List[Path]:
-        from ..export import export_animation
+        from ..stages import export_files
 
-        target = output_path(Path(job.out_dir), job.name, job.format)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        result = export_animation(animation, target, job.format, fps=fps, interpolation=job.interpolation,
-                                  **job.export_options)
+        result = export_files(animation, output_path(Path(job.out_dir), job.name, job.format), job.format, fps=fps,
+                              interpolation=job.interpolation, **job.export_options)
         return [Path(f) for f in result.files]
 
     def run(self, job: ClipJob) -> ClipResult:

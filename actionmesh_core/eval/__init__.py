@@ -1,1 +1,2 @@
-"""Evaluation: Chamfer-based 3D / 4D / motion metrics (ActionBench protocol, REFERENCE §5)."""
+"""Evaluation: ActionBench's CD-3D / CD-4D / CD-M as the release computes them (``metrics``), and the
+``evaluate`` command over a folder of predictions (``actionbench``)."""

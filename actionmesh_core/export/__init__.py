@@ -234,9 +234,9 @@ def add_format_argument(parser) -> None:
                         help="export format (default: from the --out suffix, case-insensitive; .glb = morph-target "
                              "GLB; --out must carry the format's suffix or none). " + format_help())
     low, high = SKIN_LIMITS["bones"]
-    parser.add_argument("--bones", type=int, default=32,
+    parser.add_argument("--bones", type=int, default=ExportOptions.bones,
                         help=f"skinned formats: number of bones, {low}-{high} and at most the vertex count "
-                             "(default 32)")
+                             f"(default {ExportOptions.bones})")
     low, high = SKIN_LIMITS["influences"]
-    parser.add_argument("--influences", type=int, default=4,
-                        help=f"skinned formats: bones per vertex, {low}-{high} (default 4)")
+    parser.add_argument("--influences", type=int, default=ExportOptions.influences,
+                        help=f"skinned formats: bones per vertex, {low}-{high} (default {ExportOptions.influences})")

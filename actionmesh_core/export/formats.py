@@ -19,32 +19,13 @@ import importlib
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..options import ExportOptions
+
 __all__ = ["ExportFormat", "ExportOptions", "FORMATS", "SKIN_LIMITS", "format_for_suffix", "estimate_bytes",
            "planned_files"]
 
 #: accepted ranges of the skinned formats' options (bones are also capped by the vertex count)
 SKIN_LIMITS = {"bones": (1, 1024), "influences": (1, 8), "iterations": (1, 1000)}
-
-
-@dataclasses.dataclass
-class ExportOptions:
-    """Settings of one export (each format reads the ones it uses).
-
-    Attributes:
-        fps: frames per second (None: from the animation's frame times).
-        interpolation: ``glb``: ``"STEP"`` or ``"LINEAR"`` between frames.
-        bones / influences / iterations: skinned formats (see :func:`.glb_skinned.fit_skinning`).
-        meters_per_unit: USD stage ``metersPerUnit``.
-        release_axes: ``npy``: the release's axis change.
-    """
-
-    fps: Optional[float] = None
-    interpolation: str = "STEP"
-    bones: int = 32
-    influences: int = 4
-    iterations: int = 10
-    meters_per_unit: float = 1.0
-    release_axes: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

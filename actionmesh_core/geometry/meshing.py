@@ -20,8 +20,9 @@ The band, level by level (depth ``d`` -> ``d + 1``):
 1. the *sign-change cells* of level ``d`` (cells whose 8 corners do not all
    lie on the same side of the level set, in any field) are dilated by
    ``dilation`` cells (the safety band: a thin part that the coarser grid
-   straddles shows up at a finer level next to the detected surface) and
-   split in 8 children;
+   straddles shows up at a finer level next to the detected surface),
+   joined by the cells the *SDF bound* keeps (below), and split in 8
+   children;
 2. the children's corners are evaluated (values known at this level or at
    the 3 coarser ones are reused: no grid point is evaluated twice);
 3. *closure*: wherever a face with mixed signs separates a band cell from a
@@ -41,11 +42,32 @@ than per-point index lists.  Marching cubes runs on the band's bricks laid
 side by side (scikit-image, with a mask keeping only band cells; seams
 welded by grid edge) or on the band's cells (warp-lang).
 
-What a band can miss: a surface component that no grid point of the coarse
-level sees and that does not touch the detected surface's band (e.g. a
-separate sliver thinner than a coarse cell, ~3% of the box at the default).
-Use a larger ``octree_depth`` (up to ``refine_depth`` = dense) if such parts
-matter.
+*SDF bound* (thin and free-standing parts, ``sdf_bound=True``): a cell
+without a sign change also enters the band when its corner values, read as
+distances (value / slope), say that the surface may pass inside it: a thin
+plate or rod that the coarser grids straddle without a sign change.  For a
+field whose slope is at most ``L`` every corner lies at least
+``|value - level| / L`` from the surface, so a cell is kept when its
+nearest corner is within half a cell diagonal (before the last step: both
+ends of an edge within half a cell, a face's corners within half a face
+diagonal or all corners within half the cell diagonal, the only ways a
+finest grid point inside can lie across the level).  ``L`` is each field's
+steepest edge on the dense coarse grid times :data:`BAND_SAFETY` (1.25), so
+a distance field scaled by any constant gives the same band.  At the last
+step only the kept cells away from the found surface are added (next to it
+the finest level's closure follows whatever is attached).  With it the band
+finds what a dense pass finds for distance-like fields (tested against the
+dense grid with a free plate 2 voxels thick and rods 1.5 voxels across).
+
+What a band can still miss: a part of a field that is *not* distance-like,
+steeper than the coarse grid shows only within less than a coarse cell of
+the part (the bound then understates it), that is neither within
+``dilation`` cells of the found surface nor attached to it; and a separate
+sliver closer than one last-level cell to the found surface all along.
+Every finer level measures the slopes of the cells it finds; a slope above
+the bound is logged as a warning and flagged in the mesh metadata
+(``slope_exceeded``).  Use a larger ``octree_depth`` (up to ``refine_depth``
+= dense) if such parts matter.
 
 Half precision (CUDA default, ``precision="auto"``): the field runs under
 ``torch.autocast`` in bf16; the bf16 error is measured on the coarse level
@@ -64,7 +86,8 @@ import numpy as np
 import torch
 import trimesh
 
-__all__ = ["sdf_to_meshes", "sdf_to_mesh", "grid_points", "available_backends", "BACKENDS"]
+__all__ = ["sdf_to_meshes", "sdf_to_mesh", "sdf_surface_points", "grid_points", "available_backends", "BACKENDS",
+           "BAND_SAFETY"]
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +300,120 @@ class _Evaluator:
         return vals
 
 
+# --------------------------------------------------------------------------- the SDF bound of the band
+
+#: Safety factor of the band's SDF bound: the field's slope is taken as this many times the slope measured on
+#: the coarse grid (covers fields whose gradient norm strays above the measured one, e.g. a learned SDF).
+BAND_SAFETY = 1.25
+
+
+def _corner_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    """(..., m+1, m+1, m+1) point values -> (..., m, m, m) ``op`` (torch.minimum / maximum / logical_or) of each
+    cell's 8 corners."""
+    t = op(t[..., :-1, :, :], t[..., 1:, :, :])
+    t = op(t[..., :, :-1, :], t[..., :, 1:, :])
+    return op(t[..., :, :, :-1], t[..., :, :, 1:])
+
+
+def _pair_reduce(t: torch.Tensor, dims, op) -> torch.Tensor:
+    """``op`` of neighbouring entries along each of ``dims`` (negative dims): one entry fewer along each."""
+    for d in dims:
+        n = t.shape[d]
+        t = op(t.narrow(d, 0, n - 1), t.narrow(d, 1, n - 1))
+    return t
+
+
+class _Bound:
+    """Which cells without a sign change may still hold a piece of the surface (thin, free-standing parts).
+
+    For a field whose slope is at most ``L`` (``|f(x) - f(y)| <= L |x - y|``; ``L = 1`` for a signed distance
+    field), a point ``x`` on the level set satisfies ``|f(c) - level| <= L |x - c|`` at every grid point ``c``.
+    ``dist(c) = |f(c) - level| / L`` is therefore a lower bound of the distance from ``c`` to the surface, and
+    a cell can only hold a part of the surface if its corners' bounds allow it:
+
+    - a cell that is refined further than one level (it may hold the surface anywhere inside): the nearest
+      corner within ``sqrt(3)/2`` cell (the farthest a point of a cube lies from its nearest corner);
+    - the last cell level before the finest one: the finest level adds only the cell's edge midpoints, face
+      centres and centre, and one of them must lie across the level for a finest cell to change sign: both
+      ends of an edge within 1/2 cell, or the 4 corners of a face within ``sqrt(2)/2``, or all 8 corners
+      within ``sqrt(3)/2``.
+
+    ``L`` is each field's steepest grid-edge slope on the dense coarse level times :data:`BAND_SAFETY`, so the
+    rule does not depend on the field's scale (an SDF times any constant gives the same band).  A field that is
+    steeper than that only within less than a coarse cell of a part can hide the part from this bound; the
+    extractor then still has the dilation and the closure, and every finer level measures the slopes of the
+    cells it finds: a slope above the bound is logged as a warning (``metadata["meshing"]["slope_exceeded"]``)
+    and raises the bound for the levels below.
+    """
+
+    def __init__(self, slope: torch.Tensor, margin: float, safety: float = BAND_SAFETY, enabled: bool = True):
+        self.slope = slope.clamp_min(1e-30) * safety  # (F,) field units per model unit
+        self.safety = safety
+        self.margin = margin  # half-precision error of the values (field units); 0 in fp32
+        self.enabled = enabled
+        self.exceeded = False
+
+    @staticmethod
+    def measure(dense: torch.Tensor, h: float) -> torch.Tensor:
+        """Steepest grid-edge slope of each field: (F, n+1, n+1, n+1) values, spacing ``h`` -> (F,)."""
+        out = None
+        for d in (1, 2, 3):
+            m = torch.diff(dense, dim=d).abs_().flatten(1).amax(1)
+            out = m if out is None else torch.maximum(out, m)
+        return out / h
+
+    def distance(self, v: torch.Tensor, level: float) -> torch.Tensor:
+        """(F, ...) field values -> (...) lower bound of the distance to the nearest field's level set (model units).
+
+        One field at a time (peak memory: one field's block, not F)."""
+        out = None
+        for f in range(v.shape[0]):
+            d = (v[f] - level).abs_()
+            if self.margin:
+                d.sub_(self.margin).clamp_min_(0.0)
+            d.div_(self.slope[f])
+            out = d if out is None else torch.minimum(out, d, out=out)
+        return out
+
+    def cells(self, v: torch.Tensor, level: float, h: float, last: bool) -> torch.Tensor:
+        """(F, ..., m+1, m+1, m+1) values at the points of cells of side ``h`` -> (..., m, m, m) bool: the cell may
+        hold a part of the surface (``last``: the finest level comes next)."""
+        d = self.distance(v, level)
+        if not last:
+            return _corner_reduce(d, torch.minimum) <= h * (0.5 * 3**0.5)
+        out = _corner_reduce(d, torch.maximum) <= h * (0.5 * 3**0.5)  # the centre
+        for axis in (-3, -2, -1):
+            others = tuple(a for a in (-3, -2, -1) if a != axis)
+            edge = _pair_reduce(d, (axis,), torch.maximum) <= 0.5 * h  # edges along ``axis`` -> the cells holding them
+            out |= _pair_reduce(edge, others, torch.logical_or)
+            face = _pair_reduce(d, others, torch.maximum) <= h * 0.5**0.5  # faces normal to ``axis``
+            out |= _pair_reduce(face, (axis,), torch.logical_or)
+        return out
+
+    def check(self, v: torch.Tensor, cells: torch.Tensor, h: float, field: int = 0) -> None:
+        """Slopes of field ``field``'s values ``v`` (S, m+1, m+1, m+1) on the edges of its own sign-change ``cells``
+        (S, m, m, m): above the bound -> warn once, raise the bound."""
+        rows = torch.nonzero(cells.flatten(1).any(1)).flatten()
+        if rows.numel() == 0:
+            return
+        v, cells = v[rows], cells[rows]
+        steep = torch.zeros_like(self.slope)
+        for dim in (-3, -2, -1):  # edge slopes along each axis -> the cells holding the edges -> the field's cells
+            others = tuple(d for d in (-3, -2, -1) if d != dim)
+            cell = _pair_reduce(torch.diff(v, dim=dim).abs_(), others, torch.maximum)
+            steep[field] = torch.maximum(steep[field], torch.where(cells, cell, 0.0).amax() / h)
+        over = steep > self.slope
+        if bool(over.any()):
+            if not self.exceeded:  # once per process (a clip meshes many fields of one model)
+                _log_once("slope", logging.WARNING,
+                          f"sdf_to_meshes: the field is steeper near its surface ({float(steep.max()):.3g}) than its "
+                          f"coarse grid showed ({float(self.slope.max()):.3g} with the safety factor): it does not "
+                          "behave like a distance field, so a thin part away from the found surface may be missed; "
+                          "raise octree_depth or dilation if parts are missing (metadata: slope_exceeded)")
+            self.exceeded = True
+            self.slope = torch.maximum(self.slope, steep * self.safety)
+
+
 # --------------------------------------------------------------------------- brick storage of one level
 
 
@@ -329,8 +466,10 @@ class _Level:
         self.known = torch.zeros(0, _B, _B, _B, dtype=torch.bool, device=device)
         self.active = torch.zeros_like(self.known)
         self.sc = torch.zeros_like(self.known)
+        self.near = torch.zeros_like(self.known)  # active cells without sign change the SDF bound keeps (_Bound)
         self.pending = torch.zeros_like(self.known)
         self.cached = None  # (slots (S,), values (F, S, 9, 9, 9)) of the last band pass
+        self.closure_cells = 0  # cells the closure added
 
     # ---- slots
     def _grow(self, need: int) -> None:
@@ -347,8 +486,8 @@ class _Level:
 
         self.bricks = ext(self.bricks)
         self.vals = ext(self.vals, 1)
-        self.known, self.active, self.sc, self.pending = (ext(t) for t in (self.known, self.active, self.sc,
-                                                                           self.pending))
+        self.known, self.active, self.sc, self.near, self.pending = (
+            ext(t) for t in (self.known, self.active, self.sc, self.near, self.pending))
         self.cap = cap
 
     def key(self, bricks: torch.Tensor) -> torch.Tensor:
@@ -404,8 +543,9 @@ class _Level:
         return out
 
     # ---- filling
-    def set_dense(self, vals: torch.Tensor, sc: torch.Tensor) -> None:
-        """The dense coarse level: values (F, N+1, N+1, N+1) and sign-change cells (N, N, N); every cell active."""
+    def set_dense(self, vals: torch.Tensor, sc: torch.Tensor, near: Optional[torch.Tensor] = None) -> None:
+        """The dense coarse level: values (F, N+1, N+1, N+1), sign-change cells (N, N, N) and the cells the SDF
+        bound keeps (N, N, N, optional); every cell active."""
         n, nb = self.cells, self.nb
         self.slots(torch.arange(nb**3, device=self.device))
 
@@ -420,30 +560,38 @@ class _Level:
         self.known[: nb**3] = bricked(torch.ones((n + 1,) * 3, dtype=torch.bool, device=self.device), n + 1)
         self.active[: nb**3] = bricked(torch.ones((n,) * 3, dtype=torch.bool, device=self.device), n)
         self.sc[: nb**3] = bricked(sc, n)
+        if near is not None:
+            self.near[: nb**3] = bricked(near & ~sc, n)
 
-    def sc_cells(self) -> torch.Tensor:
-        """(M, 3) integer coordinates of the sign-change cells."""
-        flat = torch.nonzero(self.sc[: self.size].view(-1)).flatten()
+    def sc_cells(self, store: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(M, 3) integer coordinates of the sign-change cells (or of the cells of another per-brick mask)."""
+        store = self.sc if store is None else store
+        flat = torch.nonzero(store[: self.size].view(-1)).flatten()
         return self.bricks[flat >> 9] * _B + torch.stack([(flat >> 6) & _MASK, (flat >> 3) & _MASK, flat & _MASK], 1)
 
-    def refine(self, parents: torch.Tensor, coarser: list, ev: "_Evaluator", level: float, sign: float) -> None:
+    def refine(self, parents: torch.Tensor, coarser: list, ev: "_Evaluator", level: float, sign: float,
+               bound: Optional[_Bound] = None, finest: int = 0) -> None:
         """Put the children of ``parents`` (M, 3 parent-level cells) in the band, then close it: while a
         sign-change cell has a face with mixed signs whose neighbour is not in the band, add that neighbour.
-        ``coarser``: the coarser levels, nearest first (their values are reused at the points they share)."""
+        ``coarser``: the coarser levels, nearest first (their values are reused at the points they share).
+        ``bound``: the SDF bound (marks the cells it keeps, checks the slopes), ``finest``: cells per axis of the
+        finest level."""
         if parents.numel() == 0:
             return
         slots, mask = self.masks(parents, 2)
         passes = 0
         while slots.numel():
-            front = self._activate(slots, mask, coarser, ev, level, sign, fresh=passes == 0)
+            front = self._activate(slots, mask, coarser, ev, level, sign, fresh=passes == 0, bound=bound,
+                                   finest=finest)
             passes += 1
             if front.numel() == 0:
                 break
             slots, mask = self.masks(front, 3)
+            self.closure_cells += int(mask.sum()) - int((mask & self.active[slots]).sum())
         if passes > 1:  # the closure added cells: values gathered before it may miss their far faces
             self.cached = None
 
-    def _activate(self, slots, mask, coarser, ev, level, sign, fresh=False) -> torch.Tensor:
+    def _activate(self, slots, mask, coarser, ev, level, sign, fresh=False, bound=None, finest=0) -> torch.Tensor:
         """Add the cells ``mask`` (S, 8, 8, 8) of bricks ``slots`` (S,) to the band: evaluate their corners
         (reusing known values and those of the ``coarser`` levels), mark their sign changes, and return the
         (Q, 3) cells the closure must add next."""
@@ -509,15 +657,20 @@ class _Level:
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
-        ins = _inside(v, level, sign)
-        del v
-        cells, fx, fy, fz = _sign_changes(ins)
-        if F > 1:
-            cells, fx, fy, fz = (t.any(0) for t in (cells, fx, fy, fz))
-        else:
-            cells, fx, fy, fz = cells[0], fx[0], fy[0], fz[0]
+        h = 2.0 * ev.bounds / self.cells
+        cells = fx = fy = fz = None
+        for f in range(F):  # one field at a time (peak memory), the band is their union
+            one = _sign_changes(_inside(v[f], level, sign))
+            if bound is not None:  # each field's slopes where that field changes sign
+                bound.check(v[f], one[0] & mask, h, f)
+            cells, fx, fy, fz = one if cells is None else (a.logical_or_(b) for a, b in zip((cells, fx, fy, fz), one))
+            del one
         sc = cells & mask
         self.sc[slots] |= sc
+        if bound is not None:
+            if bound.enabled and self.cells < finest:  # cells the SDF bound keeps (children evaluated next level)
+                self.near[slots] |= bound.cells(v, level, h, last=2 * self.cells == finest) & mask & ~sc
+        del v
         # closure: a face with mixed signs between a band cell and a cell outside the band (both cells of
         # such a face change sign; all its corners are known, they belong to the band cell)
         act = self.gather(self.active, slots, 1, 1, faces_only=True)
@@ -639,6 +792,19 @@ def _dilate(cells: torch.Tensor, radius: int, ncells: int) -> torch.Tensor:
     return torch.stack([key // (ncells * ncells), (key // ncells) % ncells, key % ncells], 1)
 
 
+def _touches(cells: torch.Tensor, others: torch.Tensor, ncells: int) -> torch.Tensor:
+    """(M,) bool: cell ``cells[m]`` (M, 3) is one of ``others`` (K, 3) or one of their 26 neighbours."""
+    if cells.numel() == 0 or others.numel() == 0:
+        return torch.zeros(cells.shape[0], dtype=torch.bool, device=cells.device)
+    near = _dilate(others, 1, ncells)
+    key = lambda c: (c[:, 0] * ncells + c[:, 1]) * ncells + c[:, 2]  # noqa: E731
+    if ncells**3 <= 2**27:
+        flag = torch.zeros(ncells**3, dtype=torch.bool, device=cells.device)
+        flag[key(near)] = True
+        return flag[key(cells)]
+    return torch.isin(key(cells), key(near))
+
+
 # --------------------------------------------------------------------------- marching cubes on the band
 
 
@@ -739,6 +905,7 @@ def _mc_warp(lv: _Level, field: int, level: float, sign: float):
     # given an SDF (inside < 0, here -occ) warp winds faces counter-clockwise seen from outside
     # (tests: positive volume and the same faces as scikit-image, on the CPU, where warp runs the same kernels)
     device = "cpu" if cells.device.type == "cpu" else f"cuda:{cells.device.index or 0}"
+    wp.init()  # idempotent; from_torch needs warp's runtime, which only warp's own array calls start by themselves
     wcells = wp.from_torch(cells.to(torch.int32).contiguous(), dtype=wp.int32) if device != "cpu" else \
         cells.to(torch.int32).cpu().numpy()
     wvals = wp.from_torch((-occ).contiguous()) if device != "cpu" else (-occ).cpu().numpy()
@@ -750,6 +917,140 @@ def _mc_warp(lv: _Level, field: int, level: float, sign: float):
 
 
 # --------------------------------------------------------------------------- public API
+
+
+def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation: int, half, sdf_bound: bool,
+          stop=None):
+    """Build the narrow band from the dense ``2**d0`` level down to the ``2**d1`` level -> (finest _Level, _Bound).
+
+    Per level: the sign-change cells (dilated by ``dilation`` above the last step) and the cells the SDF bound
+    keeps (:class:`_Bound`) are split, their children evaluated, then the closure follows every surface that
+    leaves the band.  ``stop(level, depth) -> bool``, called after each refined level but the last: True ends
+    the band at that level (which is returned).
+    """
+    num_fields, dev = ev.num_fields, ev.device
+    # ---- dense coarse level (the field's first evaluation also calibrates half precision)
+    n0 = 2**d0
+    lv = _Level(n0, num_fields, dev)
+    g = torch.arange(n0 + 1, device=dev)
+    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    if half is not None:
+        ev.half_dtype = None
+        exact = ev(pts, n0, level, sign)
+        ev.half_dtype = half
+        approx = torch.empty_like(exact)
+        for s in range(0, pts.shape[0], ev.chunk_size):
+            p = ev.model_points(pts[s : s + ev.chunk_size], n0)
+            approx[:, s : s + p.shape[0]] = ev._call(p, half)
+        dist = (exact - level).abs()
+        near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
+        ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
+        del approx, dist, near
+    else:
+        exact = ev(pts, n0, level, sign)
+    dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+    h0 = 2.0 * ev.bounds / n0
+    bound = _Bound(_Bound.measure(dense, h0), ev.margin if math.isfinite(ev.margin) else 0.0, enabled=sdf_bound)
+    sc = _sign_changes(_inside(dense, level, sign))[0].any(0)
+    near = bound.cells(dense, level, h0, last=d0 + 1 == d1) if sdf_bound and d0 < d1 else None
+    lv.set_dense(dense, sc, near)
+    del pts, exact, dense, sc, near
+
+    # ---- narrow band, level by level: children of the (dilated) sign-change cells and of the cells the SDF
+    # bound keeps, then closure
+    coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
+    for depth in range(d0, d1):
+        cells = lv.sc_cells()
+        if depth < d1 - 1:  # the safety band; the finest level relies on the closure
+            cells = _dilate(cells, dilation, 2**depth)
+        if sdf_bound:
+            near = lv.sc_cells(lv.near)
+            if depth == d1 - 1 and near.numel():
+                # last step: a kept cell next to a sign-change cell lies on the found surface's flank, where the
+                # finest level's closure follows anything attached; only the free-standing ones are added
+                near = near[~_touches(near, lv.sc_cells(), 2**depth)]
+            if near.numel():
+                cells = torch.cat([cells, near])
+                n = 2**depth
+                key = _unique((cells[:, 0] * n + cells[:, 1]) * n + cells[:, 2], n**3)
+                cells = torch.stack([key // (n * n), (key // n) % n, key % n], 1)
+            del near
+        lv.cached = None
+        coarser = [lv] + coarser[:2]
+        fine = _Level(2 ** (depth + 1), num_fields, dev)
+        fine.closure_cells = lv.closure_cells
+        fine.refine(cells, coarser, ev, level, sign, bound, finest=2**d1)
+        lv = fine
+        del cells
+        if stop is not None and depth + 1 < d1 and stop(lv, depth + 1):
+            break
+    del coarser
+    return lv, bound
+
+
+
+
+def _stats(ev: _Evaluator, lv: _Level, bound: _Bound, d0: int, d1: int, dilation: int, bounds: float,
+           sdf_bound: bool) -> dict:
+    """The extraction's figures (``metadata["meshing"]`` of :func:`sdf_to_meshes`)."""
+    dense = (2**d1 + 1) ** 3
+    half = ev.half_dtype
+    return {
+        "points_evaluated": int(ev.count),
+        "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
+        "dense_points": int(dense),
+        "ratio": float(ev.count) / float(dense),
+        "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
+        "closure_cells": int(lv.closure_cells),
+        "sdf_bound": bool(sdf_bound),
+        "slope": [float(x) for x in bound.slope.cpu()],
+        "slope_exceeded": bool(bound.exceeded),
+        "octree_depth": d0,
+        "refine_depth": d1,
+        "dilation": int(dilation),
+        "voxel_size": 2.0 * bounds / 2**d1,
+        "bounds": bounds,
+        "precision": "fp32" if half is None else str(half).replace("torch.", ""),
+    }
+
+
+def _setup(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size, dilation, level,
+           device, precision, callback):
+    """The shared argument checks and set-up of :func:`sdf_to_meshes` and :func:`sdf_surface_points`.
+
+    Returns (field evaluator, half dtype or None, inside sign +-1, level, coarse depth, final depth)."""
+    num_fields = _check_args(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size,
+                             dilation)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    half = _resolve_precision(precision, dev)
+    progress = _Progress(callback)
+    progress.add(num_fields)
+    ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
+    return ev, half, (1.0 if inside == "positive" else -1.0), float(level), int(octree_depth), int(refine_depth)
+
+
+def _check_args(name, field_fn, num_fields, octree_depth, refine_depth, inside, bounds, chunk_size, dilation) -> int:
+    """The argument checks of :func:`_setup` -> ``num_fields`` (int)."""
+    if not callable(field_fn):
+        raise TypeError(f"{name}: field_fn must be callable, got {type(field_fn).__name__}")
+    if int(num_fields) != num_fields or num_fields < 1:
+        raise ValueError(f"{name}: num_fields must be a positive integer, got {num_fields!r}")
+    num_fields = int(num_fields)
+    if not (1 <= int(octree_depth) <= 11):
+        raise ValueError(f"{name}: octree_depth must be in [1, 11], got {octree_depth}")
+    if not (int(octree_depth) <= int(refine_depth) <= 11):
+        raise ValueError(
+            f"{name}: refine_depth must be in [octree_depth, 11] = [{octree_depth}, 11], got {refine_depth}"
+        )
+    if inside not in ("negative", "positive"):
+        raise ValueError(f"{name}: inside must be 'negative' (SDF) or 'positive' (occupancy), got {inside!r}")
+    if not (bounds > 0 and math.isfinite(bounds)):
+        raise ValueError(f"{name}: bounds must be a positive finite half side, got {bounds}")
+    if chunk_size < 1:
+        raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size}")
+    if dilation < 0:
+        raise ValueError(f"{name}: dilation must be >= 0, got {dilation}")
+    return num_fields
 
 
 def _resolve_precision(precision: str, dev: torch.device):
@@ -777,6 +1078,7 @@ def sdf_to_meshes(
     dilation: int = 1,
     precision: str = "auto",
     allow_empty: bool = False,
+    sdf_bound: bool = True,
 ) -> list[trimesh.Trimesh]:
     """Extract the level set of ``num_fields`` scalar fields as triangle meshes (narrow band).
 
@@ -823,6 +1125,10 @@ def sdf_to_meshes(
             measured half-vs-fp32 error of ``level`` are re-evaluated in fp32.
         allow_empty: return an empty ``Trimesh`` for a field without surface
             instead of raising.
+        sdf_bound: also refine the cells without a sign change whose values
+            say, read as a distance bound, that the surface may pass inside
+            (thin and free-standing parts the coarser grid straddles; see the
+            module docstring).  False: sign changes, dilation and closure only.
 
     Returns:
         List of F ``trimesh.Trimesh`` (vertices (V, 3) float64 in model units,
@@ -832,8 +1138,11 @@ def sdf_to_meshes(
         ``points_evaluated`` (field evaluations, shared by the F fields),
         ``points_fp32`` (of which re-evaluated in fp32), ``dense_points``
         (``(2**refine_depth + 1)**3``), their ``ratio``, ``band_cells`` (final
-        sign-change cells), the depths, ``voxel_size``, ``precision`` and
-        ``backend``.
+        sign-change cells), ``closure_cells`` (cells the closure added, all
+        levels), ``slope`` (the SDF bound's slope per field, field units per
+        model unit, safety factor included) and ``slope_exceeded`` (a finer
+        level found the field steeper than that; a warning was logged), the
+        depths, ``voxel_size``, ``precision`` and ``backend``.
 
     Raises:
         TypeError: ``field_fn`` not callable or returns a non-tensor.
@@ -843,27 +1152,9 @@ def sdf_to_meshes(
             ``level`` (unless ``allow_empty``).
         RuntimeError: ``backend="warp"`` requested but warp-lang is missing.
     """
-    if not callable(field_fn):
-        raise TypeError(f"sdf_to_meshes: field_fn must be callable, got {type(field_fn).__name__}")
-    if int(num_fields) != num_fields or num_fields < 1:
-        raise ValueError(f"sdf_to_meshes: num_fields must be a positive integer, got {num_fields!r}")
-    num_fields = int(num_fields)
-    if not (1 <= int(octree_depth) <= 11):
-        raise ValueError(f"sdf_to_meshes: octree_depth must be in [1, 11], got {octree_depth}")
-    if not (int(octree_depth) <= int(refine_depth) <= 11):
-        raise ValueError(
-            f"sdf_to_meshes: refine_depth must be in [octree_depth, 11] = [{octree_depth}, 11], got {refine_depth}"
-        )
-    if inside not in ("negative", "positive"):
-        raise ValueError(f"sdf_to_meshes: inside must be 'negative' (SDF) or 'positive' (occupancy), got {inside!r}")
-    if not (bounds > 0 and math.isfinite(bounds)):
-        raise ValueError(f"sdf_to_meshes: bounds must be a positive finite half side, got {bounds}")
-    if chunk_size < 1:
-        raise ValueError(f"sdf_to_meshes: chunk_size must be >= 1, got {chunk_size}")
-    if dilation < 0:
-        raise ValueError(f"sdf_to_meshes: dilation must be >= 0, got {dilation}")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    half = _resolve_precision(precision, dev)
+    ev, half, sign, level, d0, d1 = _setup("sdf_to_meshes", field_fn, num_fields, octree_depth, refine_depth, inside,
+                                           bounds, chunk_size, dilation, level, device, precision, callback)
+    num_fields, dev, progress = ev.num_fields, ev.device, ev.progress
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"sdf_to_meshes: backend must be 'auto', 'skimage' or 'warp', got {backend!r}")
     if backend == "auto":
@@ -880,51 +1171,9 @@ def sdf_to_meshes(
     elif backend == "warp" and not _warp_usable():
         raise RuntimeError("sdf_to_meshes: backend='warp' needs warp-lang >= 1.19 (pip install warp-lang); "
                            "or use backend='skimage'")
-    sign = 1.0 if inside == "positive" else -1.0
-    level = float(level)
-    d0, d1 = int(octree_depth), int(refine_depth)
-
-    progress = _Progress(callback)
-    progress.add(num_fields)
-    ev = _Evaluator(field_fn, num_fields, int(chunk_size), dev, float(bounds), progress, half)
 
     with _bookkeeping_threads(ev):
-        # ---- dense coarse level (the field's first evaluation also calibrates half precision)
-        n0 = 2**d0
-        lv = _Level(n0, num_fields, dev)
-        g = torch.arange(n0 + 1, device=dev)
-        pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-        if half is not None:
-            ev.half_dtype = None
-            exact = ev(pts, n0, level, sign)
-            ev.half_dtype = half
-            approx = torch.empty_like(exact)
-            for s in range(0, pts.shape[0], ev.chunk_size):
-                p = ev.model_points(pts[s : s + ev.chunk_size], n0)
-                approx[:, s : s + p.shape[0]] = ev._call(p, half)
-            dist = (exact - level).abs()
-            near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
-            ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-            del approx, dist, near
-        else:
-            exact = ev(pts, n0, level, sign)
-        dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
-        lv.set_dense(dense, _sign_changes(_inside(dense, level, sign))[0].any(0))
-        del pts, exact, dense
-
-        # ---- narrow band, level by level: children of the (dilated) sign-change cells, then closure
-        coarser: list[_Level] = []  # the last 3 levels, nearest first: values reused at the points they share
-        for depth in range(d0, d1):
-            cells = lv.sc_cells()
-            if depth < d1 - 1:  # the safety band; the finest level relies on the closure
-                cells = _dilate(cells, dilation, 2**depth)
-            lv.cached = None
-            coarser = [lv] + coarser[:2]
-            fine = _Level(2 ** (depth + 1), num_fields, dev)
-            fine.refine(cells, coarser, ev, level, sign)
-            lv = fine
-            del cells
-        del coarser
+        lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound)
 
         # ---- marching cubes on the final band, one mesh per field
         h = 2.0 * float(bounds) / 2**d1
@@ -942,21 +1191,8 @@ def sdf_to_meshes(
                 f"[-{bounds}, {bounds}]^3 (all values on one side); check the latent, the level and the "
                 "`inside` convention, or pass allow_empty=True"
             )
-        dense = (2**d1 + 1) ** 3
-        stats = {
-            "points_evaluated": int(ev.count),
-            "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
-            "dense_points": int(dense),
-            "ratio": float(ev.count) / float(dense),
-            "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
-            "octree_depth": d0,
-            "refine_depth": d1,
-            "dilation": int(dilation),
-            "voxel_size": h,
-            "bounds": float(bounds),
-            "precision": "fp32" if half is None else str(half).replace("torch.", ""),
-            "backend": backend,
-        }
+        stats = _stats(ev, lv, bound, d0, d1, dilation, float(bounds), sdf_bound)
+        stats["backend"] = backend
         for m in meshes:
             m.metadata["meshing"] = dict(stats)
         return meshes
@@ -978,3 +1214,120 @@ def sdf_to_mesh(field_fn: FieldFn, **kwargs) -> trimesh.Trimesh:
         raise ValueError("sdf_to_mesh meshes one field; use sdf_to_meshes for num_fields > 1")
     kwargs.pop("num_fields", None)
     return sdf_to_meshes(field_fn, 1, **kwargs)[0]
+
+
+def _crossings(lv: _Level, field: int, level: float, sign: float) -> torch.Tensor:
+    """Points where the finest grid's edges of field ``field``'s sign-change cells cross ``level`` -> (P, 3)
+    float32 in grid-index units, one per edge (an edge shared by bricks counted once), in grid-edge order."""
+    slots, cells, v = lv.field_band(field, level, sign)
+    if slots.numel() == 0:
+        return torch.zeros(0, 3, dtype=torch.float32, device=lv.device)
+    ins = _inside(v, level, sign)
+    base = lv.bricks[slots] << _SHIFT
+    n1 = lv.cells + 1
+    keys, points = [], []
+    for axis in range(3):
+        dim = axis + 1
+        cross = ins.narrow(dim, 0, _B) ^ ins.narrow(dim, 1, _B)  # edges along ``axis``: 8 along it, 9 across
+        own = torch.zeros_like(cross)  # the edges of the band cells (each cell has 4 along each axis)
+        others = [d for d in (1, 2, 3) if d != dim]
+        for o1 in (0, 1):
+            for o2 in (0, 1):
+                own.narrow(others[0], o1, _B).narrow(others[1], o2, _B).logical_or_(cells)
+        s, i, j, k = torch.nonzero(cross & own, as_tuple=True)
+        step = [0, 0, 0]
+        step[axis] = 1
+        v0 = v[s, i, j, k]
+        v1 = v[s, i + step[0], j + step[1], k + step[2]]
+        g = base[s] + torch.stack([i, j, k], 1)
+        p = g.to(torch.float32)
+        p[:, axis] += (level - v0) / (v1 - v0)  # linear interpolation along the edge, in [0, 1]
+        keys.append(((g[:, 0] * n1 + g[:, 1]) * n1 + g[:, 2]) * 3 + axis)
+        points.append(p)
+    keys, points = torch.cat(keys), torch.cat(points)
+    uk, inverse = torch.unique(keys, return_inverse=True)  # sorted: the same order on every device
+    out = torch.empty(uk.numel(), 3, dtype=points.dtype, device=points.device)
+    out[inverse] = points  # duplicates (an edge on a brick face) carry identical values
+    return out
+
+
+def sdf_surface_points(
+    field_fn: FieldFn,
+    num_fields: int = 1,
+    *,
+    bounds: float = 1.005,
+    octree_depth: int = 5,
+    refine_depth: int = 7,
+    level: float = 0.0,
+    inside: str = "negative",
+    chunk_size: int = 2**18,
+    device: Union[str, torch.device, None] = None,
+    callback: Optional[ProgressFn] = None,
+    dilation: int = 1,
+    precision: str = "auto",
+    sdf_bound: bool = True,
+    min_points: Optional[int] = None,
+    stats: Optional[dict] = None,
+) -> list[torch.Tensor]:
+    """Points on the level set of ``num_fields`` fields: the finest grid's edge crossings, no mesh.
+
+    The same narrow band as :func:`sdf_to_meshes` (dense ``2**octree_depth``
+    grid, band refined up to ``2**refine_depth`` cells per axis, SDF bound,
+    dilation, closure; the fields batched in every call), then, instead of
+    marching cubes, one point per grid edge of the band's sign-change cells
+    whose ends lie across ``level``, placed by linear interpolation of the two
+    values: exactly the vertices marching cubes would place (tested), without
+    faces, welding or clean-up.  Used for the attention chain's candidate
+    surface points (attention-chains §4.1, "candidate surface points S_f").
+
+    A surface of area A gives about ``1.5 * A / voxel**2`` points (an edge
+    crossing per grid edge the surface cuts; 1.5 = mean of ``|n_x| + |n_y| +
+    |n_z|``), spaced at most one voxel apart along the surface.
+
+    Args:
+        field_fn, num_fields, bounds, level, inside, chunk_size, device,
+        callback, dilation, precision, sdf_bound: as :func:`sdf_to_meshes`.
+        octree_depth: dense coarse depth (default 5: 32^3 cells).
+        refine_depth: depth of the points' grid (default 7: 128^3 cells,
+            voxel 0.0157 model units).
+        min_points: stop refining at the first level (from ``octree_depth +
+            1``) where every field already has this many crossings (a large
+            surface: a coarser grid gives the points wanted; the level used
+            is ``stats["depth"]``).  None: always ``refine_depth``.
+        stats: optional dict, filled with the extraction's figures (as
+            ``metadata["meshing"]`` of :func:`sdf_to_meshes`, plus ``points``:
+            the count per field).
+
+    Returns:
+        List of F float32 tensors (P_f, 3) in model units on ``device``,
+        sorted by grid edge (the same order on every device); (0, 3) for a
+        field without surface.
+
+    Raises:
+        TypeError, ValueError: as :func:`sdf_to_meshes` (bad arguments, field
+            shape, NaN/inf values).
+    """
+    ev, half, sign, level, d0, d1 = _setup("sdf_surface_points", field_fn, num_fields, octree_depth, refine_depth,
+                                           inside, bounds, chunk_size, dilation, level, device, precision, callback)
+    num_fields, progress = ev.num_fields, ev.progress
+    found: dict = {}
+
+    def enough(lv: _Level, depth: int) -> bool:  # every field has min_points crossings at this level
+        found["points"] = [_crossings(lv, f, level, sign) for f in range(num_fields)]
+        return all(len(p) >= min_points for p in found["points"])
+
+    with _bookkeeping_threads(ev):
+        lv, bound = _band(ev, d0, d1, level, sign, dilation, half, sdf_bound,
+                          stop=enough if min_points is not None else None)
+        depth = int(round(math.log2(lv.cells)))
+        grid = found.pop("points") if depth < d1 else [_crossings(lv, f, level, sign) for f in range(num_fields)]
+        h = 2.0 * float(bounds) / 2**depth
+        out = []
+        for f in range(num_fields):
+            out.append(grid[f].mul_(h).sub_(float(bounds)))
+            progress.step()
+        if stats is not None:
+            stats.update(_stats(ev, lv, bound, d0, depth, dilation, float(bounds), sdf_bound))
+            stats["points"] = [int(p.shape[0]) for p in out]
+            stats["depth"] = depth
+        return out

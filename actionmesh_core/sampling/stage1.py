@@ -1,4 +1,4 @@
-"""Stage I: masked flow-matching generation of one shape latent per frame (REFERENCE §3).
+"""Stage I: masked flow-matching generation of one shape latent per frame (ActionMesh §3.2).
 
 Shape legend: B batch, T frames, N latent tokens per frame, C latent channels,
 S image tokens per frame, Dc image feature width.
@@ -38,7 +38,7 @@ def masked_flow_sampling(
     Source frames (mask = 1) stay exactly as given and see diffusion time 0;
     target frames follow ``x <- x + (t_i - t_{i+1})/1000 · v``. Guidance uses a
     batch of two: image context zeroed (source latents kept) and full
-    conditioning, ``v = v_u + scale·(v_c - v_u)`` (ActionMesh §3.2, REFERENCE §3).
+    conditioning, ``v = v_u + scale·(v_c - v_u)`` (ActionMesh §3.2; the release's `actionmesh/scheduler`).
     The per-layer cross-attention keys/values of the image context are
     computed once for the whole run (``perf`` flag ``cache_cross_kv``; the
     plain path recomputes them at every step).
@@ -114,7 +114,7 @@ def masked_flow_sampling(
 
 def initial_latents(num_frames: int, source_latents: Dict[int, torch.Tensor], seed: int,
                     noise_correlation: float, device) -> "tuple[torch.Tensor, torch.Tensor]":
-    """Seeded noise for every frame with the known source latents written in (REFERENCE §3).
+    """Seeded noise for every frame with the known source latents written in (ActionMesh §3.2).
 
     Args:
         num_frames: T. source_latents: {frame: (N, C)} (at least one).
@@ -152,9 +152,10 @@ def sample_stage1(
     """Generate one shape latent per frame for a clip of any length >= 2.
 
     Windows follow :func:`~actionmesh_core.sampling.windows.plan_windows`
-    outward from the anchor frame; every given source latent is kept clean,
-    and each later window takes the already generated overlap latents as its
-    sources (ActionMesh §3.4, REFERENCE §3).
+    (the release's windows, run order and frame order inside each window);
+    every given source latent is kept clean, and each later window takes the
+    already generated frames it holds as its sources (ActionMesh §3.4;
+    ``generate_3d_latents`` in the release's ``actionmesh/pipeline.py``).
 
     Args:
         denoiser: :class:`~actionmesh_core.models.TemporalDenoiser`.
@@ -203,7 +204,7 @@ def sample_stage1(
     latents, known = initial_latents(num_frames, source_latents, seed, noise_correlation, dev)
     plan = plan_windows(num_frames, anchor, window, slide)
     for w_idx, win in enumerate(plan):
-        idx = list(win.frames)
+        idx = list(win.order)  # the release's frame order inside the window
         if bool(known[idx].all()):
             continue
         mask = known[idx].float()[None]

@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""The one prepared GPU check (issue #23): the parts ``benchmarks/gpu_check.sh`` runs, each in its own process.
+
+Every part appends JSON records to ``OUT/results.jsonl`` as soon as a figure exists (``OUT`` = ``$OUT`` or
+``benchmarks/gpu_out``), and ``table`` rebuilds the dated markdown table ``OUT/gpu_table.md`` from them, so a
+part killed by its time limit still leaves the figures it had.
+
+Parts:
+
+- ``env``: device, versions, whether warp-lang imports (``warp: unavailable`` otherwise: marching cubes then
+  runs with scikit-image on the CPU, the library's fallback).
+- ``clip``: one 16-frame clip through the library's stages at the released sizes (random weights, bf16 models,
+  fp32 VAE, PyTorch SDPA unless flash-attn is installed), per preset in the order attention-chain (4 steps, no
+  stage II), fast (stage 0 50 / stage I 15 steps) and default (100 / 30): DINOv2, stage 0 sampling, anchor
+  meshing (narrow band 2^6 -> 2^9, bf16 field, warp marching cubes), clean-up, stage I + stage II or the
+  attention chain (candidates, correspondences, skinning), total and peak GPU memory (all models resident).
+  One warm-up pass with 1-2 steps first (kernel selection, warp's kernel build); the random VAE's output bias
+  is centred on the random models' latents so every frame's field has a surface (as the tiny weights do).
+- ``meshing``: the narrow band on the GPU: analytic fields (sphere r = 0.5, the thin-part field of
+  ``bench_meshing.py``) at the defaults (bf16 autocast, warp) against a dense 513^3 pass on the GPU (same faces?)
+  and a dense 257^3 scikit-image pass (the CPU reference of the CPU tables); the released-size VAE field: the
+  anchor extraction bf16+warp vs fp32+scikit-image, and the chain's candidate points of 16 frames.
+- ``table``: the markdown table (``--to-results`` also appends it to ``benchmarks/RESULTS.md``).
+
+``--cpu`` runs the same code at tiny sizes on the CPU (a dry run that proves the script end to end).
+Targets printed beside the figures (H100, per 16-frame clip): default <= 35 s, fast <= 20 s,
+attention-chain <= 6 s, peak <= 24 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TARGETS = {"default": ("total s", 35.0), "fast": ("total s", 20.0), "attention-chain": ("total s", 6.0)}
+PEAK_TARGET_GB = 24.0
+PRESETS = ("attention-chain", "fast", "default")
+
+
+def out_dir() -> Path:
+    path = Path(os.environ.get("OUT") or ROOT / "benchmarks" / "gpu_out")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record(part: str, **fields) -> None:
+    """Append one result record (flushed at once: survives a later kill)."""
+    fields = {"part": part, **fields}
+    with open(out_dir() / "results.jsonl", "a") as fh:
+        fh.write(json.dumps(fields) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    print("RESULT", json.dumps(fields), flush=True)
+
+
+def _device(cpu: bool):
+    import torch
+
+    if cpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --cpu for the dry run")
+    return torch.device("cuda")
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+class _Timer:
+    def __init__(self, dev):
+        self.dev = dev
+        self.parts = {}
+
+    def __call__(self, name, fn, *a, **k):
+        print(f"{time.strftime('%T')}   {name}", flush=True)
+        _sync(self.dev)
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        _sync(self.dev)
+        self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+
+# --------------------------------------------------------------------------- env
+
+
+def part_env(args) -> None:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": "cpu (dry run)" if args.cpu else None, "date": datetime.datetime.now().isoformat(" ", "seconds")}
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{p.name}, {p.total_memory / 2**30:.0f} GiB"
+        info["device"] = info["device"] or info["gpu"]
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except Exception as exc:  # pragma: no cover - host
+        info["transformers"] = f"unavailable ({exc})"
+    from actionmesh_core.geometry.meshing import available_backends
+    from actionmesh_core.models.attention import flash_attention_available
+
+    try:
+        import warp
+
+        info["warp"] = warp.__version__ if "warp" in available_backends() else f"{warp.__version__} (too old)"
+    except Exception:
+        info["warp"] = "unavailable"
+    for mod in ("trimesh", "fast_simplification", "skimage", "scipy", "numpy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:
+            info[mod] = "unavailable"
+    info["flash_attn"] = "yes" if flash_attention_available() else "no (SDPA)"
+    record("env", **info)
+
+
+# --------------------------------------------------------------------------- clip
+
+
+def _sizes(cpu: bool):
+    from bench_pipeline import released_sizes, tiny_sizes
+
+    sz = released_sizes()
+    if cpu:  # the dry run: tiny models, the real clip length and steps cut to a few
+        sz = dataclasses.replace(tiny_sizes(), frames=8, vertices=2000, grid=33,
+                                 steps0={"default": 3, "fast": 2}, steps1={"default": 3, "fast": 2})
+    return sz
+
+
+def _smooth_vae(vae, keep_freqs: int = 2) -> None:
+    """Random VAE with a realistic surface: zero the query projection's columns of the Fourier features above
+    the ``keep_freqs`` lowest frequencies (per-point cost unchanged, the field becomes a few smooth blobs instead
+    of a box-filling high-frequency surface whose band would cover most of the grid)."""
+    import torch
+
+    nf = vae.config["embed_frequency"]
+    cols = [3 + block * 3 * nf + axis * nf + k for block in (0, 1) for axis in range(3) for k in range(keep_freqs, nf)]
+    with torch.no_grad():
+        vae.decoder.proj_query.weight[:, cols] = 0.0
+
+
+def _centre_vae(vae, latents) -> None:
+    """Shift the random VAE's output bias so the median field value of ``latents`` (B, N, C) on a 17^3 probe is 0
+    (every frame's field then has a surface, as the tiny weights' calibration does)."""
+    import torch
+
+    with torch.no_grad():
+        g = torch.linspace(-0.9, 0.9, 17, device=latents.device)
+        pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        vals = vae.field_fn(latents.float())(pts)
+        vae.decoder.proj_out.bias += vals.float().median().to(vae.decoder.proj_out.bias.dtype)
+
+
+def _anchor_mesh(vae, latent, depth, dev, timer, clean: bool = True):
+    """Stage 0's meshing + clean-up, as the pipeline runs them."""
+    import trimesh
+
+    from actionmesh_core.geometry.meshing import sdf_to_meshes
+
+    mesh = timer("meshing", lambda: sdf_to_meshes(vae.field_fn(latent.float()), 1, octree_depth=depth - 3,
+                                                   refine_depth=depth, inside=vae.inside_sign, device=dev,
+                                                   allow_empty=True)[0])
+    stats = dict(mesh.metadata.get("meshing", {}))
+    if len(mesh.faces) == 0:
+        mesh = trimesh.creation.icosphere(5, radius=0.5)
+        stats["note"] = "empty anchor field: icosphere stand-in"
+    if not clean:
+        return mesh, stats
+    try:
+        import fast_simplification  # noqa: F401
+
+        from actionmesh_core.geometry.cleanup import clean_mesh
+
+        mesh = timer("clean-up", clean_mesh, mesh, target_faces=40000)
+    except ImportError:
+        stats["note"] = "fast-simplification unavailable: anchor mesh not decimated"
+    return mesh, stats
+
+
+def part_clip(args) -> None:
+    import numpy as np
+    import torch
+
+    from actionmesh_core import perf
+    from actionmesh_core.attention_chain.capture import attention_chain_decode
+    from actionmesh_core.geometry.reference import query_normals
+    from actionmesh_core.sampling.stage1 import sample_stage1
+    from actionmesh_core.sampling.stage2 import decode_stage2
+    from actionmesh_core.sampling.triposg import sample_image_to_3d
+    from bench_pipeline import build_models, synthetic_inputs
+
+    dev = _device(args.cpu)
+    sz = _sizes(args.cpu)
+    dtype = torch.bfloat16  # as on the GPU (the dry run too: the same dtype paths)
+    t0 = time.perf_counter()
+    models = build_models(sz, dev, dtype, vae_dtype=torch.float32)
+    _smooth_vae(models.vae)
+    inputs = synthetic_inputs(sz, dev)
+    _sync(dev)
+    depth = int(round(math.log2(sz.grid - 1)))
+    record("clip", event="models built", seconds=round(time.perf_counter() - t0, 1), sizes=sz.name,
+           frames=sz.frames, tokens=sz.tokens, meshing_depth=depth,
+           resident_gb=None if dev.type != "cuda" else round(torch.cuda.memory_allocated(dev) / 2**30, 2))
+
+    def run_clip(preset: str, warm: bool = False):
+        print(f"{time.strftime('%T')} clip {preset}{' (warm-up)' if warm else ''}", flush=True)
+        timer = _Timer(dev)
+        perf.reset_peak_memory(dev)
+        _sync(dev)
+        start = time.perf_counter()
+        with torch.no_grad():
+            ctx = timer("dinov2", models.dino, inputs["images"])
+            steps0 = 1 if warm else sz.steps0["fast" if preset == "fast" else "default"]  # the chain: CLI default
+            latent = timer("stage0 sampling", sample_image_to_3d, models.dit, ctx[:1], steps=steps0, seed=0,
+                           num_tokens=sz.tokens)
+            if warm:  # centre the random VAE on the random models' latents (stage 0 and a 4-step stage I)
+                early = sample_stage1(models.denoiser, ctx, {0: latent[0]}, steps=4, seed=0)
+                _centre_vae(models.vae, torch.cat([latent, early]).to(dev))
+            if warm:  # kernels only (a small band; no clean-up): the timed runs mesh at full depth
+                mesh, mstats = _anchor_mesh(models.vae, latent, min(depth, 6), dev, timer, clean=False)
+            else:
+                mesh, mstats = _anchor_mesh(models.vae, latent, depth, dev, timer)
+            verts = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+            faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
+            extra = {}
+            if preset == "attention-chain":
+                depths = dict(octree_depth=3, refine_depth=5) if args.cpu else {}  # dry run: a coarser grid
+                chain = attention_chain_decode(models.denoiser, models.vae, ctx, latent[0].to(dtype), verts.numpy(),
+                                               faces.numpy(), 0, steps=4, **depths)  # 4 as published: the
+                # VAE is centred on 4-step stage I latents (fewer steps can leave a random latent without surface)
+                for k, v in chain.timings.items():
+                    timer.parts[f"chain {k}"] = v
+            else:
+                steps1 = 1 if warm else sz.steps1[preset]
+                latents = timer("stage1", sample_stage1, models.denoiser, ctx, {0: latent[0]}, steps=steps1, seed=0)
+                query = torch.cat([verts, query_normals(verts, faces)], -1).to(dev)
+                timer("stage2", decode_stage2, models.autoencoder, latents, query, faces=faces)
+        _sync(dev)
+        total = time.perf_counter() - start
+        peak = perf.peak_memory(dev)
+        extra.update(anchor_vertices=int(len(verts)), anchor_points_evaluated=mstats.get("points_evaluated"),
+                     anchor_backend=mstats.get("backend"), anchor_precision=mstats.get("precision"))
+        if "note" in mstats:
+            extra["note"] = mstats["note"]
+        return total, peak, timer.parts, extra
+
+    t0 = time.perf_counter()
+    for preset in ("default", "attention-chain"):  # warm-up: kernels, cuBLAS heuristics, warp's kernel build
+        try:
+            run_clip(preset, warm=True)
+        except Exception as exc:  # a failed warm-up must not lose the timed presets
+            traceback.print_exc()
+            record("clip", event=f"warm-up {preset} failed", error=f"{type(exc).__name__}: {exc}"[:300])
+    record("clip", event="warm-up", seconds=round(time.perf_counter() - t0, 1))
+    for preset in PRESETS:
+        try:
+            total, peak, parts, extra = run_clip(preset)
+            record("clip", preset=preset, total_s=round(total, 2),
+                   peak_gb=None if peak is None else round(peak / 2**30, 2),
+                   parts={k: round(v, 2) for k, v in parts.items()}, **extra)
+        except Exception as exc:  # one preset's failure must not lose the others
+            traceback.print_exc()
+            record("clip", preset=preset, error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+# --------------------------------------------------------------------------- meshing
+
+
+def part_meshing(args) -> None:
+    import torch
+
+    import bench_meshing as bm
+    from actionmesh_core.geometry.meshing import available_backends, sdf_surface_points, sdf_to_meshes
+
+    dev = _device(args.cpu)
+    d1 = 6 if args.cpu else 9
+    d0 = d1 - 3
+    # the dry run runs warp's kernels on the CPU device (the GPU picks warp by itself)
+    wkw = dict(backend="warp") if args.cpu and "warp" in available_backends("cpu") else {}
+
+    def timed(fn):
+        _sync(dev)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(dev)
+        return out, time.perf_counter() - t0
+
+    # warm-up (warp's kernel build on a fresh machine: its own figure)
+    first = timed(lambda: sdf_to_meshes(lambda p: bm.sphere(p)[None], 1, octree_depth=3, refine_depth=5,
+                                        device=dev, **wkw))
+    record("meshing", field="warm-up", seconds=round(first[1], 2), backend=first[0][0].metadata["meshing"]["backend"])
+    for name in ("sphere", "thin_parts"):
+        fn = bm.FIELDS[name]
+        try:
+            (mesh,), secs = timed(lambda: sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=d1,
+                                                        device=dev, **wkw))
+            (mesh,), secs2 = timed(lambda: sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d0, refine_depth=d1,
+                                                         device=dev, **wkw))
+            secs = min(secs, secs2)  # best of 2
+            st = mesh.metadata["meshing"]
+            ref = bm.reference_mc(fn) if not args.cpu else float("nan")
+            (dense,), dsecs = timed(lambda: sdf_to_meshes(lambda p: fn(p)[None], 1, octree_depth=d1, refine_depth=d1,
+                                                          device=dev, backend=st["backend"]))
+            record("meshing", field=name, extractor=f"band {d0}->{d1}", seconds=round(secs, 3),
+                   points=st["points_evaluated"], faces=len(mesh.faces), backend=st["backend"],
+                   precision=st["precision"], dense_faces=len(dense.faces), dense_seconds=round(dsecs, 3),
+                   same_faces_as_dense=len(dense.faces) == len(mesh.faces),
+                   parts=bm.parts_found(mesh) if name == "thin_parts" else None,
+                   ref_257_skimage_cpu_s=None if ref != ref else round(float(ref), 3))
+            del dense
+        except Exception as exc:
+            traceback.print_exc()
+            record("meshing", field=name, error=f"{type(exc).__name__}: {exc}"[:300])
+    # the released-size VAE field (random weights, centred on random latents)
+    try:
+        from actionmesh_core.models import TripoSGVAE
+
+        sz = _sizes(args.cpu)
+        torch.manual_seed(0)
+        with torch.device(dev):
+            vae = TripoSGVAE(**sz.vae).eval().requires_grad_(False)
+        _smooth_vae(vae)
+        nfr = 4 if args.cpu else 16  # the chain's window: 16 frames
+        lat = torch.randn(nfr, sz.tokens, sz.vae["latent_channels"], generator=torch.Generator().manual_seed(0)).to(dev)
+        _centre_vae(vae, lat)
+        half = dict(precision="bf16") if args.cpu else {}  # the dry run forces the GPU's bf16 field on the CPU
+        for label, kw in (("bf16 + auto backend", half), ("fp32 + scikit-image", dict(precision="fp32",
+                                                                                        backend="skimage"))):
+            (mesh,), secs = timed(lambda: sdf_to_meshes(vae.field_fn(lat[:1]), 1, octree_depth=d0, refine_depth=d1,
+                                                        inside=vae.inside_sign, device=dev, allow_empty=True, **kw))
+            st = mesh.metadata["meshing"]
+            record("meshing", field=f"VAE ({sz.name}) anchor", extractor=f"band {d0}->{d1}, {label}",
+                   seconds=round(secs, 3), points=st["points_evaluated"], points_fp32=st["points_fp32"],
+                   faces=len(mesh.faces), backend=st["backend"], precision=st["precision"])
+        stats = {}
+        cd = min(7, d1)  # the chain's candidate depth (the dry run's grid is smaller)
+        _, secs = timed(lambda: sdf_surface_points(vae.field_fn(lat), nfr, octree_depth=cd - 2, refine_depth=cd,
+                                                   inside=vae.inside_sign, device=dev, stats=stats))
+        record("meshing", field=f"VAE ({sz.name}) {nfr} frames", extractor=f"chain candidates {cd - 2}->{cd} (edge crossings)",
+               seconds=round(secs, 3), points=stats["points_evaluated"], crossings_per_frame=int(
+                   sum(stats["points"]) / len(stats["points"])), precision=stats["precision"])
+    except Exception as exc:
+        traceback.print_exc()
+        record("meshing", field="VAE", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def build_table() -> str:
+    path = out_dir() / "results.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    env = next((r for r in recs if r["part"] == "env"), {})
+    lines = [f"### GPU check, {env.get('date', datetime.date.today().isoformat())}", "",
+             f"`bash benchmarks/gpu_check.sh` on {env.get('device', '?')}; torch {env.get('torch', '?')} "
+             f"(CUDA {env.get('cuda', '?')}), transformers {env.get('transformers', '?')}, warp: "
+             f"{env.get('warp', '?')}, fast-simplification {env.get('fast_simplification', '?')}, flash-attn: "
+             f"{env.get('flash_attn', '?')}. Random weights at "
+             + ("tiny sizes (dry run: the figures mean nothing)" if "dry run" in str(env.get("device")) else
+                "the released sizes") + ", bf16 models, fp32 VAE (its query projection kept to the 2 lowest Fourier "
+             "frequencies and its output centred, so the random surfaces have a realistic size). "
+             "Targets are the H100 ones.", ""]
+    tests = [r for r in recs if r["part"] == "tests"]
+    if tests:
+        lines += [f"CUDA tests (`pytest -m cuda`): {tests[-1].get('summary', '?')}", ""]
+    clips = [r for r in recs if r["part"] == "clip" and "preset" in r]
+    if clips:
+        cols = sorted({k for r in clips for k in r.get("parts", {})},
+                      key=lambda k: ["dinov2", "stage0 sampling", "meshing", "clean-up", "stage1", "stage2",
+                                     "chain stage1", "chain candidates", "chain correspondences",
+                                     "chain skinning"].index(k) if k in (
+                          "dinov2", "stage0 sampling", "meshing", "clean-up", "stage1", "stage2", "chain stage1",
+                          "chain candidates", "chain correspondences", "chain skinning") else 99)
+        lines += ["| 16-frame clip | total (s) | target (s) | after stage 0 (s) | peak GPU memory (GB) | target (GB) | "
+                  + " | ".join(cols) + " | notes |", "|---|---|---|---|---|---|" + "---|" * len(cols) + "---|"]
+        for r in clips:
+            if "error" in r:
+                lines.append(f"| {r['preset']} | failed | {TARGETS[r['preset']][1]:.0f} | | | | "
+                             + " | " * len(cols) + f" {r['error']} |")
+                continue
+            t = TARGETS[r["preset"]][1]
+            ok = "met" if r["total_s"] <= t else "not met"
+            pk = r.get("peak_gb")
+            after = r["total_s"] - sum(r["parts"].get(k, 0.0) for k in ("stage0 sampling", "meshing", "clean-up"))
+            lines.append(f"| {r['preset']} | {r['total_s']:.1f} ({ok}) | <= {t:.0f} | {after:.1f} | {_fmt(pk)} | "
+                         f"<= {PEAK_TARGET_GB:.0f} | " + " | ".join(_fmt(r['parts'].get(c)) for c in cols)
+                         + f" | anchor {r.get('anchor_vertices')} vertices, {r.get('anchor_points_evaluated')} field "
+                         f"points, {r.get('anchor_backend')}/{r.get('anchor_precision')}"
+                         + (f"; {r['note']}" if r.get("note") else "") + " |")
+        lines.append("")
+    for r in recs:
+        if r["part"] == "clip" and r.get("event"):
+            lines.append(f"- clip {r['event']}: {r['seconds']} s" + (f", {r['resident_gb']} GB resident"
+                                                                     if r.get("resident_gb") else ""))
+    mesh = [r for r in recs if r["part"] == "meshing"]
+    if mesh:
+        lines += ["", "| meshing field | extractor | s | points evaluated | faces | backend / precision | "
+                  "dense faces (s) | same as dense | parts | ref 257^3 scikit-image CPU (s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in mesh:
+            if "error" in r:
+                lines.append(f"| {r['field']} | failed: {r['error']} | | | | | | | | |")
+                continue
+            if r["field"] == "warm-up":
+                lines.append(f"| first call (warp kernel build) | | {r['seconds']:.2f} | | | {r['backend']} | | | | |")
+                continue
+            pts = r.get("points")
+            if r.get("points_fp32") is not None:
+                pts = f"{pts:,} ({r['points_fp32']:,} fp32)"
+            elif r.get("crossings_per_frame"):
+                pts = f"{pts:,} x the frames ({r['crossings_per_frame']:,} crossings per frame)"
+            lines.append(f"| {r['field']} | {r.get('extractor', '')} | {r['seconds']:.3f} | {pts} | "
+                         f"{_fmt(r.get('faces'))} | {_fmt(r.get('backend'))} / {_fmt(r.get('precision'))} | "
+                         + (f"{r['dense_faces']:,} ({r['dense_seconds']:.2f})" if r.get("dense_faces") is not None
+                            else "-")
+                         + f" | {_fmt(r.get('same_faces_as_dense'))} | {_fmt(r.get('parts'))} | "
+                         f"{_fmt(r.get('ref_257_skimage_cpu_s'))} |")
+    parts = [r for r in recs if r["part"] == "status"]
+    if parts:
+        lines += ["", "Parts: " + ", ".join(f"{r['name']} {r['rc_text']} ({r['seconds']} s)" for r in parts)]
+    return "\n".join(lines) + "\n"
+
+
+def part_table(args) -> None:
+    text = build_table()
+    tmp = out_dir() / "gpu_table.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out_dir() / "gpu_table.md")
+    if args.to_results:
+        results = ROOT / "benchmarks" / "RESULTS.md"
+        body = results.read_text()
+        tmp = results.with_suffix(".md.tmp")
+        tmp.write_text(body.rstrip("\n") + "\n\n" + text)
+        os.replace(tmp, results)
+        print(f"appended the table to {results}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=["env", "clip", "meshing", "table", "status", "tests"])
+    ap.add_argument("--cpu", action="store_true", help="dry run at tiny sizes on the CPU")
+    ap.add_argument("--to-results", action="store_true", help="table: also append it to benchmarks/RESULTS.md")
+    ap.add_argument("--name", default="")
+    ap.add_argument("--rc", type=int, default=0)
+    ap.add_argument("--seconds", type=float, default=0.0)
+    ap.add_argument("--summary", default="")
+    args = ap.parse_args(argv)
+    if args.part == "status":  # the shell's record of one part: exit status and wall time
+        text = {0: "ok", 124: "TIMED OUT", 137: "KILLED (time limit)", 125: "skipped (budget spent)"}.get(
+            args.rc, f"failed (exit {args.rc})")
+        record("status", name=args.name, rc=args.rc, rc_text=text, seconds=round(args.seconds))
+        return
+    if args.part == "tests":
+        record("tests", summary=args.summary or "no summary line")
+        return
+    if args.part in ("clip", "meshing"):  # where a slow part spends its time, in the log
+        import faulthandler
+
+        faulthandler.dump_traceback_later(45, repeat=True)
+    {"env": part_env, "clip": part_clip, "meshing": part_meshing, "table": part_table}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
