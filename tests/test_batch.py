@@ -335,7 +335,9 @@ def test_cli_signal_records_the_clip_as_interrupted_without_partial_files(tmp_pa
     clips: exit 128 + signal, the clip recorded as interrupted (naming the signal), no partial file; the same
     command then resumes."""
     clips = [make_clip(tmp_path / "lib" / f"c{k}", seed=k) for k in range(3)]
-    manifest = write_csv(tmp_path / "m.csv", [{"clip": str(c), "mesh": str(sphere)} for c in clips])
+    # c1 and c2 denoise for 1000 steps (seconds on the tiny weights), so the signal lands inside c1
+    manifest = write_csv(tmp_path / "m.csv", [{"clip": str(c), "mesh": str(sphere), "steps": 2 if k == 0 else 1000}
+                                              for k, c in enumerate(clips)])
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "actionmesh_core", "batch", str(manifest), "--out", str(out), "--weights",
            str(tiny_weights), "--no-progress", *FAST]

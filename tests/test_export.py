@@ -336,6 +336,12 @@ def test_format_from_suffix_and_suffix_from_format(tmp_path):
         resolve_format(tmp_path / "a.glb", "gltf-embedded")
 
 
+def _format_input(pack) -> dict:
+    """The export node's ``format`` input as ComfyUI's V3 schema declares it (options, tooltip)."""
+    schema = pack.NODES["ActionMeshExportGLB"].define_schema()
+    return next(i for i in schema.inputs if i.id == "format").as_dict()
+
+
 def test_one_registry_feeds_the_cli_the_batch_and_the_node(pack):
     """Every place that lists formats reads the one table: adding an entry adds it everywhere."""
     from actionmesh_core.batch.formats import supported_formats
@@ -346,14 +352,14 @@ def test_one_registry_feeds_the_cli_the_batch_and_the_node(pack):
     fmt_action = next(a for a in video._actions if a.dest == "format")
     assert list(fmt_action.choices) == list(FORMATS) == supported_formats()
     assert all(f.description in fmt_action.help for f in FORMATS.values())
-    node = pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"].INPUT_TYPES()["required"]["format"]
-    assert node[0] == list(FORMATS) and all(f.description in node[1]["tooltip"] for f in FORMATS.values()
-                                            if f.name != "glb")
+    node = _format_input(pack)
+    assert node["options"] == list(FORMATS) and all(f.description in node["tooltip"] for f in FORMATS.values()
+                                                    if f.name != "glb")
     extra = ExportFormat("ply-points", (".pts",), "a test format", "point_cache:write_ply")
     FORMATS[extra.name] = extra
     try:
         assert format_for_suffix(".PTS") == "ply-points" and "ply-points" in supported_formats()
-        assert extra.name in pack.NODE_CLASS_MAPPINGS["ActionMeshExportGLB"].INPUT_TYPES()["required"]["format"][0]
+        assert extra.name in _format_input(pack)["options"]
         video = build_parser()._subparsers._group_actions[0].choices["video-to-4d"]
         assert "ply-points" in next(a for a in video._actions if a.dest == "format").choices
     finally:

@@ -26,7 +26,7 @@ def _subparsers(parser):
 def test_every_flag_has_help_and_every_subcommand_its_exit_codes():
     parser = build_parser()
     subs = _subparsers(parser)
-    assert set(subs) == {"video-to-4d", "make-tiny-weights", "batch"}
+    assert set(subs) == {"video-to-4d", "make-tiny-weights", "batch", "evaluate"}
     for name, sub in subs.items():
         missing = [a.dest for a in sub._actions if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
         assert missing == [], (name, missing)
@@ -87,6 +87,7 @@ def test_a_run_logged_to_a_file_is_a_few_plain_lines(world, tmp_path):
     assert proc.returncode == 0, text
     assert not re.search(r"[\r\x1b]", text), repr(text[:500])
     lines = text.splitlines()
-    assert lines == ["stage1: done, 30 steps in " + lines[0].split(" in ")[1], lines[1], lines[2]], lines
-    assert lines[1].startswith("stage2: done") and lines[2].startswith("export: writing glb")
+    # one line per stage: DINOv2 features, stage I (its 30 steps in one line), stage II, the export
+    assert [line.split(":")[0] for line in lines] == ["dinov2", "stage1", "stage2", "export"], lines
+    assert lines[1].startswith("stage1: done, 30 steps in ") and lines[3].startswith("export: writing glb")
     assert "Loading weights" not in text
