@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import INTERPOLATIONS, MODES, ExportOptions, FrameOptions, PipelineConfig
+from .options import DEFAULT_FPS, INTERPOLATIONS, MAX_FPS, MIN_FPS, MODES, ExportOptions, FrameOptions, PipelineConfig
 
 __all__ = ["add_frame_options", "add_pipeline_options", "add_interpolation_option", "frame_options_from_args",
            "pipeline_config_from_args"]
@@ -35,8 +35,9 @@ def add_frame_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--remove-background", metavar="MODEL",
                    help="frames without alpha or masks: segment the object with this LOCAL ONNX model "
                         "(RMBG-1.4: onnx/model.onnx of huggingface.co/briaai/RMBG-1.4), as the release does")
-    g.add_argument("--fps", type=float, help="frame rate of the input (default: the video's own rate, 24 for "
-                                             "image folders); the animation plays at fps / frame stride")
+    g.add_argument("--fps", type=float, help=f"frame rate of the input, {MIN_FPS:g}-{MAX_FPS:g} (default: the video's "
+                                             f"own rate, {DEFAULT_FPS:g} for image folders); the animation plays "
+                                             "at fps / frame stride")
     g.add_argument("--min-crop", type=int, default=_FRAMES.min_crop,
                    help=f"smallest square crop side in input pixels; tiny objects are not blown up "
                         f"(default {_FRAMES.min_crop})")
@@ -46,8 +47,11 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     """The weights and model options of a run."""
     parser.add_argument("--weights", required=True, help="weights root folder (ActionMesh/, TripoSG/, dinov2-large/)")
     parser.add_argument("--mesh", help="use this mesh (GLB/GLTF/OBJ/PLY) as the anchor instead of TripoSG")
-    parser.add_argument("--device", default=_RUN.device, choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--dtype", default=_RUN.dtype, choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default=_RUN.device, choices=["auto", "cpu", "cuda", "mps"],
+                        help=f"where the models run (default {_RUN.device}: CUDA, else Apple MPS, else CPU)")
+    parser.add_argument("--dtype", default=_RUN.dtype, choices=["auto", "fp32", "bf16", "fp16"],
+                        help=f"model precision (default {_RUN.dtype}: bf16 on CUDA, fp32 elsewhere; the VAE stays "
+                             "fp32)")
     fast = _RUN.fast()
     parser.add_argument("--steps", type=int,
                         help=f"stage I denoising steps (default {_RUN.steps}, --fast {fast.steps}; attention-chain "
@@ -56,7 +60,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         help=f"fast preset: {fast.steps} stage I steps, {fast.stage0_steps} TripoSG steps")
     parser.add_argument("--anchor-frame", type=int, default=_RUN.anchor_frame,
                         help="frame (among those used) the anchor mesh corresponds to")
-    parser.add_argument("--seed", type=int, default=_RUN.seed)
+    parser.add_argument("--seed", type=int, default=_RUN.seed,
+                        help=f"noise seed of stage 0 and stage I (default {_RUN.seed}; the same seed gives the same "
+                             "result)")
     parser.add_argument("--mode", default=_RUN.mode, choices=list(MODES),
                         help="decoding: stage II autoencoder (default) or training-free attention chains")
     parser.add_argument("--chain-reinforce", action="store_true",
@@ -71,7 +77,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 def add_interpolation_option(parser: argparse.ArgumentParser) -> None:
     """``--interpolation`` of the animated GLB (STEP or LINEAR between frames)."""
-    parser.add_argument("--interpolation", default=ExportOptions.interpolation, choices=list(INTERPOLATIONS))
+    parser.add_argument("--interpolation", default=ExportOptions.interpolation, choices=list(INTERPOLATIONS),
+                        help=f"glb: STEP shows each frame as predicted, LINEAR blends between frames (default "
+                             f"{ExportOptions.interpolation})")
 
 
 def frame_options_from_args(args) -> FrameOptions:

@@ -33,7 +33,7 @@ PathLike = Union[str, os.PathLike]
 
 
 def _download_hint(where: Path) -> str:
-    return (f"download onnx/model.onnx of huggingface.co/{RMBG_REPO} (`huggingface-cli download {RMBG_REPO} "
+    return (f"download onnx/model.onnx of huggingface.co/{RMBG_REPO} (`hf download {RMBG_REPO} "
             f"onnx/model.onnx --local-dir {where}`) and pass that file or folder")
 
 

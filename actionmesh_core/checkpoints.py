@@ -15,7 +15,9 @@ looks like. Only safetensors is read (never pickle).
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from .models import MODEL_CLASSES
 from .models.config import split_config
 
 __all__ = ["CheckpointError", "CheckpointInfo", "inspect_checkpoint", "read_safetensors_header", "load_model", "save_model", "detect_kind", "resolve_dtype", "resolve_device",
-           "KIND_DESCRIPTIONS", "WEIGHT_FILES", "FOLDER_WEIGHT_FILES"]
+           "check_tensor_values", "KIND_DESCRIPTIONS", "WEIGHT_FILES", "FOLDER_WEIGHT_FILES"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,6 +104,79 @@ def _read_header(path: Path) -> Dict[str, Any]:
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"cannot read safetensors file {path}: {exc}. Re-download it; only .safetensors "
                               "checkpoints are supported (no pickle .bin/.ckpt).") from None
+
+
+#: safetensors dtype -> torch dtype; the float ones are the ones a model weight may have
+_ST_FLOAT = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_ST_INTEGER = ("BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64")
+_SCAN_CHUNK = 16 << 20
+
+
+def check_tensor_values(path: PathLike, expected: Optional[Dict[str, torch.dtype]] = None,
+                        chunk_bytes: int = _SCAN_CHUNK) -> int:
+    """Check every tensor's dtype and values in a ``.safetensors`` file, streaming it (memory stays flat).
+
+    Each float tensor (F32, F16, BF16, F64) is read in pieces of at most ``chunk_bytes`` into one
+    reused buffer and its minimum and maximum taken (NaN propagates, inf shows): any NaN or infinite
+    value is an error. A tensor of another dtype (integers, bool, 8-bit floats) is an error unless
+    ``expected`` says the model holds an integer/bool tensor under that name.
+
+    Args:
+        path: the ``.safetensors`` file (its header already checked, e.g. by :func:`inspect_checkpoint`).
+        expected: tensor name -> the dtype the model gives it (e.g. a ``meta`` model's state dict);
+            None: every tensor must be float.
+        chunk_bytes: read size (16 MiB).
+
+    Returns:
+        The number of tensor bytes scanned.
+
+    Raises:
+        CheckpointError: (one line naming the file and the tensor) an unsupported dtype, NaN or
+            infinite values, or a file shorter than its header says.
+    """
+    path = Path(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    scanned = 0
+    with handle:
+        try:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        except (ValueError, TypeError, struct.error) as exc:
+            raise CheckpointError(f"cannot read the safetensors header of {path}: {exc}; re-download it") from None
+        base = 8 + size
+        entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                         key=lambda kv: kv[1]["data_offsets"][0])
+        buffer = bytearray(max(int(chunk_bytes), 64))
+        view = memoryview(buffer)
+        for name, entry in entries:
+            dtype = str(entry.get("dtype"))
+            if dtype not in _ST_FLOAT:
+                want = (expected or {}).get(name)
+                if dtype in _ST_INTEGER and want is not None and not want.is_floating_point:
+                    continue
+                raise CheckpointError(f"{path}: tensor {name} is {dtype}, not a float tensor (F32, F16 or BF16); "
+                                      "the file was not saved from the released model: re-download it")
+            torch_dtype = _ST_FLOAT[dtype]
+            item = torch.tensor([], dtype=torch_dtype).element_size()
+            begin, end = (int(v) for v in entry["data_offsets"])
+            handle.seek(base + begin)
+            remaining = end - begin
+            step = len(buffer) - len(buffer) % item
+            while remaining > 0:
+                n = min(remaining, step)
+                got = handle.readinto(view[:n])
+                if got != n:
+                    raise CheckpointError(f"{path} ends inside tensor {name}: the file is truncated; re-download it")
+                lo, hi = torch.aminmax(torch.frombuffer(buffer, dtype=torch_dtype, count=n // item))
+                if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+                    raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values; the file is corrupt "
+                                          "or was saved from a diverged model: re-download it")
+                remaining -= n
+                scanned += n
+    return scanned
 
 
 def detect_kind(keys, config: Optional[Dict[str, Any]] = None) -> Optional[str]:

@@ -1,8 +1,9 @@
 """Command line: ``python -m actionmesh_core {video-to-4d, make-tiny-weights}``.
 
 Exit status: 0 success; 2 bad input or an OS error (one line naming the value
-or path, no traceback); 130 interrupted (Ctrl-C: one line, no partial output:
-every file is written atomically); 1 a bug (with its traceback).
+or path, no traceback); 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP
+(one line, no partial output: every file is written atomically, see
+:mod:`actionmesh_core.interrupts`); 1 a bug (with its traceback).
 
 Every input is checked before the first model loads
 (:func:`actionmesh_core.validation.validate_run`). The option groups shared
@@ -22,14 +23,20 @@ from .arguments import (add_frame_options, add_interpolation_option, add_pipelin
 
 __all__ = ["main", "run", "build_parser", "add_frame_options", "add_pipeline_options", "add_output_options",
            "frame_options_from_args", "pipeline_config_from_args", "EXIT_OK", "EXIT_BUG", "EXIT_BAD_INPUT",
-           "EXIT_INTERRUPTED"]
+           "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_HANGUP", "EXIT_STATUS"]
 
-EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HANGUP = 0, 1, 2, 130, 143, 129
+#: the exit statuses, for the help texts
+EXIT_STATUS = ("exit status: 0 done; 2 bad input or an OS error such as a full disk (one line naming the value or "
+               "path, found before any model loads where it can be); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (one line; "
+               "no partial or temporary file left, previous outputs unchanged); 1 a bug (with its traceback)")
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the animation is written."""
-    parser.add_argument("--out", required=True, help="output path: animated .glb, or any --format's file")
+    parser.add_argument("--out", required=True,
+                        help="output path: animated .glb, or a file of --format's suffix (any case); never one of "
+                             "the input files")
     add_interpolation_option(parser)
     parser.add_argument("--per-frame-dir", help="also write one static GLB per frame into this folder")
 
@@ -38,11 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the CLI."""
     parser = argparse.ArgumentParser(prog="python -m actionmesh_core",
                                      description="ActionMesh: video -> animated 3D mesh (one topology) as a GLB.",
-                                     epilog="exit status: 0 ok, 2 bad input (one line), 130 interrupted, 1 bug")
+                                     epilog=EXIT_STATUS + ". batch: 3 when some clips failed.")
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("video-to-4d", help="turn a video (folder of frames or a video file) into an animated GLB")
-    v.add_argument("frames", help="folder of frames (RGBA PNGs, or <name>_image.png + <name>_mask.png pairs) or a "
-                                  "video file")
+    v = sub.add_parser("video-to-4d", help="turn a video (folder of frames or a video file) into an animated GLB",
+                       description="Turn a video (folder of frames or a video file) into an animated mesh with one "
+                                   "topology, written as an animated GLB or any --format. Every input is checked "
+                                   "before any model loads.", epilog=EXIT_STATUS)
+    v.add_argument("frames", help="folder of frames (RGBA PNGs, or <name>_image.png + <name>_mask.png pairs; "
+                                  "symbolic links count, ._* / .DS_Store / Thumbs.db are skipped) or a video file")
     add_pipeline_options(v)
     add_output_options(v)
     add_frame_options(v)
@@ -50,9 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_format_argument(v)
     t = sub.add_parser("make-tiny-weights",
-                       help="write tiny RANDOM weights in the released layout (meaningless shapes; for tests/demos)")
-    t.add_argument("dir")
-    t.add_argument("--seed", type=int, default=0)
+                       help="write tiny RANDOM weights in the released layout (meaningless shapes; for tests/demos)",
+                       description="Write tiny random-weight checkpoints in the released folder layout (ActionMesh/, "
+                                   "TripoSG/, dinov2-large/): the meshes they make are meaningless; for smoke tests, "
+                                   "demos and CI.", epilog=EXIT_STATUS)
+    t.add_argument("dir", help="folder to write the weights into (created; give it to --weights)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     from .batch.cli import add_batch_parser
 
     add_batch_parser(sub)
@@ -63,26 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _video_to_4d(args) -> int:
-    from .errors import OptionError, OutputPathError
-    from .export import check_format_args
+    from .export import FORMATS, ExportOptions
     from .perf import tune_cpu_allocator
     from .pipeline import ActionMeshPipeline
+    from .progress import is_terminal
     from .stages import export_files, timed
-    from .validation import validate_run
+    from .validation import validate_export, validate_run
 
     tune_cpu_allocator()  # large temporary buffers reused instead of mapped afresh (this process only)
     start = time.perf_counter()
-    try:  # unknown format / suffix / missing optional module: one-line error, before any model
-        fmt, out = check_format_args(args)
-    except ValueError as exc:
-        # no --format: the output's suffix is what is wrong
-        raise (OptionError if getattr(args, "format", None) else OutputPathError)(str(exc)) from None
+    # format, suffix (any case; a suffix of another format is refused), bones/influences, optional module
+    fmt, out = validate_export(args.out, getattr(args, "format", None),
+                               ExportOptions(interpolation=args.interpolation, bones=args.bones,
+                                             influences=args.influences))
     cfg = pipeline_config_from_args(args)
-    plan = validate_run(args.frames, args.weights, cfg, mesh=args.mesh, out=out, out_suffixes=(out.suffix,),
-                        frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir)
+    plan = validate_run(args.frames, args.weights, cfg, mesh=args.mesh, out=out, out_suffixes=FORMATS[fmt].suffixes,
+                        frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir,
+                        export_format=fmt)
     for line in plan.warnings:
         print(f"warning: {line}", file=sys.stderr)
     result = ActionMeshPipeline(args.weights, cfg).run(plan)
+    if not is_terminal():  # a log: one line per stage
+        print(f"export: writing {fmt} to {out}", file=sys.stderr, flush=True)
     with timed(result.timings, "export"):
         path = export_files(result.animation, out, fmt, fps=plan.fps, interpolation=args.interpolation,
                             bones=args.bones, influences=args.influences, per_frame_dir=args.per_frame_dir).path
@@ -107,19 +122,30 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {one_line(str(message))}", file=sys.stderr)
 
 
-def print_interrupted() -> None:
+def print_interrupted(exc: Optional[BaseException] = None) -> None:
     """The one line of an interrupted run, on a line of its own (a progress bar may be mid-line on stderr)."""
-    print("\ninterrupted: stopped before finishing; no output file was written or changed", file=sys.stderr)
+    from .interrupts import message
+
+    print(f"\n{message(exc)}", file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI and return its exit status (see the module docstring).
 
     Bad input and OS errors print ``error: <one line>`` to stderr and return 2;
-    Ctrl-C prints one line and returns 130; any other exception is a bug: its
-    traceback is printed and 1 returned.
+    Ctrl-C, SIGTERM and SIGHUP (handled alike while it runs) print one line and
+    return 130, 143 and 129; any other exception is a bug: its traceback is
+    printed and 1 returned.
     """
+    from .interrupts import handle_signals
+
+    with handle_signals():
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     from .errors import InputError, one_line
+    from .interrupts import exit_code
 
     try:
         args = build_parser().parse_args(argv)
@@ -143,9 +169,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             return run_evaluate_command(args)
         return _video_to_4d(args)
-    except KeyboardInterrupt:
-        print_interrupted()
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (actionmesh_core.interrupts)
+        print_interrupted(exc)
+        return exit_code(exc)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -129,10 +129,11 @@ def select_frames(num_frames: int, start: int = 0, stride: int = 1, max_frames: 
     return indices
 
 
-def _load_image_file(path: Path, what: str = "frame") -> np.ndarray:
-    """(H, W, 4) float32 RGBA in [0, 1] of one image file; opened once.
+def _read_image(path: Path, what: str = "frame"):
+    """((H, W, 4) float32 RGBA in [0, 1], whether the file has an alpha channel) of one image file; opened once.
 
     Raises:
+        FramesNotFoundError: the file (or the target of a broken symbolic link) is gone; names it.
         FramesError: the file cannot be decoded (truncated, corrupt, not an image); names the file.
     """
     from PIL import Image
@@ -143,13 +144,22 @@ def _load_image_file(path: Path, what: str = "frame") -> np.ndarray:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float32) / 65535.0
                 rgba = np.concatenate([np.repeat(arr[..., None], 3, -1), np.ones_like(arr)[..., None]], -1)
-                return rgba.astype(np.float32)
+                return rgba.astype(np.float32), False
+            alpha = "A" in im.getbands() or "transparency" in im.info
             rgba = im.convert("RGBA")
-            return np.asarray(rgba, dtype=np.float32) / 255.0
+            return np.asarray(rgba, dtype=np.float32) / 255.0, alpha
     except FileNotFoundError:
+        if path.is_symlink():
+            raise FramesNotFoundError(f"{what} {path} is a broken symbolic link (to {os.readlink(path)}); fix the "
+                                      "link or remove it") from None
         raise FramesNotFoundError(f"{what} file {path} disappeared while reading") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise FramesError(f"cannot read {what} {path}: {exc}; re-export or remove this file") from None
+
+
+def _load_image_file(path: Path, what: str = "frame") -> np.ndarray:
+    """(H, W, 4) float32 RGBA in [0, 1] of one image file (see :func:`_read_image`)."""
+    return _read_image(path, what)[0]
 
 
 def _load_mask_file(path: Path) -> np.ndarray:
@@ -161,11 +171,32 @@ def _load_mask_file(path: Path) -> np.ndarray:
     return np.ascontiguousarray(grey)
 
 
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _image_signature(path: Path) -> Optional[str]:
+    """The image format whose magic bytes start ``path`` (PNG, JPEG, GIF, BMP, TIFF, WEBP), or None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
 def _load_video_file(path: Path, stride: int, max_frames: int, start: int = 0):
     """Decode frames ``start, start+stride, ...`` of a video; returns ((T, H, W, 4) RGBA, fps or None, total read)."""
     # FFmpeg would print its own complaints (e.g. "moov atom not found") beside our one-line error
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
+
+    kind = _image_signature(path)
+    if kind is not None and path.suffix.lower() != ".gif":
+        raise FramesError(f"{path} is a {kind} image, not a video (despite its {path.suffix} name); pass the folder "
+                          "that holds the frames, or a real video file")
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
@@ -213,6 +244,8 @@ class FrameSequence:
         indices: index of each kept frame in the full input sequence.
         files: the frame files read (empty for a video).
         total: number of frames of the full input (for a video: decoded so far).
+        notes: one-line notes (OS metadata files skipped).
+        mask_files: the mask files read (empty without masks).
         has_alpha: whether some frame carries a real (not fully opaque) alpha channel.
     """
 
@@ -223,6 +256,8 @@ class FrameSequence:
     indices: list
     files: list
     total: int
+    notes: list = field(default_factory=list)
+    mask_files: list = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -234,13 +269,47 @@ class FrameSequence:
         return bool((self.rgba[..., 3] < 1.0).any())
 
 
-def _image_files(folder: Path) -> list:
+#: files operating systems leave in folders (macOS resource forks ``._*``, Finder and Explorer caches)
+OS_JUNK = (".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def _is_os_junk(name: str) -> bool:
+    return name.startswith("._") or name in OS_JUNK
+
+
+def list_frame_files(folder: Union[str, os.PathLike]):
+    """The image files of a frame (or mask) folder in natural order, and the OS metadata files skipped.
+
+    Symbolic links count like the files they point to (a broken one is listed: reading it names it);
+    ``._*`` (macOS), ``.DS_Store``, ``Thumbs.db`` and ``desktop.ini`` are skipped.
+
+    Returns:
+        (image files, names of the skipped OS metadata files).
+
+    Raises:
+        FramesError: the folder cannot be listed.
+    """
+    folder = Path(folder)
     try:
         entries = list(folder.iterdir())
     except OSError as exc:
         raise FramesError(f"cannot list frame folder {folder}: {exc.strerror or exc}") from None
-    return sorted((p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=lambda p: _natural_key(p.name))
+    junk = sorted(p.name for p in entries if _is_os_junk(p.name))
+    files = [p for p in entries if not _is_os_junk(p.name) and p.suffix.lower() in IMAGE_EXTENSIONS
+             and (p.is_file() or (p.is_symlink() and not p.exists()))]
+    return sorted(files, key=lambda p: _natural_key(p.name)), junk
+
+
+def _junk_note(folder: Path, junk: list) -> str:
+    shown = ", ".join(junk[:4]) + (", ..." if len(junk) > 4 else "")
+    return f"skipped {len(junk)} operating-system metadata file(s) in {folder} ({shown})"
+
+
+def _image_files(folder: Path, notes: Optional[list] = None) -> list:
+    files, junk = list_frame_files(folder)
+    if junk and notes is not None:
+        notes.append(_junk_note(folder, junk))
+    return files
 
 
 def _split_pairs(folder: Path, files: list):
@@ -259,11 +328,11 @@ def _split_pairs(folder: Path, files: list):
     return [images[k] for k in keys], [masks[k] for k in keys]
 
 
-def _mask_files_for(mask_dir: Path, frame_files: list, total: int) -> list:
+def _mask_files_for(mask_dir: Path, frame_files: list, total: int, notes: Optional[list] = None) -> list:
     """Mask file of every input frame: same stem (``0001.png`` <-> ``0001.png`` / ``0001_mask.png``) or same order."""
     if not mask_dir.is_dir():
         raise FramesNotFoundError(f"mask folder {mask_dir} does not exist or is not a folder")
-    files = _image_files(mask_dir)
+    files = _image_files(mask_dir, notes)
     if not files:
         raise FramesError(f"mask folder {mask_dir} contains no mask images ({', '.join(IMAGE_EXTENSIONS)})")
     if frame_files:
@@ -333,8 +402,10 @@ def read_frame_sequence(
                                   "video file)")
     pair_masks = None
     source_fps = None
+    notes: list = []
+    alpha_files: list = []
     if path.is_dir():
-        files = _image_files(path)
+        files = _image_files(path, notes)
         if not files:
             raise FramesError(f"folder {path} contains no image frames ({', '.join(IMAGE_EXTENSIONS)})")
         files, pair_masks = _split_pairs(path, files)
@@ -343,7 +414,11 @@ def read_frame_sequence(
             raise FramesError(f"frame start {start} is past the {total} frames in {path}")
         indices = select_frames(total, start, stride, max_frames)
         kept = [files[i] for i in indices]
-        frames = [_load_image_file(p) for p in kept]
+        frames, alpha_files = [], []
+        for p in kept:
+            rgba, has_alpha = _read_image(p)
+            frames.append(rgba)
+            alpha_files.append(has_alpha)
         sizes = [f.shape[:2] for f in frames]
         if len(set(sizes)) > 1:
             ref = sizes[0]
@@ -366,7 +441,7 @@ def read_frame_sequence(
     masks = None
     if mask_dir is not None or pair_masks is not None:
         if mask_dir is not None:
-            mask_files = _mask_files_for(Path(mask_dir), files, total)
+            mask_files = _mask_files_for(Path(mask_dir), files, total, notes)
         else:
             mask_files = pair_masks
         if max(indices) >= len(mask_files):
@@ -379,9 +454,31 @@ def read_frame_sequence(
         masks = torch.from_numpy(np.stack(mask_list).astype(np.float32))
         if invert_mask:
             masks = 1.0 - masks
+    elif alpha_files and not all(alpha_files):
+        _check_alpha_mix(path, kept, alpha_files, array)
     fps = source_fps / stride if source_fps else None
+    used_masks = [mask_files[i] for i in indices] if masks is not None else []
     return FrameSequence(rgba=torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), masks=masks, fps=fps,
-                         source_fps=source_fps, indices=list(indices), files=list(kept), total=int(total))
+                         source_fps=source_fps, indices=list(indices), files=list(kept), total=int(total),
+                         notes=notes, mask_files=used_masks)
+
+
+def _check_alpha_mix(folder: Path, files: list, alpha_files: list, rgba: np.ndarray) -> None:
+    """Refuse a folder whose frames mix a real alpha channel (the object mask) with files that have none.
+
+    Without masks, the alpha channel is the object mask; a file without one would get an all-opaque mask
+    (the whole frame as the object). Frames whose alpha is fully opaque carry no mask either and are not
+    a mix on their own.
+    """
+    masked = [f.name for f, a, img in zip(files, alpha_files, rgba) if a and bool((img[..., 3] < 1.0).any())]
+    plain = [f.name for f, a in zip(files, alpha_files) if not a]
+    if masked and plain:
+        def listing(names):
+            return ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+
+        raise FramesError(f"frames in {folder} mix RGBA files whose alpha is the object mask ({listing(masked)}) "
+                          f"with RGB files that have no alpha ({listing(plain)}); save every frame with its alpha "
+                          "channel (RGBA), or give masks with --mask-dir")
 
 
 def load_frames(path: Union[str, os.PathLike], *, start: int = 0, stride: int = 1,

@@ -16,13 +16,16 @@ import os
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple, Union
 
-__all__ = ["PipelineConfig", "FrameOptions", "ExportOptions", "DEFAULT_FPS", "MAX_DEPTH", "NUM_TOKENS",
+__all__ = ["PipelineConfig", "FrameOptions", "ExportOptions", "DEFAULT_FPS", "MIN_FPS", "MAX_FPS", "MAX_DEPTH", "NUM_TOKENS",
            "STAGE0_SHIFT", "MODES", "INTERPOLATIONS", "CHAIN_DEPTH_OFFSET", "chain_meshing_depths"]
 
 PathLike = Union[str, os.PathLike]
 
 #: frame rate of inputs that declare none (image folders, arrays)
 DEFAULT_FPS = 24.0
+#: frame-rate bounds (input fps, and the animation's fps / stride): frame times stay finite, distinct float32
+#: seconds, and every exporter (Blender's fps_base included) can represent the rate
+MIN_FPS, MAX_FPS = 0.001, 10000.0
 #: deepest SDF meshing level (2^11 cells per axis)
 MAX_DEPTH = 11
 #: latent tokens of a shape at inference (the denoiser config's ``num_tokens_nominal`` wins when it has one)
@@ -134,21 +137,30 @@ class FrameOptions:
 
 @dataclass
 class ExportOptions:
-    """How an animation is written (the export node's and the CLI's controls).
+    """How an animation is written: the export node's and the CLI's controls, and every setting a format's
+    writer reads (``actionmesh_core.export.formats``: each format lists the fields it uses).
 
     Attributes:
         format: export format (a key of ``actionmesh_core.export.FORMATS``); the CLI takes it from
             ``--out``'s suffix when not given.
         interpolation: ``"STEP"`` (each frame as predicted) or ``"LINEAR"`` between frames (GLB).
         bones: skinned formats: bones fitted to the motion. influences: bones per vertex (4 suits every engine).
+        iterations: skinned formats: Dem Bones iterations of the fit.
         per_frame: also write one static GLB per frame.
+        fps: frames per second (None: from the animation's frame times).
+        meters_per_unit: USD stage ``metersPerUnit``.
+        release_axes: ``npy``: the release's axis change.
     """
 
     format: str = "glb"
     interpolation: str = "STEP"
     bones: int = 32
     influences: int = 4
+    iterations: int = 10
     per_frame: bool = False
+    fps: Optional[float] = None
+    meters_per_unit: float = 1.0
+    release_axes: bool = True
 
 
 def chain_meshing_depths(octree_depth: int, refine_depth: int) -> Tuple[int, int]:

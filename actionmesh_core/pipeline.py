@@ -54,7 +54,8 @@ class ActionMeshPipeline(Models):
     Args:
         weights: root folder (see :mod:`actionmesh_core.weights`).
         config: :class:`PipelineConfig`.
-        progress: ``progress(stage, step, total)`` callback; default: tqdm bars per stage.
+        progress: ``progress(info)`` callback; default: tqdm bars per stage on a terminal, plain
+            lines when stderr is not one (:class:`~actionmesh_core.progress.LineProgress`).
 
     Raises:
         WeightsMissingError: (at run time) folders missing, with what to download.
@@ -88,8 +89,10 @@ class ActionMeshPipeline(Models):
         path = self.layout.path(component)
         if component in ("dinov2", "triposg_dinov2"):
             from .models.dino import DinoV2Encoder
+            from .progress import quiet_library_bars
 
-            model = DinoV2Encoder.from_pretrained(path, device=self.device, dtype=self.dtype)
+            with quiet_library_bars():  # no "Loading weights" bar in a log
+                model = DinoV2Encoder.from_pretrained(path, device=self.device, dtype=self.dtype)
         else:
             kinds = {"denoiser": "actionmesh_denoiser", "autoencoder": "actionmesh_autoencoder",
                      "vae": "triposg_vae", "transformer": "triposg_dit"}
@@ -115,6 +118,11 @@ class ActionMeshPipeline(Models):
     # ------------------------------------------------------------------ progress
 
     def _callback(self, info: dict) -> Optional[bool]:
+        if self._progress is None:
+            from .progress import LineProgress, is_terminal
+
+            if not is_terminal():
+                self._progress = LineProgress()
         if self._progress is not None:
             return self._progress(info)
         from tqdm.auto import tqdm

@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -657,10 +654,9 @@ def export_files(animation, path, fmt: str = ExportOptions.format, *, fps: Optio
                  frame_prefix: Optional[str] = None):
     """Write an animation in ``fmt`` and, optionally, one static GLB per frame into ``per_frame_dir``.
 
-    Every file is written atomically (the export dispatcher's temporary file +
-    rename); the per-frame set is written into a temporary folder inside
-    ``per_frame_dir`` and moved in once complete, so an error or an interrupt
-    leaves no partial set.
+    All files are written as one set (:func:`actionmesh_core.io.atomic.atomic_files`): staged beside
+    their targets and moved in together at the end, so an error, Ctrl-C, SIGTERM or SIGHUP leaves no
+    temporary file or staging folder and every previous output unchanged.
 
     Args:
         animation: ``AnimatedMesh``.
@@ -679,23 +675,12 @@ def export_files(animation, path, fmt: str = ExportOptions.format, *, fps: Optio
             format's optional module is missing (before anything is written). OSError: disk errors.
     """
     from .export import export_animation
-    from .io.glb import export_static_glbs
+    from .export.glb import export_static_glbs
+    from .io.atomic import atomic_files
 
     path = Path(path)
-    staged = None
-    try:
+    with atomic_files(path.stem) as files:
         if per_frame_dir is not None:
-            folder = Path(per_frame_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            staged = Path(tempfile.mkdtemp(prefix=".actionmesh-frames-", dir=str(folder)))
-            export_static_glbs(animation, staged, frame_prefix or path.stem)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result = export_animation(animation, path, fmt, fps=fps, interpolation=interpolation, bones=bones,
-                                  influences=influences)
-        if staged is not None:
-            for item in sorted(staged.iterdir()):
-                os.replace(item, Path(per_frame_dir) / item.name)
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-    return result
+            export_static_glbs(animation, files.folder(per_frame_dir), frame_prefix or path.stem)
+        return export_animation(animation, path, fmt, fps=fps, interpolation=interpolation, bones=bones,
+                                influences=influences, files=files)

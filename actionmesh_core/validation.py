@@ -8,13 +8,18 @@ error everywhere (see :mod:`actionmesh_core.errors` for the error types):
   guidance, shift, noise correlation, device and dtype;
 * :func:`validate_output_path` / :func:`validate_output_folder` — the output can
   be written (checked, never created: nothing is made outside the target);
+* :func:`validate_export` — the export format, its suffix and options (bones,
+  influences, interpolation) and its optional module;
+* :func:`check_outputs_not_inputs` — no output file is one of the input files;
 * :func:`validate_frames` — every frame file opened once (a bad file is named
   by its path), masks, frame selection, frame rate, the object found;
 * :func:`validate_weights` — every weights folder: config parsed, safetensors
   header read (no tensor loaded), keys and shapes checked against the model the
   config builds on the ``meta`` device, model kind recognised, pickle-only
-  folders refused, and the components' widths agreeing with each other;
-* :func:`validate_mesh` — the user's anchor mesh;
+  folders refused, and the components' widths agreeing with each other; then
+  every tensor's dtype and values (:func:`validate_weight_values`, streamed);
+* :func:`validate_mesh` — the user's anchor mesh (a file, not empty, readable, with
+  a surface: no zero-area or single-point mesh);
 * :func:`validate_run` — all of the above, returning a :class:`RunPlan` that
   holds what was read (frames are not read twice).
 
@@ -34,14 +39,15 @@ import torch
 
 from .errors import (BackgroundModelError, FramesError, FramesNotFoundError, InputError, MeshInputError,
                      OptionError, OutputPathError, WeightsError)
-from .options import DEFAULT_FPS, MAX_DEPTH, FrameOptions, PipelineConfig
+from .options import DEFAULT_FPS, MAX_DEPTH, MAX_FPS, MIN_FPS, FrameOptions, PipelineConfig
 
 __all__ = [
     "InputError", "OptionError", "FramesError", "FramesNotFoundError", "WeightsError", "BackgroundModelError",
     "MeshInputError", "OutputPathError", "CheckpointError", "WeightsMissingError",
     "FrameOptions", "RunPlan", "validate_run", "validate_options", "validate_output_path",
     "validate_output_folder", "validate_frames", "finish_frames", "prepare_checked", "ValidatedFrames", "validate_weights", "validate_mesh", "validate_background_model",
-    "check_window", "check_meshing_depths", "check_frame_options", "DEFAULT_FPS",
+    "validate_export", "check_frame_options", "check_outputs_not_inputs", "check_frame_times",
+    "validate_weight_values", "check_window", "check_meshing_depths", "DEFAULT_FPS", "MIN_FPS", "MAX_FPS",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -117,7 +123,7 @@ def validate_options(config) -> torch.device:
     _finite("shift", c.shift, 0.0, low_open=True)
     _finite("noise correlation", c.noise_correlation, 0.0, 1.0)
     if c.fps is not None:
-        _finite("fps", c.fps, 0.0, 10000.0, low_open=True)
+        _finite("fps", c.fps, MIN_FPS, MAX_FPS)
     if c.mode not in ("stage2", "attention-chain"):
         raise OptionError(f"mode must be 'stage2' or 'attention-chain', got {c.mode!r}")
     if str(c.dtype) != "auto":
@@ -224,8 +230,9 @@ def validate_output_path(path: PathLike, suffixes: Sequence[str] = (".glb",), wh
     target = Path(path)
     if not str(path).strip():
         raise OutputPathError(f"{what} path is empty")
+    suffixes = tuple(sx.lower() for sx in suffixes)
     if suffixes and target.suffix.lower() not in suffixes:
-        raise OutputPathError(f"{what} must end in {' or '.join(suffixes)}, got {target}")
+        raise OutputPathError(f"{what} must end in {' or '.join(suffixes)} (any case), got {target}")
     if target.is_dir():
         raise OutputPathError(f"{what} {target} is a folder; give a file name such as {target / ('out' + suffixes[0] if suffixes else 'out')}")
     if target.exists() and not os.access(target, os.W_OK):
@@ -265,7 +272,25 @@ def check_frame_options(opts: FrameOptions) -> None:
     if opts.size is not None:
         _int_at_least("frame size", opts.size, 8)
     if opts.fps is not None:
-        _finite("fps", opts.fps, 0.0, 10000.0, low_open=True)
+        _finite("fps", opts.fps, MIN_FPS, MAX_FPS)
+
+
+def check_frame_times(num_frames: int, fps: float, what: str = "the animation") -> None:
+    """The frame times ``k / fps`` (k < ``num_frames``) must be finite, strictly increasing float32 seconds.
+
+    Raises:
+        OptionError: the rate is outside [MIN_FPS, MAX_FPS] (after the frame stride), or the times collapse.
+    """
+    import numpy as np
+
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise OptionError(f"{what} would play at {fps:g} frames per second (fps / frame stride); it must be in "
+                          f"[{MIN_FPS:g}, {MAX_FPS:g}]: raise --fps or lower --frame-stride")
+    times = np.arange(int(num_frames), dtype=np.float64) / float(fps)
+    t32 = times.astype(np.float32)
+    if not np.isfinite(t32).all() or (len(t32) > 1 and not (np.diff(t32) > 0).all()):
+        raise OptionError(f"{num_frames} frames at {fps:g} fps do not give distinct float32 frame times; use fewer "
+                          "frames or another --fps")
 
 
 @dataclass
@@ -278,8 +303,9 @@ class ValidatedFrames:
         indices: index of each frame in the full input.
         fps: the animation's frame rate (input rate / stride).
         prepared: ``PreparedFrames`` (None while the background model has to run first).
-        warnings: one-line warnings (tiny object, ...).
+        warnings: one-line warnings (tiny object, OS metadata files skipped, ...).
         needs_background_model: the frames have no alpha nor masks and a background model was given.
+        files: the input files read (frame files or the video, mask files): no output may be one of them.
     """
 
     images: torch.Tensor
@@ -289,6 +315,7 @@ class ValidatedFrames:
     prepared: Any = None
     warnings: List[str] = field(default_factory=list)
     needs_background_model: bool = False
+    files: List[Path] = field(default_factory=list)
 
 
 def finish_frames(checked: ValidatedFrames, options: Optional[FrameOptions] = None):
@@ -337,11 +364,18 @@ def validate_frames(frames, options: Optional[FrameOptions] = None) -> Validated
     check_frame_options(opts)
     if opts.remove_background is not None:
         validate_background_model(opts.remove_background)
+    notes: List[str] = []
+    files: List[Path] = []
+    source = ""
     if isinstance(frames, (str, os.PathLike)):
         seq = read_frame_sequence(frames, start=opts.start, stride=opts.stride, max_frames=opts.max_frames,
                                   mask_dir=opts.mask_dir, invert_mask=opts.invert_mask)
         images, masks, indices = seq.rgba, seq.masks, seq.indices
         rate = opts.fps if opts.fps is not None else (seq.source_fps or DEFAULT_FPS)
+        notes, source = list(seq.notes), f" from {frames}"
+        files = [Path(f) for f in seq.files] + [Path(f) for f in seq.mask_files]
+        if Path(frames).is_file():
+            files.append(Path(frames))
     else:
         if opts.mask_dir is not None:
             raise OptionError("mask_dir applies to a frame folder or video path, not to an array of frames; pass "
@@ -361,14 +395,16 @@ def validate_frames(frames, options: Optional[FrameOptions] = None) -> Validated
         rate = opts.fps if opts.fps is not None else DEFAULT_FPS
     fps = float(rate) / opts.stride
     if images.shape[0] < 2:
-        raise FramesError(f"ActionMesh needs at least 2 frames, got {images.shape[0]} after frame start "
+        raise FramesError(f"ActionMesh needs at least 2 frames, got {images.shape[0]}{source} after frame start "
                           f"{opts.start}, stride {opts.stride} and max frames {opts.max_frames}")
+    check_frame_times(int(images.shape[0]), fps)
     has_alpha = images.shape[-1] == 4 and bool((images[..., 3] < 1.0).any())
-    result = ValidatedFrames(images=images, masks=masks, indices=list(indices), fps=fps)
+    result = ValidatedFrames(images=images, masks=masks, indices=list(indices), fps=fps, warnings=notes, files=files)
     if masks is None and not has_alpha and opts.remove_background is not None:
         result.needs_background_model = True
         return result
-    result.prepared, result.warnings = prepare_checked(images, masks, opts, fps=fps, indices=indices)
+    result.prepared, more = prepare_checked(images, masks, opts, fps=fps, indices=indices)
+    result.warnings.extend(more)
     return result
 
 
@@ -418,12 +454,14 @@ def validate_background_model(path: PathLike) -> Path:
 # --------------------------------------------------------------------------- weights
 
 
-def validate_weights(root: PathLike, mode: str = "video") -> Dict[str, Any]:
-    """Check every weights folder a run needs, from configs and headers only.
+def validate_weights(root: PathLike, mode: str = "video", values: bool = True) -> Dict[str, Any]:
+    """Check every weights folder a run needs: configs and headers, then every tensor's dtype and values.
 
     Args:
         root: weights root (see :mod:`actionmesh_core.weights`).
         mode: ``"video"`` (TripoSG makes the anchor) or ``"video+mesh"``.
+        values: also stream every weights file (:func:`validate_weight_values`: NaN/inf values,
+            unsupported dtypes); False: configs and headers only.
 
     Returns:
         component -> :class:`~actionmesh_core.checkpoints.CheckpointInfo` (DINOv2:
@@ -433,7 +471,8 @@ def validate_weights(root: PathLike, mode: str = "video") -> Dict[str, Any]:
         WeightsMissingError: folders missing (all named, with the download command).
         CheckpointError / WeightsError: invalid JSON config, unreadable or
             truncated safetensors, pickle-only folder, wrong model kind, keys or
-            shapes that do not fit the config, or components whose widths disagree.
+            shapes that do not fit the config, components whose widths disagree,
+            or (``values``) a tensor with NaN/inf values or an unsupported dtype.
     """
     import json
 
@@ -468,7 +507,127 @@ def validate_weights(root: PathLike, mode: str = "video") -> Dict[str, Any]:
             if not (math.isfinite(shift) and shift > 0):
                 raise WeightsError(f"{cfg_path}: shift must be > 0, got {shift}")
     _check_widths(found, layout)
+    if values:
+        validate_weight_values(found, layout)
     return found
+
+
+def validate_weight_values(found: Dict[str, Any], layout, cache: Optional[PathLike] = "default") -> int:
+    """Stream every weights file of ``found`` (from :func:`validate_weights`): float dtypes, finite values.
+
+    Each file is read once in 16 MiB pieces (memory stays flat). The cost is reading the files: on a
+    released-size layout (7.9 GB of bf16 tensors) about 47 s cold and 25 s from the page cache on a loaded
+    2-core VM, ~1.5 GB/s unloaded (``benchmarks/bench_weight_check.py``). A file that passed is remembered
+    (path, size, inode, modification and change times) in ``~/.cache/actionmesh/weights-checked.json``
+    (``$ACTIONMESH_CACHE_DIR``), so later runs skip it until it changes.
+
+    Args:
+        found: what :func:`validate_weights` found. layout: the weights layout.
+        cache: the remembered-files JSON (``"default"``: the one above; None: scan everything, remember nothing).
+
+    Returns:
+        the tensor bytes scanned (0 when every file was remembered).
+
+    Raises:
+        CheckpointError: one line naming the file and the tensor (NaN/inf, or a dtype such as int64).
+    """
+    from .checkpoints import check_tensor_values
+
+    memory = _CheckedFiles(_default_cache() if cache == "default" else cache)
+    scanned = 0
+    for comp, item in found.items():
+        if hasattr(item, "weight_file"):  # a CheckpointInfo: its model gives the expected dtypes
+            files = [(Path(item.weight_file), {k: v.dtype for k, v in item.model.state_dict().items()})]
+        elif comp in ("dinov2", "triposg_dinov2"):
+            files = [(f, None) for f in _safetensors_files(layout.path(comp))]
+        else:
+            continue
+        for file, expected in files:
+            if memory.known(file):
+                continue
+            scanned += check_tensor_values(file, expected)
+            memory.add(file)
+    memory.save()
+    return scanned
+
+
+def _default_cache() -> Path:
+    folder = os.environ.get("ACTIONMESH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "actionmesh")
+    return Path(folder) / "weights-checked.json"
+
+
+class _CheckedFiles:
+    """Weights files whose values passed, keyed by path and identified by size, inode, mtime and ctime.
+
+    Any change to a file (a re-download, an edit, a copy over it) changes its change time (which no tool
+    can set back), so a changed file is scanned again. At most 256 entries are kept; a cache that cannot
+    be read or written is ignored (the files are scanned).
+    """
+
+    LIMIT = 256
+
+    def __init__(self, path: Optional[PathLike]):
+        import json
+
+        self.path = Path(path) if path is not None else None
+        self.entries: Dict[str, list] = {}
+        self.dirty = False
+        if self.path is not None:
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                self.entries = {k: v for k, v in data.items() if isinstance(v, list)}
+            except (OSError, ValueError, AttributeError):
+                self.entries = {}
+
+    @staticmethod
+    def _identity(file: Path) -> Optional[list]:
+        try:
+            st = os.stat(file)
+        except OSError:
+            return None
+        return [st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns]
+
+    def known(self, file: Path) -> bool:
+        if self.path is None:
+            return False
+        identity = self._identity(file)
+        return identity is not None and self.entries.get(str(Path(file).resolve())) == identity
+
+    def add(self, file: Path) -> None:
+        identity = self._identity(file)
+        if self.path is not None and identity is not None:
+            key = str(Path(file).resolve())
+            self.entries.pop(key, None)
+            self.entries[key] = identity
+            self.dirty = True
+
+    def save(self) -> None:
+        import json
+
+        if self.path is None or not self.dirty:
+            return
+        entries = dict(list(self.entries.items())[-self.LIMIT:])
+        try:
+            from .io.atomic import atomic_write
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.path, "w") as handle:
+                json.dump(entries, handle)
+        except OSError:
+            pass
+
+
+def _safetensors_files(folder: Path) -> List[Path]:
+    """``model.safetensors`` of a transformers folder, or the shards its index lists."""
+    import json
+
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / shard for shard in sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                                                       .values()))]
+    return []
 
 
 def _check_widths(found: Dict[str, Any], layout) -> None:
@@ -499,7 +658,7 @@ def _check_widths(found: Dict[str, Any], layout) -> None:
 
 
 def validate_mesh(mesh) -> Any:
-    """Read and check the user's anchor mesh.
+    """Read and check the user's anchor mesh, with the geometric checks of its preparation (cheap).
 
     Args:
         mesh: path (GLB/GLTF/OBJ/PLY/STL/OFF) or a ``trimesh.Trimesh``.
@@ -508,28 +667,154 @@ def validate_mesh(mesh) -> Any:
         the loaded ``trimesh.Trimesh`` (or the given mesh).
 
     Raises:
-        MeshInputError: missing file, unsupported format, unreadable file, no
-            triangles, NaN/inf vertices.
+        MeshInputError: missing file, a folder, an empty (0-byte) file, unsupported format,
+            unreadable file, no triangles, NaN/inf vertices, zero surface area (every
+            vertex at one point, every face degenerate), zero extent.
     """
     import trimesh
+
+    from .geometry.reference import check_reference_mesh
 
     if isinstance(mesh, (str, os.PathLike)):
         from .io.mesh_io import load_mesh
 
+        path = Path(mesh)
+        if path.is_dir():
+            raise MeshInputError(f"mesh {path} is a folder; give a mesh file (GLB/GLTF/OBJ/PLY/STL/OFF)")
+        if not path.exists():
+            broken = " (a broken symbolic link)" if path.is_symlink() else ""
+            raise MeshInputError(f"mesh file {path} does not exist{broken}")
+        if path.stat().st_size == 0:
+            raise MeshInputError(f"mesh file {path} is empty (0 bytes); export the mesh again")
         try:
-            return load_mesh(mesh)
+            loaded = load_mesh(path)
         except FileNotFoundError:
             raise MeshInputError(f"mesh file {mesh} does not exist") from None
         except (ValueError, OSError) as exc:
             raise MeshInputError(str(exc).replace("load_mesh: ", "")) from None
-    if isinstance(mesh, trimesh.Trimesh):
+        what = f"mesh {path}"
+    elif isinstance(mesh, trimesh.Trimesh):
         if len(mesh.faces) == 0:
             raise MeshInputError("the anchor mesh has no triangles")
-        return mesh
-    raise MeshInputError(f"mesh must be a file path or a trimesh.Trimesh, got {type(mesh).__name__}")
+        loaded, what = mesh, "the anchor mesh"
+    else:
+        raise MeshInputError(f"mesh must be a file path or a trimesh.Trimesh, got {type(mesh).__name__}")
+    try:
+        check_reference_mesh(loaded)
+    except (TypeError, ValueError) as exc:
+        text = str(exc).split(": ", 1)[-1]
+        raise MeshInputError(f"{what}: {text}; give a mesh with a surface (not a single point or flat "
+                             "degenerate triangles)") from None
+    return loaded
+
+
+# --------------------------------------------------------------------------- export and outputs
+
+
+def validate_export(out: PathLike, format: Optional[str] = None, options=None) -> Tuple[str, Path]:
+    """The export format and output path of a run, checked before anything runs.
+
+    Args:
+        out: the output path (suffixes compared case-insensitively).
+        format: a format of :data:`actionmesh_core.export.FORMATS`, or None (the suffix decides).
+        options: :class:`actionmesh_core.export.ExportOptions` (bones, influences, interpolation, fps);
+            None: the defaults.
+
+    Returns:
+        (format name, output path: ``out``, or ``out`` + the format's suffix when it had none).
+
+    Raises:
+        OutputPathError: no format and an unknown suffix, or a suffix of another format
+            (``x.usdz`` with ``--format glb``: refused, never renamed).
+        OptionError: unknown format, its optional module missing (with the install command),
+            bones / influences / interpolation out of range.
+    """
+    from .export import ExportOptions, MissingDependency, check_export_options, check_format_available, resolve_format
+
+    try:
+        fmt, path = resolve_format(out, format)
+    except ValueError as exc:
+        known = format is None or str(format).lower() in _format_names()
+        raise (OutputPathError if known else OptionError)(str(exc)) from None
+    try:
+        check_format_available(fmt)
+    except MissingDependency as exc:
+        raise OptionError(str(exc)) from None
+    try:
+        check_export_options(fmt, options if options is not None else ExportOptions())
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    return fmt, path
+
+
+def _format_names():
+    from .export import FORMATS
+
+    return set(FORMATS)
+
+
+def planned_outputs(out: Path, format: str, num_frames: int, per_frame_dir: Optional[PathLike] = None) -> List[Path]:
+    """Every file a run writes: the export's files and the per-frame GLBs (names only; nothing is created)."""
+    from .export.formats import planned_files
+
+    files = planned_files(format, Path(out), num_frames)
+    if per_frame_dir is not None:
+        width = max(3, len(str(num_frames - 1)))
+        files += [Path(per_frame_dir) / f"{Path(out).stem}_{k:0{width}d}.glb" for k in range(num_frames)]
+    return files
+
+
+def check_outputs_not_inputs(outputs: Sequence[PathLike], inputs: Sequence[PathLike]) -> None:
+    """Refuse a run that would write over one of its own input files (the same file, through any path or link).
+
+    Raises:
+        OutputPathError: an output is an input file (named both ways).
+    """
+    ids = {}
+    for item in inputs:
+        try:
+            st = os.stat(item)
+        except OSError:
+            continue
+        ids[(st.st_dev, st.st_ino)] = Path(item)
+    for item in outputs:
+        try:
+            st = os.stat(item)
+        except OSError:
+            continue  # not there yet: it cannot be an input
+        clash = ids.get((st.st_dev, st.st_ino))
+        if clash is not None:
+            same = "" if Path(item) == clash else f" ({clash})"
+            raise OutputPathError(f"the output {item} is an input of this run{same}: it would be overwritten; "
+                                  "choose another --out")
 
 
 # --------------------------------------------------------------------------- everything
+
+
+def _check_run_outputs(out: Path, export_format: Optional[str], num_frames: int, per_frame_dir, checked,
+                       mesh, loaded_mesh, opts: FrameOptions, config) -> None:
+    """No output file is an input file, and the outputs clearly fit on their disks."""
+    from .export.formats import estimate_bytes, format_for_suffix
+    from .io.atomic import check_free_space
+
+    fmt = export_format or format_for_suffix(out.suffix)
+    outputs = planned_outputs(out, fmt, num_frames, per_frame_dir) if fmt else [out]
+    inputs = list(checked.files) + [Path(p) for p in (mesh, opts.remove_background)
+                                    if isinstance(p, (str, os.PathLike))]
+    check_outputs_not_inputs(outputs, inputs)
+    if fmt is None:
+        return
+    # the anchor's vertex count: the user's mesh, or TripoSG's mesh decimated to target_faces (V ~ F / 2)
+    vertices = len(loaded_mesh.vertices) if loaded_mesh is not None else int(config.target_faces) // 2
+    faces = len(loaded_mesh.faces) if loaded_mesh is not None else int(config.target_faces)
+    try:
+        check_free_space(out.parent, estimate_bytes(fmt, num_frames, vertices, faces), f"{fmt} output {out}")
+        if per_frame_dir is not None:
+            check_free_space(Path(per_frame_dir), estimate_bytes("glb", 1, vertices, faces) * num_frames,
+                             f"the per-frame GLBs in {per_frame_dir}")
+    except OSError as exc:
+        raise OutputPathError(f"{exc.strerror}: {exc.filename}") from None
 
 
 @dataclass
@@ -579,11 +864,14 @@ def validate_run(
     per_frame_dir: Optional[PathLike] = None,
     out_suffixes: Sequence[str] = (".glb",),
     checked_weights: Optional[Dict[str, Any]] = None,
+    export_format: Optional[str] = None,
 ) -> RunPlan:
     """Check every input of a run (seconds, no model loaded) and return the plan to run.
 
-    Order: options, output path(s), weights, mesh, frames (the slowest: every
-    frame decoded once), then the anchor frame against the number of frames.
+    Order: options, output path(s), weights (configs, headers, then every tensor
+    streamed), mesh, frames (every frame decoded once), then what needs the
+    number of frames: the anchor frame, no output file being an input file, and
+    the free space for the outputs.
 
     Args:
         frames: folder, video file or (T, H, W, 3|4) array in [0, 1].
@@ -596,6 +884,7 @@ def validate_run(
         out_suffixes: accepted suffixes of ``out``.
         checked_weights: the result of an earlier :func:`validate_weights` of ``weights`` for this
             mode (a batch checks its weights once, not per clip); None checks them here.
+        export_format: the format ``out`` is written in (names the files it writes); None: from its suffix.
 
     Returns:
         :class:`RunPlan`.
@@ -625,6 +914,8 @@ def validate_run(
     num = int(checked.images.shape[0])
     if not 0 <= config.anchor_frame < num:
         raise OptionError(f"anchor frame {config.anchor_frame} is outside the {num} frames used (0..{num - 1})")
+    if out is not None:
+        _check_run_outputs(out, export_format, num, per_frame_dir, checked, mesh, loaded_mesh, opts, config)
     return RunPlan(frames=checked, config=config, weights=Path(weights), device=device, checkpoints=checkpoints,
                    mesh=loaded_mesh, out=out, per_frame_dir=per_frame_dir, fps=checked.fps,
                    seconds=time.perf_counter() - start, frame_options=opts)

@@ -83,7 +83,7 @@ class WeightLayout:
             return
         what = ", ".join(f"{COMPONENTS[c][0]} ({COMPONENTS[c][2]})" for c in missing)
         repos = sorted({COMPONENTS[c][1] for c in missing})
-        hint = " and ".join(f"`huggingface-cli download {r} --local-dir {self.root / _repo_dir(r)}`" for r in repos)
+        hint = " and ".join(f"`hf download {r} --local-dir {self.root / _repo_dir(r)}`" for r in repos)
         raise WeightsMissingError(
             f"weights missing under {self.root}: {what}. Download them with {hint} "
             "(or `python -m actionmesh_core make-tiny-weights DIR` for meaningless test weights)")
@@ -153,10 +153,13 @@ def _save_pretrained_atomic(model, folder: Path) -> None:
     import shutil
     import tempfile
 
+    from .progress import quiet_library_bars
+
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(folder.parent)))
     try:
-        model.save_pretrained(str(tmp))
+        with quiet_library_bars():  # no "Writing model shards" bar in a log
+            model.save_pretrained(str(tmp))
         for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
             with open(item, "rb+") as handle:
                 os.fsync(handle.fileno())

@@ -16,9 +16,17 @@ EXPORT = ExportOptions()
 
 
 def _export_formats() -> list:
+    """The export formats of the registry (``actionmesh_core.export.formats.FORMATS``), ``glb`` first."""
     from actionmesh_core.export import FORMATS
 
     return list(FORMATS)
+
+
+def _format_tooltip() -> str:
+    from actionmesh_core.export import FORMATS
+
+    return ("Also write this format beside the GLB: "
+            + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values() if f.name != "glb") + ".")
 
 
 class ActionMeshExportGLB(io.ComfyNode):
@@ -42,10 +50,8 @@ class ActionMeshExportGLB(io.ComfyNode):
                     "STEP shows each frame as predicted; LINEAR blends between frames for smoother playback.")),
                 io.Boolean.Input("per_frame_glbs", default=EXPORT.per_frame,
                                  tooltip="Also save one static GLB per frame in a sub-folder."),
-                io.Combo.Input("format", options=_export_formats(), default=EXPORT.format, tooltip=(
-                    "Also write this format beside the GLB: usdc/usda/usdz (USD point cache), glb-skinned / "
-                    "fbx-skinned (bones fitted to the motion, for game engines), abc (Alembic), fbx (shape keys), "
-                    "obj/ply-sequence, npy (release layout). abc/fbx need Blender's bpy module.")),
+                io.Combo.Input("format", options=_export_formats(), default=EXPORT.format,
+                               tooltip=_format_tooltip()),
                 io.Int.Input("bones", default=EXPORT.bones, min=1, max=256,
                              tooltip="Skinned formats: number of bones fitted to the motion."),
                 io.Int.Input("influences", default=EXPORT.influences, min=1, max=8,
@@ -87,7 +93,7 @@ class ActionMeshExportGLB(io.ComfyNode):
                                   per_frame_dir=path.with_name(path.stem + "frames") if per_frame_glbs else None,
                                   frame_prefix=stem).files)
         if format != "glb":
-            other = path.with_name(stem + ("_skinned" if format.endswith("-skinned") else "") + FORMATS[format][0])
+            other = path.with_name(stem + ("_skinned" if format.endswith("-skinned") else "") + FORMATS[format].suffix)
             written = export_files(animation, other, format, fps=fps, bones=bones, influences=influences)
             files += written.files
             info = written.info or {}

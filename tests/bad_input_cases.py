@@ -17,6 +17,20 @@ from PIL import Image
 
 GOOD_SIZE = 96
 
+#: code run before the CLI to slow its per-frame GLB writes down (0.4 s after each, one stderr line each) so that a
+#: signal lands between two per-frame files (tests/test_signals.py, benchmarks/bad_inputs_table.py)
+SLOW_PER_FRAME = """
+import sys, time
+import actionmesh_core.export.glb as glb
+real = glb.atomic_write_bytes
+def slow(path, data):
+    out = real(path, data)
+    print("PER-FRAME " + path.name, file=sys.stderr, flush=True)
+    time.sleep(0.4)
+    return out
+glb.atomic_write_bytes = slow
+"""
+
 
 def write_frames(folder: Path, count: int = 4, size: int = GOOD_SIZE, box: int = 40, alpha: bool = True) -> Path:
     """``count`` RGBA (or RGB on white) frames with a moving dark square of ``box`` px."""
@@ -107,6 +121,86 @@ def _latent_mismatch(root: Path) -> None:
     save_model(vae, root / "TripoSG/vae")
 
 
+def _read_state(path: Path) -> dict:
+    """Every tensor of a safetensors file (safe_open: the tests forbid safetensors.torch.load_file, a model load)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _poison(path: Path, value: float = float("nan"), key_part: str = "") -> None:
+    """Set one value of the first float tensor (whose name contains ``key_part``) of a safetensors file."""
+    from safetensors.torch import save_file
+
+    state = _read_state(path)
+    key = next(k for k in sorted(state) if key_part in k and state[k].is_floating_point() and state[k].numel() > 3)
+    state[key].view(-1)[3] = value
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _retype(path: Path, key_part: str = "") -> None:
+    """Store the first float tensor (whose name contains ``key_part``) as int64: same shape, wrong dtype."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = _read_state(path)
+    key = next(k for k in sorted(state) if key_part in k and state[k].is_floating_point())
+    state[key] = state[key].round().to(torch.int64)
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _dino_width(root: Path, width: int = 48) -> None:
+    """A consistent DINOv2 of another width in dinov2-large (its own config and weights agree)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from actionmesh_core.progress import quiet_library_bars
+
+    folder = root / "dinov2-large"
+    shutil.rmtree(folder)
+    with quiet_library_bars():
+        Dinov2Model(Dinov2Config(hidden_size=width, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                 patch_size=14, image_size=224)).save_pretrained(str(folder))
+
+
+def _mixed_alpha(folder: Path) -> None:
+    write_frames(folder)
+    rgb = np.asarray(Image.open(folder / "0002.png").convert("RGB"))
+    (folder / "0002.png").unlink()
+    Image.fromarray(rgb).save(folder / "0002.png")
+
+
+def _broken_link(folder: Path) -> None:
+    write_frames(folder)
+    (folder / "0004.png").symlink_to(folder / "gone.png")
+
+
+def _point_mesh() -> bytes:
+    return b"v 0.5 0.5 0.5\nv 0.5 0.5 0.5\nv 0.5 0.5 0.5\nv 0.5 0.5 0.5\nf 1 2 3\nf 2 3 4\n"
+
+
+def _png_as_video(w: "World") -> Path:
+    path = w.tmp / "clip_png.mp4"
+    if not path.exists():
+        shutil.copy(w.frames / "0000.png", path)
+    return path
+
+
+def _mesh_file(w: "World", name: str, data: bytes) -> Path:
+    path = w.tmp / name
+    path.write_bytes(data)
+    return path
+
+
+def _same_file_as_mesh(w: "World") -> List[str]:
+    import trimesh
+
+    mesh = w.tmp / "anchor_in.glb"
+    if not mesh.exists():
+        mesh.write_bytes(trimesh.creation.icosphere(1).export(file_type="glb"))
+    return w.argv("--mesh", mesh, out=mesh)
+
+
 def _mixed_sizes(folder: Path) -> None:
     write_frames(folder, 3)
     write_frames(folder / "_tmp", 1, size=80)
@@ -174,9 +268,27 @@ CASES: List[Case] = [
     Case("max frames 1", lambda w: w.argv("--max-frames", 1), "FramesError", "at least 2 frames"),
     Case("bg threshold 0", lambda w: w.argv("--bg-threshold", 0), "OptionError", "background threshold"),
     Case("min crop -1", lambda w: w.argv("--min-crop", -1), "OptionError", "minimum crop"),
+    Case("fps 1e-300", lambda w: w.argv("--fps", "1e-300"), "OptionError", "fps"),
+    Case("fps 1e6", lambda w: w.argv("--fps", "1e6"), "OptionError", "fps"),
+    Case("fps / stride below 0.001", lambda w: w.argv("--fps", "0.002", "--frame-stride", 3), "OptionError",
+         "fps / frame stride"),
+    # ------------------------------------------------------------------ export options
+    Case("skinned with --bones 0", lambda w: w.argv("--format", "glb-skinned", "--bones", 0), "OptionError",
+         "bones must be an integer in [1, 1024]"),
+    Case("skinned with --bones 1000000", lambda w: w.argv("--format", "glb-skinned", "--bones", 1000000),
+         "OptionError", "bones must be an integer in [1, 1024]"),
+    Case("skinned with --influences 9", lambda w: w.argv("--format", "glb-skinned", "--influences", 9),
+         "OptionError", "influences must be an integer in [1, 8]"),
+    Case("FBX rig with --bones -3", lambda w: w.argv("--format", "fbx-skinned", "--bones", -3, out=w.tmp / "r.fbx"),
+         "OptionError", "bones"),
     # ------------------------------------------------------------------ output
     Case("out under /proc", lambda w: w.argv(out="/proc/nope/x.glb"), "OutputPathError", "/proc"),
     Case("out with an unknown suffix", lambda w: w.argv(out=w.tmp / "x.xyz"), "OutputPathError", "x.xyz"),
+    Case("out x.usdz with --format glb", lambda w: w.argv("--format", "glb", out=w.tmp / "x.usdz"), "OutputPathError",
+         "but format glb writes .glb"),
+    Case("out x.glb with --format npy", lambda w: w.argv("--format", "npy", out=w.tmp / "x.glb"), "OutputPathError",
+         "but format npy writes .npy"),
+    Case("out is the input mesh", _same_file_as_mesh, "OutputPathError", "is an input of this run"),
     Case("out is a folder", lambda w: w.argv(out=w.folder("outdir.glb")), "OutputPathError", "is a folder"),
     Case("out parent is a file", lambda w: w.argv(out=_file(w, "afile", b"x") / "x.glb"), "OutputPathError",
          "is a file"),
@@ -184,7 +296,7 @@ CASES: List[Case] = [
          "is a file"),
     # ------------------------------------------------------------------ weights
     Case("weights root missing", lambda w: w.argv(weights=w.tmp / "no_weights"), "WeightsMissingError",
-         "huggingface-cli download"),
+         "`hf download facebook/ActionMesh"),
     Case("weights root is a file", lambda w: w.argv(weights=_file(w, "wfile", b"x")), "WeightsError", "is a file"),
     Case("denoiser folder missing", _weights_case("nodenoiser", lambda r: shutil.rmtree(r / "ActionMesh/denoiser")),
          "WeightsMissingError", "facebook/ActionMesh"),
@@ -213,6 +325,18 @@ CASES: List[Case] = [
                                                    .write_text("nope")), "WeightsError", "scheduler config"),
     Case("components from different versions", _weights_case("latent", _latent_mismatch), "WeightsError",
          "latent channels"),
+    Case("DINOv2 width != the denoiser's", _weights_case("dinowidth", _dino_width), "WeightsError",
+         "48-wide image features"),
+    Case("NaN in the denoiser", _weights_case("nan_den", lambda r: _poison(r / "ActionMesh/denoiser/model.safetensors")),
+         "CheckpointError", "holds NaN or infinite values"),
+    Case("inf in the autoencoder", _weights_case("inf_ae", lambda r: _poison(
+        r / "ActionMesh/autoencoder/model.safetensors", float("inf"))), "CheckpointError", "NaN or infinite"),
+    Case("NaN in the TripoSG transformer", _weights_case("nan_dit", lambda r: _poison(
+        r / "TripoSG/transformer/diffusion_pytorch_model.safetensors")), "CheckpointError", "transformer/diffusion"),
+    Case("NaN in DINOv2", _weights_case("nan_dino", lambda r: _poison(r / "dinov2-large/model.safetensors")),
+         "CheckpointError", "dinov2-large/model.safetensors"),
+    Case("int64 tensor in the denoiser", _weights_case("i64", lambda r: _retype(
+        r / "ActionMesh/denoiser/model.safetensors")), "CheckpointError", "is I64, not a float tensor"),
     # ------------------------------------------------------------------ frames
     Case("frames path missing", lambda w: w.argv(frames=w.tmp / "nothing_here"), "FramesNotFoundError", "does not exist"),
     Case("empty frame folder", lambda w: w.argv(frames=w.folder("empty")), "FramesError", "no image frames"),
@@ -233,8 +357,18 @@ CASES: List[Case] = [
          "give masks of the frame size"),
     Case("unpaired *_mask file", _frames_case("unpaired", _unpaired), "FramesError", "7_mask.png"),
     Case("corrupt video file", lambda w: w.argv(frames=_file(w, "clip.mp4", b"\x00" * 1000)), "FramesError", "clip.mp4"),
+    Case("PNG renamed .mp4", lambda w: w.argv(frames=_png_as_video(w)), "FramesError", "clip_png.mp4 is a PNG image"),
+    Case("RGBA and RGB frames mixed", _frames_case("mixalpha", _mixed_alpha), "FramesError",
+         "mix RGBA files whose alpha is the object mask"),
+    Case("broken symlink among the frames", _frames_case("brokenlink", _broken_link), "FramesNotFoundError",
+         "0004.png is a broken symbolic link"),
     # ------------------------------------------------------------------ mesh
     Case("mesh file missing", lambda w: w.argv("--mesh", w.tmp / "none.glb"), "MeshInputError", "none.glb"),
+    Case("mesh path is a folder", lambda w: w.argv("--mesh", w.folder("meshdir.glb")), "MeshInputError", "is a folder"),
+    Case("0-byte mesh file", lambda w: w.argv("--mesh", _mesh_file(w, "empty.glb", b"")), "MeshInputError",
+         "empty (0 bytes)"),
+    Case("mesh with every vertex at one point", lambda w: w.argv("--mesh", _mesh_file(w, "point.obj", _point_mesh())),
+         "MeshInputError", "point.obj"),
     Case("mesh with an unknown extension", lambda w: w.argv("--mesh", _file(w, "m.fbx", b"x")), "MeshInputError",
          "unsupported mesh format"),
     Case("corrupt mesh file", lambda w: w.argv("--mesh", _file(w, "bad.glb", b"glTF garbage")), "MeshInputError",

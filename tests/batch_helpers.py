@@ -61,5 +61,5 @@ def read_report(out: Path) -> dict:
 
 
 def temp_files(folder: Path) -> list:
-    """Leftover temporary files of the atomic writers."""
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+    """Leftovers of the atomic writers: temporary files and (hidden) staging folders."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith("."))

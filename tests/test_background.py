@@ -110,3 +110,17 @@ def test_alpha_frames_never_run_the_model(tmp_path):
     model = make_tiny_rmbg(tmp_path / "m.onnx")
     checked = validate_frames(cases.write_frames(tmp_path / "f"), FrameOptions(remove_background=model))
     assert not checked.needs_background_model and checked.prepared is not None
+
+
+@pytest.mark.parametrize("object_level, background_level", [(0.2, 0.02), (0.97, 0.7)])
+def test_otsu_threshold_splits_a_soft_map_far_from_one_half(object_level, background_level):
+    """The soft map's own threshold (Otsu), not 0.5: a faint map (object 0.2 on 0.02) and a bright one (0.97 on
+    0.7) both give exactly the object; a fixed 0.5 would give nothing or everything."""
+    from actionmesh_core.background import clean_mask
+
+    rng = np.random.default_rng(0)
+    prob = np.full((64, 80), background_level, np.float32) + rng.normal(0, 0.01, (64, 80)).astype(np.float32)
+    truth = np.zeros((64, 80), bool)
+    truth[16:40, 20:52] = True
+    prob[truth] = object_level + rng.normal(0, 0.01, truth.sum())
+    np.testing.assert_array_equal(clean_mask(prob) > 0.5, truth)

@@ -125,14 +125,88 @@ def test_content_hash_follows_inputs_and_result_settings_only(tmp_path, tiny_wei
     assert digest() != base
 
 
+def test_content_hash_changes_with_every_per_clip_frame_option(tmp_path, tiny_weights):
+    """Each frame option a manifest row may set changes the clip's hash (its result differs), one at a time."""
+    clip = make_clip(tmp_path / "clip", frames=4)
+    masks = make_clip(tmp_path / "masks", frames=4, seed=3)
+    settings = BatchSettings(weights=tiny_weights, out_dir=tmp_path / "out", config=fast_config())
+
+    def digest(**options):
+        jobs, rows = plan_batch([ClipSpec("clip", clip, options=options)], settings)
+        assert not rows, rows
+        return jobs[0].hash
+
+    base = digest()
+    changed = {"fps": 12.0, "frame_start": 1, "frame_stride": 2, "max_frames": 3, "margin": 0.25,
+               "mask_dir": str(masks)}
+    hashes = {name: digest(**{name: value}) for name, value in changed.items()}
+    assert all(h != base for h in hashes.values()), hashes
+    assert len(set(hashes.values())) == len(hashes)  # and each differently
+    png = masks / "01.png"  # the mask files' bytes count too
+    png.write_bytes(png.read_bytes() + b"\0")
+    assert digest(mask_dir=str(masks)) != hashes["mask_dir"]
+
+
+def test_batch_refuses_fps_0_up_front(tmp_path, tiny_weights, capfd):
+    """`batch --fps 0` stops before any clip is read or converted (exit 2, one line), and a manifest row's fps 0
+    is a manifest error."""
+    clip = make_clip(tmp_path / "clip")
+    out = tmp_path / "out"
+    code = main(["batch", str(clip), "--out", str(out), "--weights", str(tiny_weights), "--fps", "0", *FAST])
+    err = capfd.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: fps must be") and "\n" not in err, err
+    assert not out.exists()
+    with pytest.raises(ManifestError, match="fps"):
+        read_inputs([write_csv(tmp_path / "m.csv", [{"clip": str(clip), "fps": "0"}])])
+
+
+def test_each_fps_check_refuses_on_its_own():
+    """The run options' fps (PipelineConfig) and the frame options' fps (FrameOptions) are each checked: either
+    check alone refuses 0, a negative, NaN, 1e-300 and 1e6 (so neither relies on the other)."""
+    from actionmesh_core.errors import OptionError
+    from actionmesh_core.pipeline import PipelineConfig
+    from actionmesh_core.validation import FrameOptions, check_frame_options, validate_options
+
+    for bad in (0.0, -5.0, float("nan"), 1e-300, 1e6):
+        with pytest.raises(OptionError, match="fps"):
+            validate_options(PipelineConfig(device="cpu", fps=bad))
+        with pytest.raises(OptionError, match="fps"):
+            check_frame_options(FrameOptions(fps=bad))
+    validate_options(PipelineConfig(device="cpu", fps=0.5))
+    check_frame_options(FrameOptions(fps=0.5))
+
+
+def test_degenerate_mesh_is_an_input_error_of_its_clip(tmp_path, tiny_weights, sphere):
+    """A reference mesh whose vertices all sit at one point: the clip fails with error kind `input` (found by the
+    clip's checks, before its models run) and the batch goes on."""
+    import trimesh
+
+    point = trimesh.Trimesh([[0.5, 0.5, 0.5]] * 3 + [[0.5, 0.5, 0.5]], [[0, 1, 2], [1, 2, 3]], process=False)
+    flat = tmp_path / "point.obj"
+    flat.write_text(point.export(file_type="obj"))
+    clips = [ClipSpec("flat", make_clip(tmp_path / "a"), mesh=flat), ClipSpec("ok", make_clip(tmp_path / "b"),
+                                                                          mesh=sphere)]
+    summary = run_batch(clips, BatchSettings(weights=tiny_weights, out_dir=tmp_path / "out", config=fast_config()),
+                        progress=False)
+    flat_row, ok_row = summary.rows
+    assert flat_row["status"] == "failed" and flat_row["error_kind"] == "input", flat_row
+    assert "surface area is 0" in flat_row["error"] and "traceback" not in flat_row
+    assert ok_row["status"] == "done"
+
+
 def test_remove_stale_temps_only_touches_this_clips_temporary_files(tmp_path):
     names = [".a.abcd1234.glb.tmp", ".a.b.abcd1234.glb.tmp", ".ab.abcd1234.glb.tmp", "a.glb",
              ".a.abcd1234.actionmesh.json.tmp"]
     for name in names:
         (tmp_path / name).write_text("x")
+    folders = [".a.actionmesh-staging-abcd_123", ".ab.actionmesh-staging-abcd_123", ".a.actionmesh-staging-x"]
+    for name in folders:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a_0000.obj").write_text("x")
     removed = remove_stale_temps([tmp_path / "a.glb"])
-    assert [p.name for p in removed] == [".a.abcd1234.glb.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - {".a.abcd1234.glb.tmp"})
+    assert sorted(p.name for p in removed) == [".a.abcd1234.glb.tmp", ".a.actionmesh-staging-abcd_123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        set(names + folders) - {".a.abcd1234.glb.tmp", ".a.actionmesh-staging-abcd_123"})
 
 
 # --------------------------------------------------------------------------- the local engine end to end
@@ -254,10 +328,16 @@ def test_interrupt_mid_clip_keeps_finished_clips_leaves_no_partial_file_and_resu
     assert temp_files(out) == []
 
 
-def test_cli_ctrl_c_exits_130_without_partial_files(tmp_path, tiny_weights, sphere):
-    """A real SIGINT to `python -m actionmesh_core batch` while it converts the second of 3 clips (resume: above)."""
+@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_cli_signal_records_the_clip_as_interrupted_without_partial_files(tmp_path, tiny_weights, sphere, name,
+                                                                          status):
+    """A real SIGINT / SIGTERM / SIGHUP to `python -m actionmesh_core batch` while it converts the second of 3
+    clips: exit 128 + signal, the clip recorded as interrupted (naming the signal), no partial file; the same
+    command then resumes."""
     clips = [make_clip(tmp_path / "lib" / f"c{k}", seed=k) for k in range(3)]
-    manifest = write_csv(tmp_path / "m.csv", [{"clip": str(c), "mesh": str(sphere)} for c in clips])
+    # c1 and c2 denoise for 1000 steps (seconds on the tiny weights), so the signal lands inside c1
+    manifest = write_csv(tmp_path / "m.csv", [{"clip": str(c), "mesh": str(sphere), "steps": 2 if k == 0 else 1000}
+                                              for k, c in enumerate(clips)])
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "actionmesh_core", "batch", str(manifest), "--out", str(out), "--weights",
            str(tiny_weights), "--no-progress", *FAST]
@@ -265,20 +345,27 @@ def test_cli_ctrl_c_exits_130_without_partial_files(tmp_path, tiny_weights, sphe
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not record_path(out, "c0").exists():  # wait until the first clip is done
+        while not record_path(out, "c0").exists():  # wait until the first clip is done: c1 starts at once
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "first clip not done in time"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(getattr(signal, name))
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     assert "run the same command again" in stderr and "Traceback" not in stderr
     assert (out / "c0.glb").is_file() and temp_files(out) == []
     report = read_report(out)
     assert report["c0"]["status"] == "done" and report["c2"]["status"] in ("pending", "interrupted")
+    assert report["c1"]["status"] == "interrupted", report["c1"]
+    assert ("Ctrl-C" if name == "SIGINT" else name) in report["c1"]["error"]
     # every output present has its record (no output without the hash that makes it skippable)
     for glb in out.glob("*.glb"):
         assert record_path(out, glb.stem).is_file()
+    if name == "SIGTERM":  # resumable: the same command converts what is left
+        again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr
+        assert [r["status"] for r in read_report(out).values()] == ["skipped", "done", "done"]

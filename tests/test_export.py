@@ -172,7 +172,13 @@ def test_skinned_glb_fits_two_part_motion_and_validates(tmp_path):
     # rest pose = the reference mesh, and the skin leaves it untouched
     assert np.abs(rest - anim.vertices[0]).max() < 1e-6
     assert np.abs(unanimated - anim.vertices[0]).max() < 1e-5
-    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-6)
+    # the weights sum to exactly 1 in float32 (SkinFit's promise), whatever order a reader adds them in
+    w32 = weights.astype(np.float32)
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
+        total = np.zeros(len(w32), np.float32)
+        for j in order:
+            total = total + w32[:, j]
+        assert np.all(total == np.float32(1.0)), (order, np.abs(total - 1).max())
     # every frame, as any glTF viewer computes it, within 1 % of the diagonal
     err = np.linalg.norm(frames - anim.vertices, axis=-1)
     assert err.max() / diag < 0.01
@@ -187,6 +193,12 @@ def test_skinned_glb_fits_two_part_motion_and_validates(tmp_path):
 def test_skinned_bone_and_influence_counts_are_configurable(tmp_path):
     need("py_dem_bones", "pip install py-dem-bones")
     anim = bending_tube(frames=5)
+    from actionmesh_core.export.glb_skinned import fit_skinning
+
+    for k in (2, 3, 5, 7):  # the fit itself: exact float32 sums for any influence count, summed in any order
+        w = fit_skinning(anim, bones=8, influences=k).weights
+        assert w.dtype == np.float32 and np.all(w.sum(1, dtype=np.float32) == 1.0)
+        assert np.all(np.cumsum(w[:, ::-1], axis=1, dtype=np.float32)[:, -1] == 1.0)
     few = export_animation(anim, tmp_path / "a.glb", "glb-skinned", bones=3, influences=1)
     gltf, _, weights, *_ = skin_from_file(few.path)
     assert len(gltf.skins[0].joints) == few.info["bones"] <= 3
@@ -200,13 +212,68 @@ def test_skinned_bone_and_influence_counts_are_configurable(tmp_path):
         export_animation(anim, tmp_path / "c.glb", "glb-skinned", influences=9)
 
 
+def test_usd_layer_metadata_is_in_the_file_itself(tmp_path):
+    """timeCodesPerSecond, framesPerSecond, startTimeCode and endTimeCode are authored on the root layer (a reader
+    that does not compose a stage, or another app's defaults, sees them), for frames that do not start at 0 too."""
+    need("pxr", "pip install usd-core")
+    import re
+
+    from pxr import Sdf
+
+    anim = bending_tube(frames=7, fps=12.0)
+    anim.times = anim.times + np.float32(2.5)  # a clip cut from a longer one: the first frame at 2.5 s
+    text_layer = export_animation(anim, tmp_path / "a.usda").path
+    header = text_layer.read_text().split("def ", 1)[0]
+    for key, value in (("timeCodesPerSecond", 12), ("framesPerSecond", 12), ("startTimeCode", 0),
+                       ("endTimeCode", 6)):
+        assert re.search(rf"\b{key} = {value}\b", header), (key, header)
+    for suffix in (".usdc", ".usdz"):
+        layer = Sdf.Layer.FindOrOpen(str(export_animation(anim, tmp_path / f"b{suffix}").path))
+        assert layer.HasTimeCodesPerSecond() and layer.HasFramesPerSecond()
+        assert layer.HasStartTimeCode() and layer.HasEndTimeCode()
+        assert (layer.timeCodesPerSecond, layer.framesPerSecond) == (12.0, 12.0)
+        assert (layer.startTimeCode, layer.endTimeCode) == (0.0, 6.0)
+
+
+@pytest.mark.parametrize("fmt", ["glb", "glb-skinned", "usda"])
+def test_frame_times_not_starting_at_0_play_from_0(tmp_path, fmt):
+    """Every format plays the first frame at time 0 and keeps the spacing of the frame times (a clip whose times
+    start at 2.5 s, or were read back from another file)."""
+    if fmt == "glb-skinned":
+        need("py_dem_bones", "pip install py-dem-bones")
+    anim = bending_tube(frames=6, fps=12.0)
+    anim.times = anim.times + np.float32(2.5)
+    path = export_animation(anim, tmp_path / ("a.usda" if fmt == "usda" else "a.glb"), fmt).path
+    want = np.arange(6) / 12.0
+    if fmt == "usda":
+        from pxr import Usd, UsdGeom
+
+        stage = Usd.Stage.Open(str(path))
+        mesh = UsdGeom.Mesh(next(p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)))
+        codes = np.asarray(mesh.GetPointsAttr().GetTimeSamples())
+        np.testing.assert_allclose(codes / stage.GetTimeCodesPerSecond(), want, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(mesh.GetPointsAttr().Get(codes[3])), anim.vertices[3], atol=1e-6)
+        return
+    gltf = pygltflib.GLTF2().load(str(path))
+    sampler = gltf.animations[0].samplers[0]
+    accessor = gltf.accessors[sampler.input]
+    assert accessor.min == [0.0] and accessor.max[0] == pytest.approx(5 / 12.0)
+    if fmt == "glb":
+        from actionmesh_core.io.glb import read_animated_glb
+
+        back = read_animated_glb(path)
+        np.testing.assert_allclose(back.times, want, atol=1e-6)
+        np.testing.assert_allclose(back.vertices, anim.vertices, atol=1e-5)
+    assert validate_glb(path)["numErrors"] == 0
+
+
 # --------------------------------------------------------------------------- point caches
 
 
 @pytest.mark.parametrize("fmt", ["obj-sequence", "ply-sequence"])
 def test_mesh_sequences_round_trip_with_one_shared_texture(tmp_path, fmt):
     anim = bending_tube(frames=5)
-    suffix = FORMATS[fmt][0]
+    suffix = FORMATS[fmt].suffix
     first = export_animation(anim, tmp_path / f"walk{suffix}", fmt)
     second = export_animation(bending_tube(frames=2, max_angle_deg=10.0), tmp_path / f"run{suffix}", fmt)
     names = frame_file_names(tmp_path / f"walk{suffix}", 5)
@@ -251,14 +318,52 @@ def test_npy_has_the_release_layout(tmp_path):
 
 
 def test_format_from_suffix_and_suffix_from_format(tmp_path):
+    """The registry's suffix rules: the suffix decides without a format (any case); with one it must match
+    (never renamed) or be absent (added)."""
     assert resolve_format(tmp_path / "a.usdz") == ("usdz", tmp_path / "a.usdz")
     assert resolve_format(tmp_path / "a.usd") == ("usdc", tmp_path / "a.usd")
-    assert resolve_format(tmp_path / "a.glb", "fbx-skinned") == ("fbx-skinned", tmp_path / "a.fbx")
+    assert resolve_format(tmp_path / "a.GLB") == ("glb", tmp_path / "a.GLB")
+    assert resolve_format(tmp_path / "a.Usdz", "usdz") == ("usdz", tmp_path / "a.Usdz")
     assert resolve_format(tmp_path / "a.glb", "glb-skinned") == ("glb-skinned", tmp_path / "a.glb")
+    assert resolve_format(tmp_path / "a", "fbx-skinned") == ("fbx-skinned", tmp_path / "a.fbx")
+    assert resolve_format(tmp_path / "a.usd", "usdc") == ("usdc", tmp_path / "a.usd")
+    for path, fmt in (("x.usdz", "glb"), ("a.glb", "fbx-skinned"), ("a.obj", "ply-sequence"), ("a.usda", "usdc")):
+        with pytest.raises(ValueError, match=f"ends in .{path.split('.')[1]}.*but format {fmt} writes"):
+            resolve_format(tmp_path / path, fmt)
     with pytest.raises(ValueError, match="cannot tell the export format"):
         resolve_format(tmp_path / "a.xyz")
     with pytest.raises(ValueError, match="unknown export format"):
         resolve_format(tmp_path / "a.glb", "gltf-embedded")
+
+
+def _format_input(pack) -> dict:
+    """The export node's ``format`` input as ComfyUI's V3 schema declares it (options, tooltip)."""
+    schema = pack.NODES["ActionMeshExportGLB"].define_schema()
+    return next(i for i in schema.inputs if i.id == "format").as_dict()
+
+
+def test_one_registry_feeds_the_cli_the_batch_and_the_node(pack):
+    """Every place that lists formats reads the one table: adding an entry adds it everywhere."""
+    from actionmesh_core.batch.formats import supported_formats
+    from actionmesh_core.cli import build_parser
+    from actionmesh_core.export.formats import ExportFormat, format_for_suffix
+
+    video = build_parser()._subparsers._group_actions[0].choices["video-to-4d"]
+    fmt_action = next(a for a in video._actions if a.dest == "format")
+    assert list(fmt_action.choices) == list(FORMATS) == supported_formats()
+    assert all(f.description in fmt_action.help for f in FORMATS.values())
+    node = _format_input(pack)
+    assert node["options"] == list(FORMATS) and all(f.description in node["tooltip"] for f in FORMATS.values()
+                                                    if f.name != "glb")
+    extra = ExportFormat("ply-points", (".pts",), "a test format", "point_cache:write_ply")
+    FORMATS[extra.name] = extra
+    try:
+        assert format_for_suffix(".PTS") == "ply-points" and "ply-points" in supported_formats()
+        assert extra.name in _format_input(pack)["options"]
+        video = build_parser()._subparsers._group_actions[0].choices["video-to-4d"]
+        assert "ply-points" in next(a for a in video._actions if a.dest == "format").choices
+    finally:
+        del FORMATS[extra.name]
 
 
 def test_missing_optional_dependency_is_one_line_with_the_install_command(monkeypatch, tmp_path):
@@ -275,11 +380,11 @@ def test_missing_optional_dependency_is_one_line_with_the_install_command(monkey
 
 def test_cli_has_format_option_checked_before_any_model(tmp_path, capsys):
     from actionmesh_core.cli import build_parser, main
-    from actionmesh_core.export import check_format_args
+    from actionmesh_core.validation import validate_export
 
-    args = build_parser().parse_args(["video-to-4d", "frames", "--weights", "w", "--out", str(tmp_path / "a.glb"),
+    args = build_parser().parse_args(["video-to-4d", "frames", "--weights", "w", "--out", str(tmp_path / "a"),
                                       "--format", "npy", "--bones", "16"])
-    assert check_format_args(args) == ("npy", tmp_path / "a.npy") and args.bones == 16
+    assert validate_export(args.out, args.format) == ("npy", tmp_path / "a.npy") and args.bones == 16
     code = main(["video-to-4d", str(tmp_path), "--weights", str(tmp_path / "none"), "--out", str(tmp_path / "a.xyz")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: cannot tell the export format") and err.count("\n") == 1
@@ -299,3 +404,35 @@ def test_export_node_writes_the_chosen_format_beside_the_glb(pack, host_dirs):
     assert file3d.format == "glb" and Path(file3d.get_source()) == out / glb_rel
     assert files.split("\n") == [glb_rel, "runs/walk_00001_vertices.npy", "runs/walk_00001_faces.npy"]
     assert np.load(out / "runs/walk_00001_vertices.npy").shape == (3, anim.num_vertices, 3)
+
+
+def test_an_export_that_clearly_cannot_fit_writes_nothing(tmp_path, monkeypatch):
+    """The free space is checked against the format's size estimate before the writer runs: a full disk is one
+    OSError naming the output, and neither a file nor a staging folder is left."""
+    import collections
+    import errno
+    import shutil
+
+    from actionmesh_core.export.formats import estimate_bytes
+
+    anim = bending_tube(frames=6)
+    need = estimate_bytes("obj-sequence", anim.num_frames, anim.num_vertices, len(anim.faces))
+    assert need > 6 * anim.num_vertices * 12  # at least the positions of every frame
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 0, need - 1))
+    with pytest.raises(OSError) as info:
+        export_animation(anim, tmp_path / "out" / "a.obj")
+    assert info.value.errno == errno.ENOSPC and "obj-sequence output" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 0, 10 * need))
+    assert len(export_animation(anim, tmp_path / "out" / "a.obj").files) >= 6
+
+
+def test_skin_options_are_checked_against_the_mesh_before_fitting(tmp_path):
+    anim = bending_tube(frames=3)
+    for kwargs, match in (({"bones": 0}, r"bones must be an integer in \[1, "),
+                          ({"bones": anim.num_vertices + 1}, f"the mesh has {anim.num_vertices} vertices"),
+                          ({"influences": 9}, r"influences must be an integer in \[1, 8\]")):
+        with pytest.raises(ValueError, match=match):
+            export_animation(anim, tmp_path / "r.glb", "glb-skinned", **kwargs)
+    assert list(tmp_path.iterdir()) == []

@@ -185,11 +185,11 @@ def test_slab_decimation_in_helper_processes_gives_the_same_mesh(monkeypatch, ca
     assert cleanup._slab_processes(None, 11) >= 1 and cleanup._slab_processes(8, 11) == 5  # <= half the slabs
     # a helper that dies: its slabs are decimated here, same mesh, one warning; no helper is tried again
     monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
-    monkeypatch.setattr(cleanup, "_WORKER", "import sys; sys.stdin.buffer.read(10); sys.exit('helper broke')")
+    monkeypatch.setattr(cleanup, "_HELPER_MODULE", "actionmesh_core.geometry.no_such_helper")
     with caplog.at_level(logging.WARNING, logger=cleanup.__name__):
         got = clean_mesh(sphere, target_faces=600, processes=2)
     np.testing.assert_array_equal(got.faces, one.faces)
-    assert "helper broke" in caplog.text
+    assert "No module named actionmesh_core.geometry.no_such_helper" in caplog.text
     assert cleanup._start_helper() is None
     # an embedding application's binary (not a Python interpreter) is never started: this process alone
     monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
@@ -201,19 +201,58 @@ def test_slab_decimation_in_helper_processes_gives_the_same_mesh(monkeypatch, ca
 
 def test_helper_sees_the_packages_of_this_process(monkeypatch, tmp_path):
     """Packages this process found through a runtime sys.path entry (as ComfyUI custom nodes add) are found by
-    the helper too, after its own paths: a module of that folder named like a standard one does not shadow it."""
+    the helper too, after its own paths: a module of that folder named like a standard one (or like numpy) does
+    not shadow it, and the helper's working folder (the package root) is not on its path."""
+    import os
+
+    from actionmesh_core.geometry.decimation_helper import helper_sys_path
+
+    here = ["/root/pkg", "/usr/lib/python3.11", "/site"]
+    extra = os.pathsep.join(["/host", "/site", "", "/root/pkg"])
+    assert helper_sys_path(["/root/pkg"] + here[1:], "/root/pkg", extra) == ["/usr/lib/python3.11", "/site",
+                                                                             "/host", "/root/pkg"]
+    assert helper_sys_path(["", "/site"], "/x", "") == ["/site"]
+
     import actionmesh_core.geometry.cleanup as cleanup
 
-    (tmp_path / "only_here_pkg.py").write_text("VALUE = 7\n")
+    (tmp_path / "numpy.py").write_text("raise ImportError('a host folder shadowed numpy')\n")
+    (tmp_path / "json.py").write_text("raise ImportError('a host folder shadowed the standard library')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(cleanup, "_HELPERS_OFF", [])
-    (tmp_path / "json.py").write_text("raise ImportError('a host folder shadowed the standard library')\n")
-    prelude = cleanup._WORKER.split("import numpy")[0]  # the helper's own sys.path handling
-    monkeypatch.setattr(cleanup, "_WORKER", prelude + "import json, only_here_pkg\n"
-                        "sys.stdout.write(str(only_here_pkg.VALUE))")
+    v = trimesh.creation.icosphere(3).vertices.astype(np.float32)
+    f = trimesh.creation.icosphere(3).faces.astype(np.int32)
     helper = cleanup._start_helper()
-    out, err = helper.communicate(timeout=60)
-    assert helper.returncode == 0 and out == b"7", err
+    writer = __import__("threading").Thread(target=cleanup._send_jobs, args=(helper, [(v, f, 100)], 7.0))
+    writer.start()
+    got = cleanup._collect(helper, writer, 1)
+    assert got is not None and not cleanup._HELPERS_OFF  # the real numpy: the decimation ran in the helper
+    want = __import__("fast_simplification").simplify(v, f, target_count=100, agg=7.0, preserve_border=True)
+    np.testing.assert_array_equal(got[0][1], want[1])
+
+
+def test_helper_module_starts_without_torch_or_the_library(tmp_path):
+    """``python -m`` the helper: only numpy and fast-simplification are imported (no torch, no heavy module of
+    actionmesh_core); an empty job list is answered with nothing."""
+    import os
+    import subprocess
+    import sys
+
+    import actionmesh_core.geometry.cleanup as cleanup
+    from numpy.lib import format as npf
+    import io
+
+    request = io.BytesIO()
+    npf.write_array(request, np.array([0], np.int64))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cleanup.__file__)))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", cleanup._HELPER_MODULE],
+                          input=request.getvalue(), capture_output=True, cwd=os.path.dirname(root), timeout=120)
+    assert proc.returncode == 0 and proc.stdout == b"", proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
+    assert "fast_simplification" in imported and "numpy" in imported
+    assert not any(name.split(".")[0] in ("torch", "trimesh", "scipy") for name in imported), imported
+    heavy = {n for n in imported if n.startswith("actionmesh_core.")} - {
+        "actionmesh_core.geometry", "actionmesh_core.geometry.decimation_helper"}
+    assert not heavy, heavy
 
 
 def test_interrupted_decimation_leaves_no_helper_process(monkeypatch):
@@ -235,3 +274,18 @@ def test_interrupted_decimation_leaves_no_helper_process(monkeypatch):
         clean_mesh(sphere, target_faces=600, processes=2)
     assert len(started) == 1 and started[0].poll() is not None  # stopped and reaped
     monkeypatch.setattr("fast_simplification.simplify", real)
+
+
+@pytest.mark.parametrize("offset, welded", [(0.0, True), (2e-9, True), (1e-8, False), (3e-8, False), (1e-7, False)])
+def test_vertices_1e8_to_1e7_apart_stay_apart(offset, welded):
+    """The weld merges positions equal to 8 decimals (trimesh's tolerance) and nothing coarser: two triangles
+    whose corners are 1e-8..1e-7 apart keep both corners, exact duplicates (or 2e-9 apart) are one vertex."""
+    a = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    b = [[1.0 + offset, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    mesh = trimesh.Trimesh(np.array(a + b), [[0, 1, 2], [3, 4, 5]], process=False)
+    out = clean_mesh(mesh, target_faces=None, min_component_fraction=0.0)
+    assert len(out.faces) == 2
+    assert len(out.vertices) == (4 if welded else 5)
+    if not welded:
+        xs = np.sort(out.vertices[:, 0][out.vertices[:, 1] == 0.0])
+        np.testing.assert_array_equal(xs, [0.0, 1.0, 1.0 + offset])  # not moved either

@@ -185,6 +185,11 @@ def test_bad_input_raises_clear_errors(tmp_path):
     gltf.save_binary(str(tmp_path / "mismatch2.glb"))
     with pytest.raises(ValueError, match="morph-target count mismatch"):
         read_animated_glb(tmp_path / "mismatch2.glb")
+    (tmp_path / "empty.glb").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.glb is empty \(0 bytes\)"):
+        read_animated_glb(tmp_path / "empty.glb")
+    with pytest.raises(ValueError, match=r"empty.glb is empty \(0 bytes\)"):
+        load_mesh(tmp_path / "empty.glb")
     (tmp_path / "junk.glb").write_bytes(b"glTF junk")
     with pytest.raises(ValueError, match="not a readable"):
         read_animated_glb(tmp_path / "junk.glb")
@@ -202,3 +207,123 @@ def test_reads_static_and_transformed_files(tmp_path):
     np.testing.assert_allclose(back.vertices[0], mesh.vertices + [0, 2, 0], atol=1e-6)
     np.testing.assert_allclose(back.uv, mesh.visual.uv, atol=1e-6)
     assert np.array_equal(np.asarray(back.texture_image().convert("RGB")), np.asarray(image))
+
+
+# --------------------------------------------------------------------------- files this project did not write
+
+
+def _interleaved_glb(path):
+    """A GLB laid out as other exporters do: POSITION and NORMAL interleaved in one strided view (byteStride 24),
+    two morph targets interleaved in another, a third target as a sparse accessor (uint8 indices) on top of a
+    non-zero base view, and a weights animation with 3 keys. Returns the expected (3, V, 3) frames."""
+    rng = np.random.default_rng(5)
+    base = trimesh.creation.icosphere(1)
+    v = base.vertices.astype(np.float32)
+    n = base.vertex_normals.astype(np.float32)
+    V = len(v)
+    d0, d1 = rng.normal(0, 0.1, (2, V, 3)).astype(np.float32)
+    dense = rng.normal(0, 0.01, (V, 3)).astype(np.float32)  # the sparse target's base view
+    idx = np.array([1, 7, 30], np.uint8)
+    vals = rng.normal(0, 0.3, (3, 3)).astype(np.float32)
+    d2 = dense.copy()
+    d2[idx] = vals
+    weights = np.array([[0, 0, 0], [1, 0, 0.5], [0, 1, 1]], np.float32)
+    blobs = [np.concatenate([v, n], 1).tobytes(), np.concatenate([d0, d1], 1).tobytes(), dense.tobytes(),
+             idx.tobytes() + b"\0", vals.tobytes(), base.faces.astype(np.uint16).tobytes(),
+             np.array([0, 0.5, 1.0], np.float32).tobytes(), weights.tobytes()]
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+
+    def bounds(a):
+        return {"min": a.min(0).tolist(), "max": a.max(0).tolist()}
+
+    F, VEC3, SCALAR = pygltflib.FLOAT, "VEC3", "SCALAR"
+    views = [pygltflib.BufferView(buffer=0, byteOffset=int(o), byteLength=len(b)) for o, b in zip(offsets, blobs)]
+    views[0].byteStride = views[1].byteStride = 24
+    acc = [pygltflib.Accessor(bufferView=0, byteOffset=0, componentType=F, count=V, type=VEC3,
+                              min=v.min(0).tolist(), max=v.max(0).tolist()),
+           pygltflib.Accessor(bufferView=0, byteOffset=12, componentType=F, count=V, type=VEC3),
+           pygltflib.Accessor(bufferView=1, byteOffset=0, componentType=F, count=V, type=VEC3, **bounds(d0)),
+           pygltflib.Accessor(bufferView=1, byteOffset=12, componentType=F, count=V, type=VEC3, **bounds(d1)),
+           pygltflib.Accessor(bufferView=2, componentType=F, count=V, type=VEC3, **bounds(d2), sparse=pygltflib.Sparse(
+               count=3, indices=pygltflib.AccessorSparseIndices(bufferView=3, componentType=pygltflib.UNSIGNED_BYTE),
+               values=pygltflib.AccessorSparseValues(bufferView=4))),
+           pygltflib.Accessor(bufferView=5, componentType=pygltflib.UNSIGNED_SHORT, count=base.faces.size, type=SCALAR),
+           pygltflib.Accessor(bufferView=6, componentType=F, count=3, type=SCALAR, min=[0.0], max=[1.0]),
+           pygltflib.Accessor(bufferView=7, componentType=F, count=9, type=SCALAR)]
+    prim = pygltflib.Primitive(attributes=pygltflib.Attributes(POSITION=0, NORMAL=1), indices=5,
+                               targets=[{"POSITION": 2}, {"POSITION": 3}, {"POSITION": 4}])
+    gltf = pygltflib.GLTF2(scene=0, scenes=[pygltflib.Scene(nodes=[0])], nodes=[pygltflib.Node(mesh=0)],
+                           meshes=[pygltflib.Mesh(primitives=[prim], weights=[0, 0, 0])], accessors=acc,
+                           bufferViews=views, buffers=[pygltflib.Buffer(byteLength=int(offsets[-1]))],
+                           animations=[pygltflib.Animation(
+                               samplers=[pygltflib.AnimationSampler(input=6, output=7, interpolation="LINEAR")],
+                               channels=[pygltflib.AnimationChannel(sampler=0, target=pygltflib.AnimationChannelTarget(
+                                   node=0, path="weights"))])])
+    gltf.set_binary_blob(b"".join(blobs))
+    gltf.save_binary(str(path))
+    return v[None] + np.einsum("tj,jvc->tvc", weights, np.stack([d0, d1, d2])), n
+
+
+def test_reads_interleaved_strided_views_and_sparse_targets(tmp_path):
+    want, normals = _interleaved_glb(tmp_path / "foreign.glb")
+    assert validate_glb(tmp_path / "foreign.glb")["numErrors"] == 0  # a valid file, only laid out differently
+    back = read_animated_glb(tmp_path / "foreign.glb")
+    np.testing.assert_allclose(back.vertices, want, atol=1e-6)
+    np.testing.assert_allclose(back.normals, normals / np.linalg.norm(normals, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(back.times, [0.0, 0.5, 1.0])
+
+
+def test_reads_a_shape_key_animation_exported_by_blender(tmp_path):
+    """Blender's glTF exporter writes morph targets as sparse accessors without a buffer view: every frame read
+    back equals Blender's own evaluated mesh at that frame (in glTF's Y-up axes)."""
+
+    from blender_client import require_blender
+    from actionmesh_core.export.blender import run_blender
+
+    require_blender()
+    script = r'''
+import bmesh
+mesh = bpy.data.meshes.new("blob")
+bm = bmesh.new()
+bmesh.ops.create_icosphere(bm, subdivisions=2, radius=1.0)
+bm.to_mesh(mesh)
+bm.free()
+obj = bpy.data.objects.new("blob", mesh)
+bpy.context.scene.collection.objects.link(obj)
+obj.shape_key_add(name="Basis")
+keys = []
+for j in range(3):
+    key = obj.shape_key_add(name=f"k{j}")
+    for i, v in enumerate(mesh.vertices):
+        if i % 3 == j and v.co.z > 0:  # each key moves a third of the upper half: sparse targets
+            key.data[i].co = v.co * (1.2 + 0.1 * j)
+    keys.append(key)
+scene = bpy.context.scene
+scene.frame_start, scene.frame_end = 0, 4
+for f in range(5):
+    for j, key in enumerate(keys):
+        key.value = 1.0 if f == j + 1 else 0.0
+        key.keyframe_insert("value", frame=f)
+positions = []
+for f in range(5):
+    scene.frame_set(f)
+    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh()
+    positions.append([list(v.co) for v in ev.vertices])
+bpy.ops.export_scene.gltf(filepath=ARGS["out"], export_format="GLB", export_animations=True, export_morph=True,
+                          export_try_sparse_sk=True, export_morph_normal=False, export_force_sampling=True)
+report({"positions": positions})
+'''
+    path = tmp_path / "blender.glb"
+    blender = np.asarray(run_blender(script, {"out": str(path)}, timeout=300)["positions"])
+    gltf = pygltflib.GLTF2().load(str(path))
+    targets = gltf.meshes[0].primitives[0].targets
+    assert targets and all(gltf.accessors[t["POSITION"]].sparse is not None for t in targets)  # what it tests
+    y_up = np.stack([blender[..., 0], blender[..., 2], -blender[..., 1]], -1)
+    back = read_animated_glb(path)
+    assert back.num_frames == 5 and back.metadata["num_morph_targets"] == 3
+    from scipy.spatial import cKDTree
+
+    for k in range(5):  # Blender splits vertices at seams: compare the point sets both ways
+        assert cKDTree(y_up[k]).query(back.vertices[k])[0].max() < 1e-5, k
+        assert cKDTree(back.vertices[k]).query(y_up[k])[0].max() < 1e-5, k
+    assert np.abs(back.vertices[2] - back.vertices[0]).max() > 0.1  # the keys really move it

@@ -352,18 +352,20 @@ def test_export_node_writes_inside_the_output_folder(pack, host_dirs, monkeypatc
         calls["static"] = (Path(folder), prefix)
         return []
 
-    _fake_module(monkeypatch, "actionmesh_core.io.glb", export_animated_glb=export_animated_glb,
-                 export_static_glbs=export_static_glbs)
+    import actionmesh_core.export.glb as glb_writer
+
+    monkeypatch.setattr(glb_writer, "export_animated_glb", export_animated_glb)
+    monkeypatch.setattr(glb_writer, "export_static_glbs", export_static_glbs)
     node = pack.NODES["ActionMeshExportGLB"]
     result = node.execute(_anim(), "runs/camel?", "LINEAR", True)
     out = host_dirs["output"]
     assert result.ui == {"3d": [{"filename": "camel__00001_.glb", "subfolder": "runs", "type": "output"}]}
     assert result[0] == "runs/camel__00001_.glb" and result[2] == "runs/camel__00001_.glb"
     assert result[1].format == "glb" and Path(result[1].get_source()) == out / "runs" / "camel__00001_.glb"
-    path, fps, interpolation = calls["animated"]  # written beside the target, then renamed onto it (atomic)
+    path, fps, interpolation = calls["animated"]  # staged beside the target, then moved onto it (atomic)
     assert path.name == "camel__00001_.glb" and (out / "runs" / "camel__00001_.glb").read_bytes() == b"glTF"
     assert fps == pytest.approx(12.0) and interpolation == "LINEAR"
-    # the per-frame GLBs are written into a temporary folder inside runs/camel__00001_frames, then moved in
+    # the per-frame GLBs are staged in a folder inside runs/camel__00001_frames, then moved in with the GLB
     assert calls["static"][0].parent == out / "runs" / "camel__00001_frames" and calls["static"][1] == "camel__00001"
     with pytest.raises(ValueError):
         node.execute(_anim(), "../../outside", "STEP", False)

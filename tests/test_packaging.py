@@ -69,8 +69,23 @@ def test_comfyui_reads_the_metadata():
     assert cfg.project.license.file == "LICENSE"
 
 
-def test_readme_gives_the_cpu_torch_install_command():
-    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in README
+def test_readme_install_commands_work_from_pypi_alone():
+    """The README's torch command is pinned to the version CI installs, with no other package index; the model
+    downloads use `hf download` (the command current huggingface_hub installs; `huggingface-cli` is gone), for
+    the repositories the missing-weights error names."""
+    from importlib.metadata import entry_points
+
+    from actionmesh_core.weights import COMPONENTS
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    pinned = re.search(r"install .*\btorch==([0-9.]+)", ci).group(1)
+    torch_lines = [line for line in README.splitlines() if re.match(r"\s*pip install .*\btorch\b", line)]
+    assert torch_lines and all(f"torch=={pinned}" in line for line in torch_lines), torch_lines
+    assert "--index-url" not in README and "--extra-index-url" not in README
+    assert "huggingface-cli" not in README
+    assert "hf" in {ep.name for ep in entry_points(group="console_scripts") if ep.value.startswith("huggingface_hub")}
+    downloads = set(re.findall(r"^hf download (\S+) --local-dir", README, flags=re.M))
+    assert downloads == {repo for _, repo, _ in COMPONENTS.values()}, downloads
 
 
 @pytest.fixture(scope="module")

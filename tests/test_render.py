@@ -249,3 +249,24 @@ def test_margin_frames_the_object_centred_like_prepare_frames():
     assert (cols.min(), cols.max()) == (30, 89)  # 120 / 2 = 60 px wide, centred
     with pytest.raises(ValueError, match="margin"):
         render_animation(anim, size=32, margin=-0.1)
+
+
+@pytest.mark.parametrize("case", ["clockwise", "from the back"])
+def test_open_or_clockwise_surfaces_render_from_either_side(case):
+    """No back-face culling and two-sided shading: a clockwise-wound square, or an open square seen from behind,
+    covers the same pixels as the square seen from the front and shades as facing the camera."""
+    anim = AnimatedMesh(faces=SQUARE_FACES, vertices=square()[None])
+    ref = {mode: front(anim, mode=mode)[0] for mode in ("normal", "shaded")}
+    if case == "clockwise":
+        other = AnimatedMesh(faces=SQUARE_FACES[:, ::-1].copy(), vertices=square()[None])
+        got = {mode: front(other, mode=mode)[0] for mode in ("normal", "shaded")}
+    else:
+        got = {mode: render_animation(anim, size=SIZE, view=(180.0, 0.0), center=(0.0, 0.0), extent=1.0,
+                                      mode=mode)[0] for mode in ("normal", "shaded")}
+        got = {mode: img[:, ::-1] for mode, img in got.items()}  # seen from behind: left and right swap
+    assert coverage(got["normal"]).sum() == 32 * 32
+    np.testing.assert_array_equal(coverage(got["normal"]), coverage(ref["normal"]))
+    np.testing.assert_allclose(got["normal"], ref["normal"], atol=1e-6)  # camera-facing normal (0, 0, 1)
+    # lit like the front face (the light is fixed to the camera), not left dark (ambient only) or culled
+    np.testing.assert_allclose(got["shaded"], ref["shaded"], atol=1e-6)
+    assert ref["shaded"][coverage(ref["normal"])].min() > 0.8 * 0.3 + 0.05

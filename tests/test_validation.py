@@ -6,6 +6,9 @@ check that comes "late" (inside a stage) fails these tests.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -58,12 +61,23 @@ def test_cli_refuses_bad_input_in_one_line(case, world, no_model_loads, capfd):
     assert not world.out.exists() and not world.out.parent.exists()  # nothing created before refusing
 
 
+def _validate_like_the_cli(args):
+    """validate_export then validate_run, as the command line calls them."""
+    from actionmesh_core.export import FORMATS, ExportOptions
+    from actionmesh_core.validation import validate_export
+
+    fmt, out = validate_export(args.out, args.format, ExportOptions(interpolation=args.interpolation, bones=args.bones,
+                                                                    influences=args.influences))
+    return validate_run(args.frames, args.weights, pipeline_config_from_args(args), mesh=args.mesh, out=out,
+                        out_suffixes=FORMATS[fmt].suffixes, frame_options=frame_options_from_args(args),
+                        per_frame_dir=args.per_frame_dir, export_format=fmt)
+
+
 @pytest.mark.parametrize("case", cases.CASES, ids=IDS)
 def test_api_raises_the_error_type_of_the_problem(case, world, no_model_loads):
     args = build_parser().parse_args(case.build(world))
     with pytest.raises(errors.InputError) as info:
-        validate_run(args.frames, args.weights, pipeline_config_from_args(args), mesh=args.mesh, out=args.out,
-                     frame_options=frame_options_from_args(args), per_frame_dir=args.per_frame_dir)
+        _validate_like_the_cli(args)
     assert type(info.value).__name__ == case.error, str(info.value)
     assert isinstance(info.value, ValueError)  # existing `except ValueError` callers keep working
     assert "\n" not in str(info.value) and case.fragment in str(info.value)
@@ -198,5 +212,152 @@ def test_cli_prints_the_tiny_object_warning_in_one_line(tmp_path, world, monkeyp
     monkeypatch.setattr(pipeline.ActionMeshPipeline, "run",
                         lambda self, plan, **k: pipeline.PipelineResult(anim, None, None, {}))
     assert main(world.argv(frames=folder, out=tmp_path / "tiny.glb")) == 0
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("export: ")]
     assert len(err) == 1 and err[0].startswith("warning: the object is only 3x3 px"), err
+
+
+# --------------------------------------------------------------------------- accepted inputs and up-front rules
+
+
+def _fake_run(monkeypatch, frames=4):
+    import trimesh
+
+    from actionmesh_core import pipeline
+    from actionmesh_core.io.animated_mesh import AnimatedMesh
+
+    box = trimesh.creation.box()
+    anim = AnimatedMesh(faces=np.asarray(box.faces), vertices=np.stack([box.vertices + 0.1 * k for k in range(frames)])
+                        .astype(np.float32), times=np.arange(frames, dtype=np.float32) / 24)
+    monkeypatch.setattr(pipeline.ActionMeshPipeline, "run",
+                        lambda self, plan, **k: pipeline.PipelineResult(anim, None, None, {}))
+
+
+def test_output_suffix_is_compared_in_any_case(world, tmp_path, monkeypatch, capsys):
+    """`--out x.GLB` is a GLB (no "must end in .GLB" refusal); `--out x.USDZ --format usdz` too."""
+    from actionmesh_core.io.glb import read_animated_glb
+    from actionmesh_core.validation import validate_output_path
+
+    assert validate_output_path(tmp_path / "x.GLB", (".glb",)) == tmp_path / "x.GLB"
+    assert validate_output_path(tmp_path / "x.glb", (".GLB",)) == tmp_path / "x.glb"
+    _fake_run(monkeypatch)
+    assert main(world.argv(out=tmp_path / "x.GLB")) == 0, capsys.readouterr().err
+    assert read_animated_glb(tmp_path / "x.GLB").num_frames == 4
+    args = build_parser().parse_args(world.argv("--format", "usdz", out=tmp_path / "y.USDZ"))
+    assert _validate_like_the_cli(args).out == tmp_path / "y.USDZ"
+
+
+def test_os_junk_is_skipped_with_one_note_and_symlinked_frames_are_frames(tmp_path):
+    folder = cases.write_frames(tmp_path / "f", count=3)
+    plain = validate_frames(folder)
+    for name in ("._0000.png", "._0001.png", ".DS_Store", "Thumbs.db"):
+        (folder / name).write_bytes(b"\x00\x05\x16\x07 AppleDouble junk")
+    checked = validate_frames(folder)
+    torch.testing.assert_close(checked.images, plain.images)
+    notes = [w for w in checked.warnings if "operating-system metadata" in w]
+    assert len(notes) == 1 and "._0000.png" in notes[0] and "4 operating-system" in notes[0], checked.warnings
+    # a folder of symbolic links to the frames (as a dataset tool makes) reads the same frames
+    links = tmp_path / "links"
+    links.mkdir()
+    for k in range(3):
+        (links / f"{k:04d}.png").symlink_to(folder / f"{k:04d}.png")
+    torch.testing.assert_close(validate_frames(links).images, plain.images)
+    # the batch hashes the same files
+    from actionmesh_core.batch.state import frames_digest
+
+    assert frames_digest(folder) == frames_digest(cases.write_frames(tmp_path / "clean", count=3))
+
+
+def test_frames_without_alpha_in_an_rgba_folder_are_fine_with_masks(tmp_path):
+    """The RGBA/RGB mix is refused only where alpha is the mask: with a mask folder it does not matter."""
+    folder = tmp_path / "mix"
+    cases._mixed_alpha(folder)
+    with pytest.raises(errors.FramesError, match="0002.png"):
+        validate_frames(folder)
+    masks = tmp_path / "m"
+    masks.mkdir()
+    for k in range(4):
+        m = np.zeros((cases.GOOD_SIZE, cases.GOOD_SIZE), np.uint8)
+        m[20:60, 10 + 3 * k:50 + 3 * k] = 255
+        Image.fromarray(m).save(masks / f"{k:04d}.png")
+    assert validate_frames(folder, FrameOptions(mask_dir=masks)).prepared is not None
+
+
+def test_out_through_a_link_to_an_input_is_refused(world, tmp_path, no_model_loads):
+    """Any path to an input file (a symbolic or hard link) is that file."""
+    import trimesh
+
+    mesh = tmp_path / "m.glb"
+    mesh.write_bytes(trimesh.creation.icosphere(1).export(file_type="glb"))
+    link = tmp_path / "link.glb"
+    link.symlink_to(mesh)
+    hard = tmp_path / "hard.glb"
+    os.link(mesh, hard)
+    for out in (link, hard):
+        args = build_parser().parse_args(world.argv("--mesh", mesh, out=out))
+        with pytest.raises(errors.OutputPathError, match="is an input of this run"):
+            _validate_like_the_cli(args)
+    # a per-frame file that would land on an input is refused too
+    frames_as_outputs = tmp_path / "pf"
+    frames_as_outputs.mkdir()
+    shutil_mesh = frames_as_outputs / "a_001.glb"
+    os.link(mesh, shutil_mesh)
+    args = build_parser().parse_args(world.argv("--mesh", shutil_mesh, "--per-frame-dir", frames_as_outputs,
+                                                out=tmp_path / "a.glb"))
+    with pytest.raises(errors.OutputPathError, match="a_001.glb"):
+        _validate_like_the_cli(args)
+
+
+def test_output_that_clearly_cannot_fit_is_refused_before_any_model(world, tmp_path, monkeypatch, no_model_loads):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 2000, 2000))
+    args = build_parser().parse_args(world.argv(out=tmp_path / "a.glb"))
+    with pytest.raises(errors.OutputPathError, match="not enough free space for glb output"):
+        _validate_like_the_cli(args)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 12, 0, 10 ** 12))
+    _validate_like_the_cli(args)
+
+
+def test_weight_values_are_streamed_once_then_remembered_until_the_file_changes(world, tmp_path):
+    """A file that passed is not read again; any change to it (a re-download over it) is read again, so a
+    corrupted copy is still caught."""
+    from actionmesh_core.validation import validate_weight_values, validate_weights
+    from actionmesh_core.weights import WeightLayout
+
+    root = world.copy_weights("remembered")
+    cache = tmp_path / "checked.json"
+    found = validate_weights(root, "video+mesh", values=False)
+    layout = WeightLayout(root)
+    first = validate_weight_values(found, layout, cache)
+    assert first > 0 and cache.is_file()
+    assert validate_weight_values(found, layout, cache) == 0  # every file remembered
+    assert validate_weight_values(found, layout, None) == first  # no memory: everything read again
+    cases._poison(root / "ActionMesh/autoencoder/model.safetensors")
+    with pytest.raises(errors.WeightsError, match="autoencoder/model.safetensors: tensor .* NaN"):
+        validate_weight_values(validate_weights(root, "video+mesh", values=False), layout, cache)
+
+
+def test_weight_value_check_keeps_memory_flat(tmp_path):
+    """The scan reads a 256 MiB file through one 16 MiB buffer: a fresh process grows by far less than the file
+    (reading it whole, as loading does, would grow it by the file's size)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "big.safetensors"
+    save_file({f"w{k}": torch.randn(4096, 4096) for k in range(4)}, str(path))
+    code = f"""
+import resource, torch
+from actionmesh_core.checkpoints import check_tensor_values
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert check_tensor_values({str(path)!r}) == 4 * 4096 * 4096 * 4
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) < 48, proc.stdout

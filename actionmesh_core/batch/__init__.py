@@ -7,12 +7,13 @@ on), and safe to interrupt (every file is written atomically). See
 
 Modules: :mod:`.manifest` (inputs and CSV/JSONL manifests), :mod:`.state` (hashes,
 records, report), :mod:`.worker` (one resident pipeline), :mod:`.engine` (driver and
-local engine), :mod:`.ray_engine` (Ray actors), :mod:`.cli` (the subcommand).
+local engine), :mod:`.ray_engine` (Ray actors), :mod:`.events` (events, console display, BatchError),
+:mod:`.cli` (the subcommand).
 """
 from importlib import import_module
 
 # name -> submodule; imported on first use so that building the CLI parser does not import torch
-_EXPORTS = {"BatchError": "engine", "BatchSettings": "engine", "BatchSummary": "engine", "RayOptions": "engine",
+_EXPORTS = {"BatchError": "events", "ConsoleProgress": "events", "BatchSettings": "engine", "BatchSummary": "engine", "RayOptions": "engine",
             "plan_batch": "engine", "run_batch": "engine", "ClipSpec": "manifest", "ManifestError": "manifest",
             "read_inputs": "manifest", "read_manifest": "manifest", "ClipJob": "worker", "ClipResult": "worker",
             "ClipRunner": "worker"}

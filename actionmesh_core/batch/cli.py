@@ -2,7 +2,8 @@
 
 Exit status: 0 every clip done or skipped; 3 the batch ran to its end but some clips failed (see
 ``report.jsonl``); 2 bad batch input (manifest, weights, options, Ray missing), nothing converted;
-130 interrupted by Ctrl-C (finished clips kept, no partial file; run the same command again to go on).
+130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (finished clips kept, the clip being converted
+recorded as interrupted, no partial or temporary file; run the same command again to go on).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ EXIT_SOME_FAILED = 3
 def add_batch_parser(sub) -> argparse.ArgumentParser:
     """Add the ``batch`` subcommand to the CLI's subparsers; returns its parser."""
     from ..arguments import add_frame_options, add_interpolation_option, add_pipeline_options
+    from ..export.formats import SKIN_LIMITS
     from ..options import ExportOptions
     from .formats import supported_formats
 
@@ -24,19 +26,23 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
         "batch", help="convert many clips (folders, videos, CSV/JSONL manifests) locally or on a Ray cluster",
         description="Convert many clips with models loaded once per worker. Resumable: clips whose outputs "
                     "exist with the same inputs and settings are skipped (--force redoes them). A failing clip "
-                    "is recorded in OUT/report.jsonl and the batch goes on. Exit status: 0 all done, 3 some "
-                    "clips failed, 2 bad input, 130 interrupted.")
+                    "is recorded in OUT/report.jsonl and the batch goes on.",
+        epilog="exit status: 0 every clip done or skipped; 3 some clips failed (see OUT/report.jsonl); 2 bad batch "
+               "input (manifest, weights, options, Ray missing: one line, nothing converted); 130 Ctrl-C, 143 "
+               "SIGTERM, 129 SIGHUP (finished clips kept, the current clip recorded as interrupted, no partial "
+               "file: run the same command again to go on); 1 a bug (with its traceback)")
     b.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="frame folder, video file, folder of clips, or a .csv/.jsonl manifest (columns: clip, "
                         "name, mesh, anchor_frame, seed, steps, mode, chain_reinforce, fps, interpolation, format, "
-                        "mask_dir, frame_start, frame_stride, max_frames)")
+                        "mask_dir, frame_start, frame_stride, max_frames, margin)")
     b.add_argument("--out", required=True, help="output folder: NAME.<format suffix>, NAME.actionmesh.json, "
                                                 "report.jsonl")
     b.add_argument("--format", default=ExportOptions.format, choices=supported_formats(),
                    help=f"output format of every clip (a manifest 'format' column overrides it; default "
                         f"{ExportOptions.format})")
     b.add_argument("--bones", type=int, default=ExportOptions.bones,
-                   help=f"skinned formats: number of bones (default {ExportOptions.bones})")
+                   help=f"skinned formats: number of bones, {SKIN_LIMITS['bones'][0]}-{SKIN_LIMITS['bones'][1]} and at "
+                        f"most the vertex count (default {ExportOptions.bones})")
     b.add_argument("--influences", type=int, default=ExportOptions.influences,
                    help=f"skinned formats: bones per vertex, 1-8 (default {ExportOptions.influences})")
     add_interpolation_option(b)
@@ -60,7 +66,7 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
 
 
 def _check_options(args) -> None:
-    from .engine import BatchError
+    from .events import BatchError
 
     if args.mask_dir:
         raise BatchError("--mask-dir names one clip's masks: give each clip its masks in a manifest 'mask_dir' column")
@@ -76,6 +82,7 @@ def run_batch_command(args, stdout=None) -> int:
 
     from ..arguments import frame_options_from_args, pipeline_config_from_args
     from ..errors import InputError
+    from ..interrupts import describe, exit_code, message
     from .engine import BatchSettings, RayOptions, run_batch
     from .manifest import read_inputs
 
@@ -101,14 +108,16 @@ def run_batch_command(args, stdout=None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted before any clip ran; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"\n{message(exc)} (before any clip ran)", file=sys.stderr)
+        return exit_code(exc)
     print(summary.table(), file=stdout)
     done = summary.counts.get("done", 0)
     rate = f", {60.0 * done / summary.seconds:.2f} clips/min" if done and summary.seconds > 0 else ""
     print(f"report: {summary.report} ({summary.seconds:.1f}s{rate})", file=stdout)
     if summary.interrupted:
-        print("interrupted: finished clips are kept; run the same command again to go on", file=sys.stderr)
-        return 130
+        what = describe()
+        print(f"{'interrupted' if what == 'Ctrl-C' else 'interrupted by ' + what}: finished clips are kept, the "
+              "clip being converted is recorded as interrupted; run the same command again to go on", file=sys.stderr)
+        return exit_code()
     return EXIT_SOME_FAILED if summary.counts.get("failed", 0) else 0

@@ -10,36 +10,30 @@
                                              config=PipelineConfig().fast()))
     print(summary.counts)            # {"done": 3, "failed": 1}
 
-Events: ``on_event(event: dict)`` receives ``{"event": "planned", ...}``,
-``"start"`` (clip, worker, attempt), ``"status"`` (a worker's clip, stage, step,
-total, pid), ``"finish"`` (the report row), ``"worker-ready"`` and
-``"worker-died"``; the console progress display is one such listener.
+Events (:mod:`.events`): ``on_event(event: dict)`` receives every event of the
+batch; the console progress display is one such listener.
 """
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ..errors import InputError
+from ..interrupts import describe
 from ..pipeline import PipelineConfig
 from ..validation import FrameOptions
+from .events import BatchError, ConsoleProgress, Event
 from .manifest import ClipSpec
 from .state import ReportWriter, content_hash, done_record, file_digest, frames_digest, summary_table, \
     weights_fingerprint
+from .formats import output_path
 from .worker import FRAME_OPTIONS, PIPELINE_OPTIONS, ClipJob, ClipResult, ClipRunner, one_line
 
 __all__ = ["BatchSettings", "RayOptions", "BatchSummary", "BatchError", "plan_batch", "run_batch"]
 
 PathLike = Union[str, os.PathLike]
-Event = Dict[str, Any]
-
-
-class BatchError(InputError):
-    """The batch as a whole cannot run (weights missing, Ray missing or unreachable, bad options); one line."""
 
 
 @dataclass
@@ -120,6 +114,12 @@ def _jsonable(value):
     return str(value) if isinstance(value, os.PathLike) else value
 
 
+def _export_options(job: ClipJob):
+    from ..export import ExportOptions
+
+    return ExportOptions(interpolation=job.interpolation, **job.export_options)
+
+
 def _hashed_settings(job: ClipJob) -> Dict[str, Any]:
     out = {k: v for k, v in job.config.items() if k not in ("device", "low_memory")}
     # rig options change only the skinned formats' files: a GLB is not redone for another --bones
@@ -152,8 +152,7 @@ def plan_batch(clips: Sequence[ClipSpec], settings: BatchSettings, weights_diges
     Returns:
         ``(jobs, rows)``: the jobs to run, and a dict name -> row for skipped / failed clips.
     """
-    from ..export import MissingDependency, check_format_available
-    from ..validation import validate_options
+    from ..validation import validate_export, validate_options
 
     out_dir = Path(settings.out_dir)
     weights_digest = weights_digest or weights_fingerprint(settings.weights)
@@ -163,12 +162,12 @@ def plan_batch(clips: Sequence[ClipSpec], settings: BatchSettings, weights_diges
         job = _clip_job(clip, settings)
         try:
             validate_options(PipelineConfig(**job.config))
-            check_format_available(job.format)
+            validate_export(output_path(out_dir, job.name, job.format), job.format, _export_options(job))
             mask_dir = job.frame_options.get("mask_dir")
             digest = content_hash(frames_digest(job.frames) + (frames_digest(mask_dir) if mask_dir else ""),
                                   file_digest(job.mesh) if job.mesh else None, _hashed_settings(job),
                                   weights_digest)
-        except (OSError, ValueError, MissingDependency) as exc:
+        except (OSError, ValueError) as exc:
             rows[clip.name] = ClipResult(clip=clip.name, status="failed", error_kind="input",
                                          error=f"{clip.source}: {one_line(exc)}", frames=job.frames,
                                          mesh=job.mesh).row()
@@ -198,111 +197,19 @@ def check_batch(clips: Sequence[ClipSpec], settings: BatchSettings) -> Dict[str,
     Raises:
         InputError subclasses (OptionError, OutputPathError, WeightsError, WeightsMissingError, BatchError).
     """
-    from ..export import MissingDependency, check_format_available
-    from ..validation import validate_options, validate_output_folder, validate_weights
+    from ..export import ExportOptions
+    from ..validation import (check_frame_options, validate_export, validate_options, validate_output_folder,
+                              validate_weights)
 
     validate_options(settings.config)
+    check_frame_options(settings.frame_options)
     validate_output_folder(settings.out_dir, "batch output folder")
     if settings.retries < 0:
         raise BatchError(f"retries must be >= 0, got {settings.retries}")
-    try:
-        check_format_available(settings.format)
-    except MissingDependency as exc:
-        raise BatchError(str(exc)) from None
+    validate_export(output_path(Path(settings.out_dir), "clip", settings.format), settings.format,
+                    ExportOptions(interpolation=settings.interpolation, **settings.export_options))
     modes = sorted({"video+mesh" if clip.mesh else "video" for clip in clips})
     return {mode: validate_weights(settings.weights, mode) for mode in modes}
-
-
-# --------------------------------------------------------------------------- console progress
-
-
-class ConsoleProgress:
-    """One bar over clips plus one status line per worker (a TTY), or one log line per finished clip.
-
-    Args:
-        stream: where to draw (default stderr). enabled: False draws nothing.
-    """
-
-    def __init__(self, stream=None, enabled: bool = True):
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.bar = None
-        self.workers: Dict[str, Any] = {}
-        self.total = 0
-        self.finished = 0
-        self.counts: Dict[str, int] = {}
-
-    def __call__(self, event: Event) -> None:
-        if not self.enabled:
-            return
-        kind = event["event"]
-        if kind == "planned":
-            self.total = event["total"]
-            self.finished = event["total"] - event["to_run"]
-            for row in event["rows"]:
-                self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
-            if self.tty:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=self.total, initial=self.finished, desc="clips", unit="clip",
-                                file=self.stream, position=0, dynamic_ncols=True)
-                self.bar.set_postfix_str(self._counts())
-            else:
-                print(f"batch: {self.total} clips, {self.finished} already done or failed to read, "
-                      f"{event['to_run']} to run", file=self.stream, flush=True)
-        elif kind == "status" and self.tty:
-            self._worker_line(event)
-        elif kind == "worker-died":
-            self._write(f"worker {event['worker']} died while running {event.get('clip')}: {event.get('error')}"
-                        + (" (retrying the clip)" if event.get("retry") else ""))
-        elif kind == "finish":
-            row = event["row"]
-            self.finished += 1
-            self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
-            if self.bar is not None:
-                self.bar.update(1)
-                self.bar.set_postfix_str(self._counts())
-            if row["status"] != "done" or not self.tty:
-                total = row.get("total_seconds") or 0.0
-                detail = (f"{total:.1f}s" if row["status"] == "done"
-                          else f"[{row.get('error_kind')}] {row.get('error')}")
-                self._write(f"[{self.finished}/{self.total}] {row['clip']}: {row['status']} {detail} "
-                            f"({row.get('worker')})")
-        elif kind == "end":
-            self.close()
-
-    def _counts(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-
-    def _write(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def _worker_line(self, status: Event) -> None:
-        from tqdm.auto import tqdm
-
-        name = status["worker"]
-        bar = self.workers.get(name)
-        if bar is None:
-            bar = self.workers[name] = tqdm(total=1, desc=name, file=self.stream, position=len(self.workers) + 1,
-                                            leave=False, dynamic_ncols=True,
-                                            bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {postfix}")
-        clip = status.get("clip") or "-"
-        bar.total = max(int(status.get("total") or 0), 1)
-        bar.n = min(int(status.get("step") or 0), bar.total)
-        bar.set_postfix_str(f"{clip} {status.get('stage', '')}", refresh=False)
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.workers.values():
-            bar.close()
-        self.workers.clear()
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 # --------------------------------------------------------------------------- engines
@@ -317,13 +224,14 @@ def _run_local(jobs: Sequence[ClipJob], settings: BatchSettings, emit: Callable[
                         on_status=lambda status: emit({"event": "status", **status}), checked_weights=checked_weights)
     try:
         for job in jobs:
-            emit({"event": "start", "clip": job.name, "worker": "local", "attempt": 1})
             try:
+                emit({"event": "start", "clip": job.name, "worker": "local", "attempt": 1})
                 result = runner.run(job)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (actionmesh_core.interrupts)
                 # the atomic writers removed their temporary files; a record only exists once all outputs do
-                row = ClipResult(clip=job.name, status="interrupted", error="stopped by Ctrl-C before it finished",
-                                 worker="local", attempts=1, hash=job.hash, frames=job.frames, mesh=job.mesh).row()
+                row = ClipResult(clip=job.name, status="interrupted", error=f"stopped by {describe(exc)} before it "
+                                 "finished; the next run of the batch redoes it", worker="local", attempts=1,
+                                 hash=job.hash, frames=job.frames, mesh=job.mesh).row()
                 if done_record(Path(job.out_dir), job.name, job.hash):
                     row.update(status="done", error=None)
                 record(row)

@@ -19,6 +19,6 @@ def output_path(out_dir: Path, name: str, fmt: str) -> Path:
 
     Sequences and ``npy`` name their files after it (``<name>_0000.obj``, ``<name>_vertices.npy``).
     """
-    from ..export import resolve_format
+    from ..export import FORMATS
 
-    return resolve_format(Path(out_dir) / f"{name}.out", fmt)[1]
+    return Path(out_dir) / f"{name}{FORMATS[fmt].suffix}"

@@ -30,6 +30,7 @@ value given on the command line):
 ``frame_start``     first frame used (int >= 0)
 ``frame_stride``    use every n-th frame (int >= 1)
 ``max_frames``      use at most this many frames (int >= 0, 0 = all)
+``margin``          white margin around the object (fraction of its box, >= 0)
 ==================  =====================================================
 
 Unknown columns, bad values and duplicate output names are errors of the whole
@@ -106,14 +107,17 @@ def _int_at_least(low: int):
     return parse
 
 
-def _positive_float(text: Any) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"must be a finite number > 0, got {text!r}")
-    return value
+def _float_from(low: float, include_low: bool):
+    """Parser of a finite number > ``low`` (>= ``low`` with ``include_low``)."""
+    def parse(text: Any) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not (value >= low if include_low else value > low) or value == float("inf"):
+            raise ValueError(f"must be a finite number {'>=' if include_low else '>'} {low:g}, got {text!r}")
+        return value
+    return parse
 
 
 def _choice(choices: Sequence[str], upper: bool = False):
@@ -143,12 +147,13 @@ CLIP_OPTIONS: Dict[str, Any] = {
     "steps": _int_at_least(1),
     "mode": _choice(MODES),
     "chain_reinforce": _parse_bool,
-    "fps": _positive_float,
+    "fps": _float_from(0.0, False),
     "interpolation": _choice(INTERPOLATIONS, upper=True),
     "format": _format,
     "frame_start": _int_at_least(0),
     "frame_stride": _int_at_least(1),
     "max_frames": _int_at_least(0),
+    "margin": _float_from(0.0, True),
 }
 _PATH_KEYS = ("clip", "mesh", "mask_dir")
 _KNOWN = ("clip", "name", "mesh", "mask_dir") + tuple(CLIP_OPTIONS)

@@ -11,8 +11,8 @@ half-written file at an output name; the driver also removes the temporary
 files such a worker left. Inputs and ``--out`` must be reachable at the same
 paths on every node (a shared file system) when the cluster has several nodes.
 
-Ctrl-C: in-flight clips are stopped (their actors killed), recorded as
-interrupted, and every finished clip is kept; the next run skips those.
+Ctrl-C, SIGTERM or SIGHUP: in-flight clips are stopped (their actors killed),
+recorded as interrupted, and every finished clip is kept; the next run skips those.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Optional, Sequence
 
+from ..interrupts import describe, reinstall
 from .state import done_record, remove_stale_temps
 from .worker import ClipJob, ClipResult, one_line
 
@@ -33,7 +34,7 @@ _STATUS_INTERVAL = 0.5
 
 def import_ray():
     """Import Ray, or raise a one-line :class:`BatchError` naming the install command."""
-    from .engine import BatchError
+    from .events import BatchError
 
     try:
         import ray
@@ -67,7 +68,7 @@ class _ClipActor:
 
 def _start_ray(ray, options):
     """Connect to ``options.address`` or start a local instance; returns True when this call started Ray."""
-    from .engine import BatchError
+    from .events import BatchError
 
     if ray.is_initialized():
         return False
@@ -85,12 +86,13 @@ def _start_ray(ray, options):
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BatchError(f"cannot connect to the Ray cluster at {options.address}: {one_line(exc)} (start one "
                          "with `ray start --head`, or leave out --address for a local one)") from None
+    reinstall()  # ray.init replaces the driver's SIGTERM handler with an exit: SIGTERM stops the batch like Ctrl-C
     return True
 
 
 def _resources(ray, options):
     """(workers, gpus_per_worker, cpus_per_worker) after defaults and a check against the cluster."""
-    from .engine import BatchError
+    from .events import BatchError
 
     cluster = ray.cluster_resources()
     total_gpus = float(cluster.get("GPU", 0))
@@ -123,7 +125,7 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
         BatchError: Ray missing, cluster unreachable, not enough resources for one worker, or every worker
             failed to start (the first start error is named).
     """
-    from .engine import BatchError
+    from .events import BatchError
 
     if not jobs:
         return False
@@ -229,11 +231,12 @@ def run_ray(jobs: Sequence[ClipJob], settings, options, emit: Callable[[Dict[str
                 except GetTimeoutError:
                     pass
         return False
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (actionmesh_core.interrupts)
         for worker, job in list(busy.items()):
             ray.kill(actors[worker][1], no_restart=True)
             remove_stale_temps(job.targets())
-            row = ClipResult(clip=job.name, status="interrupted", error="stopped by Ctrl-C before it finished",
+            row = ClipResult(clip=job.name, status="interrupted", error=f"stopped by {describe(exc)} before it "
+                             "finished; the next run of the batch redoes it",
                              worker=worker, attempts=attempts[job.name], hash=job.hash, frames=job.frames,
                              mesh=job.mesh).row()
             if done_record(Path(job.out_dir), job.name, job.hash):  # it finished just before the kill

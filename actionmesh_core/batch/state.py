@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from ..frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ..frames import VIDEO_EXTENSIONS, list_frame_files
 from ..io.atomic import atomic_write
 from ..weights import COMPONENTS, WeightLayout
 
@@ -54,14 +54,11 @@ def file_digest(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
 def frames_digest(path: PathLike) -> str:
     """SHA-256 over a clip's frames: a video's bytes, or every image file of a folder (name + bytes, natural order).
 
-    The files taken are the ones :func:`actionmesh_core.frames.load_frames` reads.
+    The files taken are the ones :func:`actionmesh_core.frames.load_frames` reads
+    (:func:`actionmesh_core.frames.list_frame_files`: symbolic links followed, OS metadata files skipped).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -77,9 +74,9 @@ def frames_digest(path: PathLike) -> str:
                              f"({', '.join(VIDEO_EXTENSIONS)})")
         return file_digest(path)
     digest = hashlib.sha256()
-    files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                   key=lambda p: _natural_key(p.name))
-    for file in files:
+    for file in list_frame_files(path)[0]:
+        if not file.exists():
+            raise FileNotFoundError(f"frame {file} is a broken symbolic link (to {os.readlink(file)})")
         digest.update(file.name.encode("utf-8") + b"\0" + file_digest(file).encode("ascii") + b"\n")
     return digest.hexdigest()
 
@@ -169,28 +166,37 @@ def done_record(out_dir: PathLike, name: str, digest: str) -> Optional[Dict[str,
 
 
 def remove_stale_temps(targets: Iterable[PathLike]) -> List[Path]:
-    """Remove temporary files that :mod:`actionmesh_core.io.atomic` left beside ``targets`` (a killed writer).
+    """Remove what a killed writer left beside ``targets``: temporary files and staging folders.
 
-    Only the exact temporary names of these targets are matched (``.<stem>.<8 chars><suffix>.tmp``), so the
-    in-flight temporary files of other clips are never touched.
+    Only the exact names of these targets are matched: temporary files ``.<stem>.<8 chars><suffix>.tmp``
+    (:mod:`actionmesh_core.io.atomic`) and staging folders ``.<stem>.actionmesh-staging-<8 chars>``
+    (:func:`actionmesh_core.io.atomic.atomic_files`), so the work in progress of other clips is never touched.
 
     Returns:
         The removed paths.
     """
+    import shutil
+
+    from ..io.atomic import STAGING_MARK
+
     removed = []
     for target in targets:
         target = Path(target)
         if not target.parent.is_dir():
             continue
-        pattern = re.compile(r"\." + re.escape(target.stem) + r"\.[A-Za-z0-9_]{8}" + re.escape(target.suffix)
-                             + r"\.tmp")
+        temp = re.compile(r"\." + re.escape(target.stem) + r"\.[A-Za-z0-9_]{8}" + re.escape(target.suffix) + r"\.tmp")
+        staging = re.compile(r"\." + re.escape(target.stem) + r"\." + re.escape(STAGING_MARK) + r"[A-Za-z0-9_]{8}")
         for entry in target.parent.iterdir():
-            if pattern.fullmatch(entry.name) and entry.is_file():
-                try:
+            try:
+                if temp.fullmatch(entry.name) and entry.is_file():
                     entry.unlink()
-                    removed.append(entry)
-                except OSError:
-                    pass
+                elif staging.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    continue
+                removed.append(entry)
+            except OSError:
+                pass
     return removed
 
 

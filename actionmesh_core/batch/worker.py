@@ -41,7 +41,8 @@ __all__ = ["ClipJob", "ClipResult", "ClipRunner", "one_line", "is_out_of_memory"
 # PipelineConfig fields that a manifest row may override
 PIPELINE_OPTIONS = ("anchor_frame", "seed", "steps", "mode", "chain_reinforce", "fps")
 # manifest column -> FrameOptions field
-FRAME_OPTIONS = {"frame_start": "start", "frame_stride": "stride", "max_frames": "max_frames", "mask_dir": "mask_dir"}
+FRAME_OPTIONS = {"frame_start": "start", "frame_stride": "stride", "max_frames": "max_frames", "mask_dir": "mask_dir",
+                 "margin": "margin"}
 
 
 def one_line(text: Any, limit: int = 400) -> str:
@@ -205,7 +206,11 @@ class ClipRunner:
         mode = "video+mesh" if job.mesh is not None else "video"
         if mode not in self.checked_weights:
             self.checked_weights[mode] = validate_weights(self.pipeline.layout.root, mode)
-        return validate_run(job.frames, self.pipeline.layout.root, config, mesh=job.mesh,
+        out = output_path(Path(job.out_dir), job.name, job.format)
+        from ..export import FORMATS
+
+        return validate_run(job.frames, self.pipeline.layout.root, config, mesh=job.mesh, out=out,
+                            out_suffixes=FORMATS[job.format].suffixes, export_format=job.format,
                             frame_options=FrameOptions(**job.frame_options),
                             checked_weights=self.checked_weights[mode])
 

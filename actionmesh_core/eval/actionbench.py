@@ -332,8 +332,11 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
         "evaluate", help="score predictions on ActionBench (CD-3D, CD-4D, CD-M) as the release does",
         description="ActionBench metrics as the official release computes them (actionbench/ of the release): "
                     "ICP-aligned Chamfer distances per frame (CD-3D), with one alignment for the clip (CD-4D) and "
-                    "along fixed correspondences (CD-M). Exit status: 0 all samples scored, 3 some failed, "
-                    "2 bad input.")
+                    "along fixed correspondences (CD-M).",
+        epilog="exit status: 0 every sample scored; 3 some samples failed (listed, and in the CSV's status "
+               "column); 2 bad input (one line naming the option or folder); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP "
+               "(one line; the CSV and summary are written atomically, a previous one stays unchanged); 1 a bug "
+               "(with its traceback)")
     e.add_argument("pred_root", metavar="PRED_ROOT",
                    help="predictions: <uid>/mesh_*.glb (release), <uid>/<name>_<k>.glb (--per-frame-dir), "
                         "<uid>/<name>.glb or <uid>.glb (animated GLB)")

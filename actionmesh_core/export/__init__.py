@@ -1,19 +1,32 @@
-"""Artist-ready exports of an animated mesh: one dispatcher for every format.
+"""Artist-ready exports of an animated mesh: one dispatcher over one format registry.
 
-==================  ==========  ====================================================================
-format              suffix      what is written
-==================  ==========  ====================================================================
-``glb``             ``.glb``    morph-target animation, one target per frame (:mod:`..io.glb`)
-``glb-skinned``     ``.glb``    armature + skin weights fitted by Dem Bones (:mod:`.skinned`)
-``usdc``/``usda``   ``.usdc``   USD point cache: time-sampled points/normals, UVs, texture
-``usdz``            ``.usdz``   the same, packaged with its texture (:mod:`.usd`)
-``abc``             ``.abc``    Alembic point cache, through Blender (:mod:`.blender`)
-``fbx``             ``.fbx``    FBX with shape-key animation, through Blender
-``fbx-skinned``     ``.fbx``    FBX with the fitted armature, through Blender
-``obj-sequence``    ``.obj``    one OBJ per frame + shared ``.mtl`` / texture (:mod:`.point_cache`)
-``ply-sequence``    ``.ply``    one PLY per frame + shared texture
-``npy``             ``.npy``    the release's ``<stem>_vertices.npy`` (T, V, 3) + ``<stem>_faces.npy``
-==================  ==========  ====================================================================
+Every format is one entry of :data:`.formats.FORMATS` (name, suffixes, description,
+optional modules, writer, size estimate); the command line's choices and help, the
+batch, the ComfyUI export node and the suffix rules all come from it:
+
+==================  ===============  =============================================================
+format              suffix           what is written (module)
+==================  ===============  =============================================================
+``glb``             ``.glb``         morph-target animation, one target per frame (:mod:`.glb`)
+``glb-skinned``     ``.glb``         armature + skin weights fitted by Dem Bones (:mod:`.glb_skinned`)
+``usdc``/``usda``   ``.usdc``/...    USD point cache: time-sampled points/normals, UVs, texture
+``usdz``            ``.usdz``        the same, packaged with its texture (:mod:`.usd`)
+``abc``             ``.abc``         Alembic point cache, through Blender (:mod:`.blender`)
+``fbx``             ``.fbx``         FBX with shape-key animation, through Blender
+``fbx-skinned``     ``.fbx``         FBX with the fitted armature, through Blender
+``obj-sequence``    ``.obj``         one OBJ per frame + shared ``.mtl`` / texture (:mod:`.point_cache`)
+``ply-sequence``    ``.ply``         one PLY per frame + shared texture
+``npy``             ``.npy``         the release's ``<stem>_vertices.npy`` (T, V, 3) + ``<stem>_faces.npy``
+==================  ===============  =============================================================
+
+Suffix rules (:func:`resolve_format`): without a format the output's suffix decides,
+compared case-insensitively; with a format the output must carry one of its suffixes
+(or none: the format's suffix is added) — an output named for another format is refused,
+never renamed.
+
+Every export is written as one set (:func:`actionmesh_core.io.atomic.atomic_files`):
+staged beside the output and moved onto the final names at the end, so an error,
+Ctrl-C, SIGTERM or SIGHUP leaves no temporary file and every previous file unchanged.
 
 Optional dependencies (``usd-core``, ``py-dem-bones``, ``bpy``) are imported
 only when their format is asked for; a missing one raises
@@ -28,28 +41,12 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
-from ._common import MissingDependency, animation_fps, check_animation
+from ._common import INSTALL, MissingDependency, animation_fps, check_animation
+from .formats import FORMATS, SKIN_LIMITS, ExportFormat, ExportOptions, estimate_bytes, format_for_suffix
 
-__all__ = ["FORMATS", "ExportResult", "MissingDependency", "export_animation", "resolve_format",
-           "check_format_available", "add_format_argument", "export_from_args", "animation_fps"]
-
-#: format name -> (file suffix, one-line description)
-FORMATS = {
-    "glb": (".glb", "animated GLB, one morph target per frame (plays in Blender, three.js, ComfyUI)"),
-    "glb-skinned": (".glb", "skinned GLB: bones + weights fitted to the motion (game engines)"),
-    "usdc": (".usdc", "USD point cache (binary), texture beside it"),
-    "usda": (".usda", "USD point cache (text), texture beside it"),
-    "usdz": (".usdz", "USD point cache packaged with its texture"),
-    "abc": (".abc", "Alembic point cache (needs bpy), texture beside it"),
-    "fbx": (".fbx", "FBX with shape-key animation (needs bpy), texture embedded"),
-    "fbx-skinned": (".fbx", "FBX with a fitted armature (needs bpy), texture embedded"),
-    "obj-sequence": (".obj", "one OBJ per frame, one shared .mtl and texture"),
-    "ply-sequence": (".ply", "one PLY per frame, one shared texture"),
-    "npy": (".npy", "the release's <stem>_vertices.npy (T, V, 3) + <stem>_faces.npy (F, 3)"),
-}
-
-_BY_SUFFIX = {".glb": "glb", ".usd": "usdc", ".usdc": "usdc", ".usda": "usda", ".usdz": "usdz", ".abc": "abc",
-              ".fbx": "fbx", ".obj": "obj-sequence", ".ply": "ply-sequence", ".npy": "npy"}
+__all__ = ["FORMATS", "ExportFormat", "ExportOptions", "ExportResult", "MissingDependency", "export_animation",
+           "resolve_format", "check_format_available", "check_export_options", "add_format_argument",
+           "animation_fps", "estimate_bytes", "format_help"]
 
 
 @dataclasses.dataclass
@@ -73,27 +70,37 @@ class ExportResult:
 
 
 def resolve_format(path: Union[str, Path], format: Optional[str] = None) -> tuple[str, Path]:
-    """(format name, output path) for a destination and an optional format.
+    """(format name, output path) for a destination and an optional format (suffixes compared case-insensitively).
 
     Without ``format`` the suffix decides (``.glb`` -> ``glb``, ``.usd`` -> ``usdc`` ...).
-    With ``format`` the path's suffix is replaced by the format's own when it differs.
+    With ``format`` the path must end in one of the format's suffixes; a path without a
+    suffix gets the format's own.
 
     Raises:
-        ValueError: unknown format, or no format and an unknown suffix.
+        ValueError: unknown format; no format and an unknown suffix; or a suffix that
+            belongs to another format (``x.usdz`` with ``glb``).
     """
     path = Path(path)
+    suffix = path.suffix.lower()
     if format is None:
-        fmt = _BY_SUFFIX.get(path.suffix.lower())
+        fmt = format_for_suffix(suffix)
         if fmt is None:
-            raise ValueError(f"cannot tell the export format from {path.name!r}: use a suffix of "
-                             f"{sorted(_BY_SUFFIX)} or pass a format from {list(FORMATS)}")
+            known = sorted({s for f in FORMATS.values() for s in f.suffixes})
+            raise ValueError(f"cannot tell the export format from {path.name!r}: use a suffix of {known} or pass "
+                             f"a format from {list(FORMATS)}")
         return fmt, path
     fmt = str(format).lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {list(FORMATS)}")
-    suffix = FORMATS[fmt][0]
-    if path.suffix.lower() != suffix and not (fmt == "usdc" and path.suffix.lower() == ".usd"):
-        path = path.with_suffix(suffix)
+    entry = FORMATS[fmt]
+    if not suffix:
+        return fmt, path.with_name(path.name + entry.suffix)
+    if suffix not in entry.suffixes:
+        other = format_for_suffix(suffix)
+        meant = f" (a {other} name)" if other else ""
+        raise ValueError(f"output {path} ends in {path.suffix}{meant} but format {fmt} writes "
+                         f"{' or '.join(entry.suffixes)}: name it {path.with_suffix(entry.suffix).name} or pass "
+                         f"the format its suffix means")
     return fmt, path
 
 
@@ -105,18 +112,43 @@ def check_format_available(format: str) -> None:
     """
     import importlib.util
 
-    from ._common import INSTALL
+    for module in FORMATS[format].needs:
+        if module == "bpy":
+            from .blender import BPY_INSTALL, has_bpy
 
-    needs = {"glb-skinned": ["py_dem_bones"], "fbx-skinned": ["py_dem_bones"],
-             "usdc": ["pxr"], "usda": ["pxr"], "usdz": ["pxr"]}.get(format, [])
-    for module in needs:
-        if importlib.util.find_spec(module) is None:
+            if not has_bpy():
+                raise MissingDependency(f"{format} export needs Blender as a Python module: {BPY_INSTALL}")
+        elif importlib.util.find_spec(module) is None:
             raise MissingDependency(f"{format} export needs the '{module}' module: {INSTALL[module]}")
-    if format in ("abc", "fbx", "fbx-skinned"):
-        from .blender import BPY_INSTALL, has_bpy
 
-        if not has_bpy():
-            raise MissingDependency(f"{format} export needs Blender as a Python module: {BPY_INSTALL}")
+
+def check_export_options(format: str, options: ExportOptions, num_vertices: Optional[int] = None) -> None:
+    """Check the options a format uses (before anything runs; again with the vertex count before writing).
+
+    Raises:
+        ValueError: bones / influences / iterations outside their range (bones at most the vertex
+            count when ``num_vertices`` is given), fps not a finite number > 0, interpolation
+            neither STEP nor LINEAR.
+    """
+    import math
+    import numbers
+
+    entry = FORMATS[format]
+    for name in ("bones", "influences", "iterations"):
+        if name not in entry.uses:
+            continue
+        low, high = SKIN_LIMITS[name]
+        if name == "bones" and num_vertices is not None:
+            high = min(high, int(num_vertices))
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+            what = f" (the mesh has {num_vertices} vertices)" if name == "bones" and num_vertices is not None else ""
+            raise ValueError(f"{name} must be an integer in [{low}, {high}] for {format}{what}, got {value!r}")
+    if "interpolation" in entry.uses and str(options.interpolation).upper() not in ("STEP", "LINEAR"):
+        raise ValueError(f"interpolation must be STEP or LINEAR, got {options.interpolation!r}")
+    if options.fps is not None and not (isinstance(options.fps, numbers.Real) and math.isfinite(options.fps)
+                                        and options.fps > 0):
+        raise ValueError(f"export fps must be a finite number > 0, got {options.fps!r}")
 
 
 def export_animation(
@@ -131,110 +163,80 @@ def export_animation(
     iterations: int = 10,
     meters_per_unit: float = 1.0,
     release_axes: bool = True,
+    files=None,
 ) -> ExportResult:
-    """Write an animated mesh in any supported format (see the module table); every file atomically.
+    """Write an animated mesh in any registered format (see the module table); the files as one atomic set.
 
     Args:
         anim: :class:`~actionmesh_core.io.animated_mesh.AnimatedMesh` (faces (F, 3),
             vertices (T, V, 3) model units, times (T,) s, optional uv (V, 2) + texture).
         path: destination; for sequences/npy it names the set (``<stem>_0000.obj``,
-            ``<stem>_vertices.npy``). Its folder is created.
+            ``<stem>_vertices.npy``). Its folder is created (and removed again on failure).
         format: a key of :data:`FORMATS`; default from the suffix of ``path``.
-        fps: frames per second (default from ``anim.times``).
+        fps: frames per second (default from ``anim.times``); the first frame plays at time 0.
         interpolation: ``glb`` only: ``"STEP"`` or ``"LINEAR"`` between frames.
-        bones / influences / iterations: skinned formats (see :func:`.skinned.fit_skinning`).
+        bones / influences / iterations: skinned formats (see :func:`.glb_skinned.fit_skinning`).
         meters_per_unit: USD stage ``metersPerUnit``.
         release_axes: ``npy`` only: the release's axis change (see :func:`.point_cache.export_npy`).
+        files: an :class:`~actionmesh_core.io.atomic.FileSet` to stage into (its owner moves the
+            files in, e.g. together with per-frame files); None: this call commits its own set.
 
     Returns:
-        :class:`ExportResult` (files written, seconds, fit error for skinned formats).
+        :class:`ExportResult` (final paths of the files, seconds, fit error for skinned formats).
 
     Raises:
         MissingDependency: the format's optional dependency is missing (one line with the install command).
         TypeError / ValueError: not an AnimatedMesh, unknown format/suffix, bad settings.
+        OSError: a file cannot be written (named), or its disk clearly has no room for it.
         RuntimeError: Blender failed (abc / fbx).
     """
+    from ..io.atomic import atomic_files
+
     anim = check_animation(anim, "export_animation")
     fmt, path = resolve_format(path, format)
     check_format_available(fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    options = ExportOptions(fps=fps, interpolation=interpolation, bones=bones, influences=influences,
+                            iterations=iterations, meters_per_unit=meters_per_unit, release_axes=release_axes)
+    check_export_options(fmt, options, anim.num_vertices)
     start = time.perf_counter()
-    info: dict = {}
-    if fmt == "glb":
-        from ..io.glb import export_animated_glb
-        from ._common import named_atomic_path
-
-        with named_atomic_path(path) as tmp:
-            export_animated_glb(anim, tmp, fps=animation_fps(anim, fps), interpolation=interpolation)
-        files = [path]
-    elif fmt == "glb-skinned":
-        from .skinned import export_skinned_glb
-
-        fit = export_skinned_glb(anim, path, bones=bones, influences=influences, iterations=iterations, fps=fps)
-        files = [path]
-        info.update(bones=fit.num_bones, influences=int(fit.joints.shape[1]), rms_error=fit.rms_error,
-                    max_error=fit.max_error)
-    elif fmt in ("usdc", "usda", "usdz"):
-        from .usd import export_usd
-
-        files = export_usd(anim, path, fps=fps, meters_per_unit=meters_per_unit)
-    elif fmt in ("abc", "fbx", "fbx-skinned"):
-        from .blender import export_via_blender
-
-        files, info = export_via_blender(anim, path, fps=fps, rig=fmt == "fbx-skinned", bones=bones,
-                                         influences=influences, iterations=iterations)
-    elif fmt == "obj-sequence":
-        from .point_cache import export_obj_sequence
-
-        files = export_obj_sequence(anim, path)
-    elif fmt == "ply-sequence":
-        from .point_cache import export_ply_sequence
-
-        files = export_ply_sequence(anim, path)
+    if files is None:
+        with atomic_files(path.stem) as own:
+            result = _stage(anim, fmt, path, options, own)
     else:
-        from .point_cache import export_npy
+        result = _stage(anim, fmt, path, options, files)
+    result.seconds = time.perf_counter() - start
+    return result
 
-        files = export_npy(anim, path, release_axes=release_axes)
-    return ExportResult(format=fmt, path=Path(files[0]), files=[Path(f) for f in files],
-                        seconds=time.perf_counter() - start, info=info)
+
+def _stage(anim, fmt: str, path: Path, options: ExportOptions, files) -> ExportResult:
+    """Write ``fmt`` into the staging folder of ``path``'s folder; the result names the final paths."""
+    from ..io.atomic import check_free_space
+
+    staged = files.path(path)
+    check_free_space(staged.parent, estimate_bytes(fmt, anim.num_frames, anim.num_vertices, len(anim.faces)),
+                     f"{fmt} output {path}")
+    written, info = FORMATS[fmt].write(anim, staged, options)
+    final = [files.final(f) for f in written]
+    return ExportResult(format=fmt, path=final[0], files=final, seconds=0.0, info=info)
 
 
 # --------------------------------------------------------------------------- command line
 
 
+def format_help() -> str:
+    """``name: description`` of every format, for help texts."""
+    return "; ".join(f"{f.name} ({'/'.join(f.suffixes)}): {f.description}" for f in FORMATS.values())
+
+
 def add_format_argument(parser) -> None:
-    """Add ``--format``, ``--bones`` and ``--influences`` to an argparse (sub)parser."""
+    """Add ``--format``, ``--bones`` and ``--influences`` to an argparse (sub)parser (choices from the registry)."""
     parser.add_argument("--format", choices=list(FORMATS), default=None,
-                        help="export format (default: from the --out suffix; .glb = morph-target GLB). "
-                             + "; ".join(f"{k}: {v[1]}" for k, v in FORMATS.items()))
-    from ..options import ExportOptions
-
+                        help="export format (default: from the --out suffix, case-insensitive; .glb = morph-target "
+                             "GLB; --out must carry the format's suffix or none). " + format_help())
+    low, high = SKIN_LIMITS["bones"]
     parser.add_argument("--bones", type=int, default=ExportOptions.bones,
-                        help=f"skinned formats: number of bones (default {ExportOptions.bones})")
+                        help=f"skinned formats: number of bones, {low}-{high} and at most the vertex count "
+                             f"(default {ExportOptions.bones})")
+    low, high = SKIN_LIMITS["influences"]
     parser.add_argument("--influences", type=int, default=ExportOptions.influences,
-                        help=f"skinned formats: bones per vertex, 1-8 (default {ExportOptions.influences})")
-
-
-def check_format_args(args) -> tuple[str, Path]:
-    """Validate ``--out``/``--format`` (and the format's dependency) before any model loads.
-
-    Returns:
-        (format, output path).
-
-    Raises:
-        ValueError: unknown format or suffix, or a missing optional dependency (one line).
-    """
-    try:
-        fmt, path = resolve_format(args.out, getattr(args, "format", None))
-        check_format_available(fmt)
-    except MissingDependency as exc:
-        raise ValueError(str(exc)) from None
-    return fmt, path
-
-
-def export_from_args(anim, args) -> ExportResult:
-    """Export ``anim`` as the CLI arguments say (``--out``, ``--format``, ``--fps``, ``--interpolation``, ...)."""
-    fmt, path = check_format_args(args)
-    return export_animation(anim, path, fmt, fps=getattr(args, "fps", None),
-                            interpolation=getattr(args, "interpolation", "STEP"),
-                            bones=getattr(args, "bones", 32), influences=getattr(args, "influences", 4))
+                        help=f"skinned formats: bones per vertex, {low}-{high} (default {ExportOptions.influences})")

@@ -32,7 +32,8 @@ from typing import Optional, Union
 from ..io.atomic import atomic_write
 from ._common import MissingDependency, animation_fps, check_animation, named_atomic_path, texture_name
 
-__all__ = ["BPY_INSTALL", "bpy_dir", "bpy_environment", "has_bpy", "run_blender", "export_via_blender"]
+__all__ = ["BPY_INSTALL", "bpy_dir", "bpy_environment", "has_bpy", "run_blender", "export_via_blender", "write_abc",
+           "write_fbx", "write_fbx_skinned"]
 
 BPY_INSTALL = "pip install --target ~/.cache/actionmesh/bpy bpy  (Blender as a Python module; Python 3.11)"
 _MARK = "@@ACTIONMESH_JSON@@"
@@ -146,8 +147,8 @@ def export_via_blender(
         ValueError: suffix not ``.abc``/``.fbx``, or ``rig`` with ``.abc``.
         RuntimeError: Blender failed.
     """
-    from ..io.glb import export_animated_glb
-    from .skinned import export_skinned_glb
+    from .glb import export_animated_glb
+    from .glb_skinned import export_skinned_glb
 
     anim = check_animation(anim, "export_via_blender")
     path = Path(path)
@@ -181,3 +182,19 @@ def export_via_blender(
             image.save(handle, format="PNG")
         written.append(tex)
     return written, info
+
+
+def write_abc(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``abc``."""
+    return export_via_blender(anim, path, fps=options.fps)
+
+
+def write_fbx(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``fbx`` (shape keys)."""
+    return export_via_blender(anim, path, fps=options.fps)
+
+
+def write_fbx_skinned(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``fbx-skinned`` (a fitted armature)."""
+    return export_via_blender(anim, path, fps=options.fps, rig=True, bones=options.bones,
+                              influences=options.influences, iterations=options.iterations)

@@ -26,7 +26,8 @@ import numpy as np
 from ..io.atomic import atomic_write, atomic_write_bytes
 from ._common import check_animation, texture_name
 
-__all__ = ["export_obj_sequence", "export_ply_sequence", "export_npy", "frame_file_names"]
+__all__ = ["export_obj_sequence", "export_ply_sequence", "export_npy", "frame_file_names", "write_obj", "write_ply",
+           "write_npy"]
 
 
 def frame_file_names(path: Union[str, Path], num_frames: int) -> list[Path]:
@@ -174,3 +175,18 @@ def export_npy(anim, path: Union[str, Path], *, release_axes: bool = True) -> li
         atomic_write_bytes(target, buf.getvalue())
         out.append(target)
     return out
+
+
+def write_obj(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``obj-sequence``."""
+    return export_obj_sequence(anim, path), {}
+
+
+def write_ply(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``ply-sequence``."""
+    return export_ply_sequence(anim, path), {}
+
+
+def write_npy(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``npy``."""
+    return export_npy(anim, path, release_axes=options.release_axes), {}

@@ -27,10 +27,10 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.atomic import atomic_write
-from ..io.glb import frame_normals
 from ._common import animation_fps, check_animation, frame_codes, named_atomic_path, require, texture_name
+from .glb import frame_normals
 
-__all__ = ["export_usd", "USD_SUFFIXES"]
+__all__ = ["export_usd", "USD_SUFFIXES", "write"]
 
 USD_SUFFIXES = (".usdc", ".usda", ".usd", ".usdz")
 
@@ -184,3 +184,8 @@ def export_usd(
         else:
             _build_stage(pxr, anim, tmp, rate, codes, meters_per_unit, tex_name, name, include_normals)
     return written
+
+
+def write(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``usdc`` / ``usda`` / ``usdz`` (the suffix of ``path`` decides)."""
+    return export_usd(anim, path, fps=options.fps, meters_per_unit=options.meters_per_unit), {}

@@ -13,7 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import List, Optional, Tuple
 
@@ -29,28 +28,8 @@ _MAX_PROCESSES = 4  # slab decimation: at most this many processes (this one + h
 
 log = logging.getLogger(__name__)
 
-# The helper process of _simplify_slabs: numpy + fast-simplification only (no torch, no actionmesh_core), slabs in
-# on stdin and decimated slabs out on stdout as .npy records (numpy.lib.format; no pickle). It reads every slab,
-# decimates them in order and writes all results at the end (the parent reads them after its own share).
-_WORKER = """
-import os, sys
-sys.path = [p for p in sys.path if p not in ("", os.getcwd())]  # python -c puts the working folder first
-sys.path += [p for p in os.environ.get("ACTIONMESH_HELPER_PATH", "").split(os.pathsep) if p and p not in sys.path]
-import numpy as np
-import fast_simplification
-from numpy.lib import format as npf
-class Pipe:  # read/write only: numpy.lib.format would seek a real file object (a pipe cannot)
-    def __init__(self, f):
-        self.read, self.write = getattr(f, "read", None), getattr(f, "write", None)
-src, dst = Pipe(sys.stdin.buffer), Pipe(sys.stdout.buffer)
-jobs = [[npf.read_array(src) for _ in range(3)] for _ in range(int(npf.read_array(src)[0]))]
-out = []
-for v, f, p in jobs:
-    out += fast_simplification.simplify(v, f, target_count=int(p[0]), agg=float(p[1]), preserve_border=True)
-for a in out:
-    npf.write_array(dst, np.ascontiguousarray(a))
-sys.stdout.buffer.flush()
-"""
+# The helper process of _simplify_slabs (numpy + fast-simplification only; see its module docstring)
+_HELPER_MODULE = "actionmesh_core.geometry.decimation_helper"
 
 
 def validate_mesh(mesh, what: str = "mesh", *, require_area: bool = True) -> trimesh.Trimesh:
@@ -353,35 +332,36 @@ _HELPERS_OFF: list = []  # set after a helper failed once: this process decimate
 
 
 def _start_helper() -> Optional[subprocess.Popen]:
-    """A helper Python process (``sys.executable -c _WORKER``, this process's ``sys.path`` appended), or None.
+    """A helper Python process (``sys.executable -m`` :mod:`.decimation_helper`), or None.
 
-    None when helpers failed before in this process or ``sys.executable`` is not a Python interpreter (an
-    embedding application such as Blender reports its own binary there).
+    It starts in the folder that holds ``actionmesh_core`` (where ``-m`` finds it; the helper drops that entry
+    from its path at once) and gets this process's ``sys.path`` appended after its own paths. None when helpers
+    failed before in this process or ``sys.executable`` is not a Python interpreter (an embedding application
+    such as Blender reports its own binary there).
     """
+    from .decimation_helper import PATH_VARIABLE
+
     exe = sys.executable or ""
     if _HELPERS_OFF or not os.path.basename(exe).lower().startswith("python"):
         return None
     # the packages this process sees, after the helper's own paths (a host folder on sys.path, e.g. ComfyUI's, must
     # not shadow the standard library in the helper, as PYTHONPATH entries would)
-    env = dict(os.environ, ACTIONMESH_HELPER_PATH=os.pathsep.join(p for p in sys.path if p))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}  # safe-path mode would hide the module
+    env[PATH_VARIABLE] = os.pathsep.join(p for p in sys.path if p)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
-        return subprocess.Popen([exe, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=tempfile.gettempdir(), env=env)
+        return subprocess.Popen([exe, "-m", _HELPER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=package_root, env=env)
     except OSError as exc:
         _HELPERS_OFF.append(True)
         log.warning("clean_mesh: no helper process for decimation (%s); decimating in this process", exc)
         return None
 
 
-class _Pipe:
-    """Read/write view of a pipe: ``numpy.lib.format`` would seek a real file object, which a pipe cannot."""
-
-    def __init__(self, f):
-        self.read, self.write = getattr(f, "read", None), getattr(f, "write", None)
-
-
 def _send_jobs(helper: subprocess.Popen, jobs, aggressiveness: float) -> None:
     from numpy.lib import format as npf
+
+    from .decimation_helper import _Pipe
 
     try:
         pipe = _Pipe(helper.stdin)
@@ -397,6 +377,8 @@ def _send_jobs(helper: subprocess.Popen, jobs, aggressiveness: float) -> None:
 def _collect(helper: subprocess.Popen, writer: threading.Thread, count: int):
     """The helper's ``count`` decimated slabs, or None (logged) when it failed."""
     from numpy.lib import format as npf
+
+    from .decimation_helper import _Pipe
 
     got, pipe = [], _Pipe(helper.stdout)
     try:

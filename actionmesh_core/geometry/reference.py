@@ -26,7 +26,8 @@ from ..io.mesh_io import as_mesh, load_mesh
 from .cleanup import validate_mesh
 from .sampling import farthest_point_sampling
 
-__all__ = ["ReferenceMesh", "prepare_reference_mesh", "merge_by_position", "sample_surface", "query_normals"]
+__all__ = ["ReferenceMesh", "prepare_reference_mesh", "check_reference_mesh", "merge_by_position", "sample_surface",
+           "query_normals"]
 
 
 def merge_by_position(vertices: np.ndarray, digits: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +279,48 @@ def _visual_attributes(mesh: trimesh.Trimesh):
     return uv, texture, material, colors
 
 
+def _merge_and_measure(vertices: np.ndarray, faces: np.ndarray, merge_digits: int):
+    """Step 1 of :func:`prepare_reference_mesh`: merge by position, drop collapsed and repeated faces, measure.
+
+    Returns:
+        (keep (V',) indices of the kept vertices, to_merged (V,) map to them, (F', 3) faces on the merged
+        vertices, bbox centre (3,) and longest bbox side of the referenced vertices).
+
+    Raises:
+        ValueError: every face collapses when coincident vertices merge, or the mesh has zero extent.
+    """
+    keep, to_merged = merge_by_position(vertices, merge_digits)
+    merged = vertices[keep]
+    faces = to_merged[faces]
+    ok = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    faces = faces[ok]
+    if len(faces):
+        _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+        faces = faces[np.sort(first)]
+    if len(faces) == 0:
+        raise ValueError("prepare_reference_mesh: every face collapses when merging coincident vertices")
+    used = np.unique(faces)
+    lo, hi = merged[used].min(0), merged[used].max(0)
+    extent = float((hi - lo).max())
+    if not extent > 0:
+        raise ValueError("prepare_reference_mesh: the mesh has zero extent")
+    return keep, to_merged, faces, (lo + hi) / 2.0, extent
+
+
+def check_reference_mesh(mesh, merge_digits: int = 8) -> None:
+    """The geometric checks of :func:`prepare_reference_mesh`, without its sampling (cheap; run up front).
+
+    Args:
+        mesh: ``trimesh.Trimesh``. merge_digits: as :func:`prepare_reference_mesh`.
+
+    Raises:
+        TypeError / ValueError: not a triangle mesh, NaN vertices, zero surface area, every face
+            collapsing when coincident vertices merge, or zero extent.
+    """
+    validate_mesh(mesh, "prepare_reference_mesh")
+    _merge_and_measure(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64), merge_digits)
+
+
 def prepare_reference_mesh(
     mesh_or_path: Union[trimesh.Trimesh, trimesh.Scene, str, Path],
     *,
@@ -342,25 +385,11 @@ def prepare_reference_mesh(
     orig_faces = np.asarray(source.faces, np.int64)
     uv, texture, material, colors = _visual_attributes(source)
 
-    # 1. merge by position, keeping the map back to the original order
-    keep, to_merged = merge_by_position(orig_vertices, merge_digits)
+    # 1. merge by position (keeping the map back to the original order), drop collapsed faces, measure
+    keep, to_merged, faces, center, extent = _merge_and_measure(orig_vertices, orig_faces, merge_digits)
     merged = orig_vertices[keep]
-    faces = to_merged[orig_faces]
-    ok = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    faces = faces[ok]
-    if len(faces):
-        _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
-        faces = faces[np.sort(first)]
-    if len(faces) == 0:
-        raise ValueError("prepare_reference_mesh: every face collapses when merging coincident vertices")
 
     # 2. normalise: bbox center -> 0, longest side -> 2 (referenced vertices only)
-    used = np.unique(faces)
-    lo, hi = merged[used].min(0), merged[used].max(0)
-    center = (lo + hi) / 2.0
-    extent = float((hi - lo).max())
-    if not extent > 0:
-        raise ValueError("prepare_reference_mesh: the mesh has zero extent")
     scale = 2.0 / extent
     if not normalize:
         center, scale = np.zeros(3), 1.0

@@ -77,13 +77,15 @@ def load_mesh(path: Union[str, Path]) -> trimesh.Trimesh:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unsupported extension, unreadable file, no triangle mesh
+        ValueError: unsupported extension, an empty (0-byte) or unreadable file, no triangle mesh
             in the file (empty scene, point cloud, lines), or NaN/inf vertices.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_mesh: no such file: {path}")
     ext = _check_ext(path, "load_mesh")
+    if path.stat().st_size == 0:
+        raise ValueError(f"load_mesh: {path} is empty (0 bytes); export the mesh again")
     try:
         loaded = trimesh.load(str(path), file_type=ext[1:], process=False)
     except Exception as exc:  # trimesh raises many exception types for corrupt files

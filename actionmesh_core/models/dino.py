@@ -149,7 +149,7 @@ def check_dinov2_folder(folder: Union[str, os.PathLike], repo: str = "facebook/d
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise WeightsMissingError(f"no DINOv2 model at {folder}: download {repo} (config.json + model.safetensors) "
-                                  f"into that folder (huggingface-cli download {repo} --local-dir {folder})")
+                                  f"into that folder (hf download {repo} --local-dir {folder})")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

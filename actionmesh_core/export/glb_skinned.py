@@ -35,11 +35,11 @@ from typing import Optional, Union
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
-from ..io.glb import (_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target,
-                      _surface_attributes, frame_normals)
 from ._common import check_animation, frame_codes, animation_fps, require, rest_frame
+from .glb import (_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER, _BinWriter, _append_material, _glb_target, _surface_attributes,
+                  frame_normals)
 
-__all__ = ["SkinFit", "fit_skinning", "export_skinned_glb"]
+__all__ = ["SkinFit", "fit_skinning", "export_skinned_glb", "write"]
 
 
 @dataclasses.dataclass
@@ -49,7 +49,8 @@ class SkinFit:
     Attributes:
         rest: (V, 3) float64 rest pose (the reference mesh).
         joints: (V, K) int indices of the bones influencing each vertex.
-        weights: (V, K) float32 weights (rows sum to 1, sorted descending).
+        weights: (V, K) float32 weights, multiples of 2^-24 sorted descending; each row sums to exactly 1.0 in
+            float32, in any order of addition.
         heads: (B, 3) float64 rest position of each bone (weighted centroid).
         rotations: (T, B, 4) float64 unit quaternions (x, y, z, w) of each bone's global rotation.
         translations: (T, B, 3) float64 global position of each bone.
@@ -152,13 +153,17 @@ def fit_skinning(
     W, M = result.weights, result.transforms  # (B, V), (T, B, 4, 4) rest -> frame
     B = W.shape[0]
 
-    # sparse top-K weights, renormalised; float32 with an exact sum of 1 on the largest
+    # sparse top-K weights, renormalised, then made multiples of 2^-24 whose integers sum to 2^24 (the rounding
+    # remainder on the largest weight): every partial sum of such weights is exact in float32, so a row sums to
+    # exactly 1.0 in any order (a plain float32 renormalisation misses by an ulp on some rows)
     K = min(int(influences), B)
     order = np.argsort(-W, axis=0)[:K].T  # (V, K)
     w = np.take_along_axis(W.T, order, axis=1).clip(min=0.0)
     w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
-    w = w.astype(np.float32)
-    w[:, 0] = 1.0 - w[:, 1:].sum(1, dtype=np.float32) if K > 1 else 1.0
+    unit = 1 << 24
+    ticks = np.round(w * unit).astype(np.int64)
+    ticks[:, 0] += unit - ticks.sum(1)
+    w = (ticks.astype(np.float64) / unit).astype(np.float32)
     if K < int(influences):
         pad = int(influences) - K
         order = np.concatenate([order, np.zeros((V, pad), order.dtype)], 1)
@@ -292,3 +297,11 @@ def export_skinned_glb(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, b"".join(gltf.save_to_bytes()))
     return fit
+
+
+def write(anim, path: Path, options) -> tuple[list[Path], dict]:
+    """Registry writer of ``glb-skinned`` (:data:`actionmesh_core.export.formats.FORMATS`)."""
+    fit = export_skinned_glb(anim, path, bones=options.bones, influences=options.influences,
+                             iterations=options.iterations, fps=options.fps)
+    return [Path(path)], {"bones": fit.num_bones, "influences": int(fit.joints.shape[1]), "rms_error": fit.rms_error,
+                          "max_error": fit.max_error}
