@@ -1,4 +1,12 @@
-"""Loading and saving checkpoints in the released on-disk layouts (REFERENCE §1).
+"""Loading and saving checkpoints in the released on-disk layouts.
+
+Layouts as the release loads them: release: actionmesh/pipeline.py, ``ActionMeshPipeline._load_temporal_denoiser``,
+``ActionMeshPipeline._load_temporal_vae``, ``ActionMeshPipeline._load_image_to_3d`` (Hugging Face
+``from_pretrained`` folders ``denoiser/``, ``autoencoder/`` and TripoSG's diffusers pipeline); module names
+as the modules define them: release: actionmesh/model/temporal_denoiser.py, ``ActionMeshDenoiser.__post_init__``;
+release: actionmesh/model/temporal_autoencoder.py, ``ActionMeshAutoencoder.__post_init__``; release:
+third_party/TripoSG/triposg/models/autoencoders/autoencoder_kl_triposg.py, ``TripoSGVAEModel.__init__``; release:
+third_party/TripoSG/triposg/models/transformers/triposg_transformer.py, ``TripoSGDiTModel.__init__``.
 
 Accepted inputs:
 
@@ -359,7 +367,8 @@ def load_model(
             ``triposg_vae``, ``triposg_dit``); None = auto-detect.
         device: ``"cpu"``, ``"cuda"``, ``"mps"``, ``"auto"`` or a torch device.
         dtype: ``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype. The stage II
-            query path stays float32 (REFERENCE §2.9).
+            query path stays float32 (release: actionmesh/model/temporal_autoencoder.py,
+            ``ActionMeshAutoencoder.forward``).
         config: config dict or JSON path overriding the one found next to the weights.
 
     Returns:

@@ -3,7 +3,8 @@
 ActionMesh (CVPR 2026) conditions every stage on object-centred RGB frames:
 frames are composited on white, all frames are cropped with the *union*
 bounding box of the object over the whole sequence, and padded to a square
-with a white margin (REFERENCE §4; paper supplementary, "we extend TripoSG
+with a white margin (release: actionmesh/preprocessing/image_processor.py,
+``ImagePreprocessor.process_images``; ActionMesh paper supp. C, "we extend TripoSG
 image pre-processing to video by computing the union object bounding box over
 the whole sequence ... a consistent crop across frames avoids spurious
 scale/translation cues").
@@ -669,8 +670,9 @@ def prepare_frames(
 ) -> PreparedFrames:
     """Composite on white, crop with the union object box, pad with white (the release's frame preprocessing).
 
-    Implements ActionMesh pre-processing (REFERENCE §4) exactly as the
-    release does it: composite each frame on white with its mask/alpha, take
+    Implements ActionMesh pre-processing exactly as the release does it (release:
+    actionmesh/preprocessing/image_processor.py, ``ImagePreprocessor.process_images``, ``load_image``,
+    ``aggregate_bboxes``, ``apply_padding``): composite each frame on white with its mask/alpha, take
     the bounding box of the object over *all* frames (so the crop is the same
     for every frame and the motion is kept), cut that box and pad it with
     white: ``pad = int(margin * longer side)`` (floored) on each side plus

@@ -308,8 +308,9 @@ def render_animation(
     centred on the projected bounding box of all frames and its side is the
     box's longer side plus ``margin`` of it on each side, so the framing is
     the same for every frame and motion stays visible.  ``margin=0.1`` frames
-    the object as Prepare Frames crops it (REFERENCE §4: box centred, 10 %
-    white margin), e.g. for the first frame of an image-to-video model.
+    the object as Prepare Frames crops it (box centred, 10 % white margin;
+    release: actionmesh/preprocessing/image_processor.py, ``apply_padding``), e.g. for the first
+    frame of an image-to-video model.
 
     Args:
         anim: an ``AnimatedMesh`` (or any object with ``vertices`` (T, V, 3)

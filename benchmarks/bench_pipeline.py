@@ -92,7 +92,17 @@ class Sizes:
 
 
 def released_sizes() -> Sizes:
-    """The released sizes (REFERENCE.md §1): ~20k query vertices, meshing up to depth 9 (513^3 points)."""
+    """The released sizes: ~20k query vertices, meshing up to depth 9 (513^3 points).
+
+    ActionMesh models, steps and the 40k-face anchor (hence ~20k vertices): release:
+    actionmesh/configs/actionmesh.yaml, ``model.temporal_3D_denoiser``, ``model.temporal_3D_vae``,
+    ``stage_0_steps``, ``stage_1_steps``, ``face_decimation`` (fast steps: release:
+    actionmesh/configs/actionmesh_fast.yaml); TripoSG VAE and DiT at their constructor defaults (release:
+    third_party/TripoSG/triposg/models/autoencoders/autoencoder_kl_triposg.py, ``TripoSGVAEModel.__init__``;
+    release: third_party/TripoSG/triposg/models/transformers/triposg_transformer.py, ``TripoSGDiTModel.__init__``);
+    meshing depth 9: release: actionmesh/external/triposg.py, ``TripoSGPipelinePlus.__call__``; DINOv2-L/14
+    (``facebook/dinov2-large``).
+    """
     den = dict(in_channels=64, width=2048, num_layers=21, num_attention_heads=16, cross_attention_dim=1024,
                mlp_ratio=4.0, inflated_layers=list(range(21)))
     return Sizes(

@@ -1,4 +1,8 @@
-"""DINOv2 encoder through transformers with the REFERENCE §4 preprocessing."""
+"""DINOv2 encoder through transformers with the release's preprocessing.
+
+release: actionmesh/model/image_encoder.py, ``ImageEncoder.encode_images`` (the ``BitImageProcessor`` of
+``facebook/dinov2-large``).
+"""
 from __future__ import annotations
 
 import pytest

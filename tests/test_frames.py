@@ -1,4 +1,8 @@
-"""Frame input (REFERENCE §4): loading, masks, union-box crop, the release's padding and 8-bit step, clear errors."""
+"""Frame input: loading, masks, union-box crop, the release's padding and 8-bit step, clear errors.
+
+The release's frame preprocessing: release: actionmesh/preprocessing/image_processor.py,
+``ImagePreprocessor.process_images``, ``apply_padding``.
+"""
 from __future__ import annotations
 
 import numpy as np

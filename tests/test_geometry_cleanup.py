@@ -1,4 +1,7 @@
-"""Mesh clean-up (REFERENCE §4): merge, degenerate/duplicate faces, decimation, floaters."""
+"""Mesh clean-up: merge, degenerate/duplicate faces, decimation, floaters.
+
+The release's order: release: actionmesh/preprocessing/mesh_processor.py, ``MeshPostprocessor.process_mesh``.
+"""
 import numpy as np
 import pytest
 import trimesh

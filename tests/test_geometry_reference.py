@@ -1,4 +1,9 @@
-"""Reference-mesh preparation (REFERENCE §4 user mesh as anchor, §2.10 encoder queries)."""
+"""Reference-mesh preparation: a user mesh as anchor and the TripoSG encoder's query points.
+
+User mesh as anchor: release: actionmesh/pipeline_with_3d.py,
+``ActionMeshPipelineWithMeshInput.init_banks_from_anchor``; encoder queries: release:
+actionmesh/external/triposg.py, ``TripoSGVAE._sample_features``.
+"""
 import numpy as np
 import pytest
 import torch

@@ -159,8 +159,8 @@ def test_plain_mode_sets_and_restores_every_switch():
 
 def test_contiguous_cpu_query_gives_bitwise_identical_attention(monkeypatch):
     """The ``contiguous_query`` switch copies the fused projection's query contiguous for the CPU SDPA call (off by
-    default: it did not pay, RESULTS.md "CPU attention layout"): the same values bit for bit, in self- and
-    cross-attention; plain mode keeps it strided."""
+    default: it did not pay, benchmarks/RESULTS.md "CPU attention layout"): the same values bit for bit, in
+    self- and cross-attention; plain mode keeps it strided."""
     import torch.nn.functional as F
 
     from actionmesh_core.models import attention as attention_module

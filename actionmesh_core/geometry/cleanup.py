@@ -1,4 +1,8 @@
-"""Mesh clean-up after marching cubes (REFERENCE §4, anchor mesh from a latent).
+"""Mesh clean-up after marching cubes (the anchor mesh made from a latent).
+
+As the release cleans the TripoSG anchor (release: actionmesh/preprocessing/mesh_processor.py,
+``MeshPostprocessor.process_mesh``), with its budgets (release: actionmesh/configs/actionmesh.yaml,
+``face_decimation``, ``floaters_threshold``: 40 000 faces, 2 %).
 
 Order: merge duplicate vertices -> drop degenerate and duplicate faces and
 unreferenced vertices -> quadric decimation to a face budget
@@ -74,8 +78,9 @@ def validate_mesh(mesh, what: str = "mesh", *, require_area: bool = True) -> tri
 def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float = 0.02) -> trimesh.Trimesh:
     """Drop connected components with fewer than ``min_fraction`` x the largest component's faces.
 
-    Components are face-connected through shared edges (REFERENCE §4: floaters
-    below 2% of the largest component are removed).
+    Components are face-connected through shared edges (floaters below 2% of
+    the largest component are removed; release: actionmesh/preprocessing/mesh_processor.py,
+    ``remove_floaters``).
 
     Args:
         mesh: (V, 3) / (F, 3) triangle mesh (vertices should be merged first).
@@ -410,7 +415,8 @@ def clean_mesh(
     aggressiveness: float = 7.0,
     processes: Optional[int] = None,
 ) -> trimesh.Trimesh:
-    """Clean a marching-cubes mesh (REFERENCE §4 order).
+    """Clean a marching-cubes mesh (the release's order; release:
+    actionmesh/preprocessing/mesh_processor.py, ``MeshPostprocessor.process_mesh``).
 
     1. merge duplicate vertices (positions equal after rounding to
        ``merge_digits`` decimals; default: trimesh's tolerance, 8 digits);

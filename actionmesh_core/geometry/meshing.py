@@ -1,7 +1,9 @@
 """SDF / occupancy field -> triangle meshes: narrow-band hierarchical grid + marching cubes.
 
-Implements the anchor-mesh extraction of REFERENCE §4 ("Anchor mesh from a
-latent") the way the release's GPU path does it: the field is evaluated on a
+Implements the anchor-mesh extraction from a latent the way the release's GPU
+path does it (release: third_party/TripoSG/triposg/inference_utils.py,
+``flash_extract_geometry``, at depth 9, the default of the anchor pipeline: release:
+actionmesh/external/triposg.py, ``TripoSGPipelinePlus.__call__``): the field is evaluated on a
 small dense grid over ``[-bounds, bounds]^3`` (``2**octree_depth`` cells per
 axis, 64 by default), then level by level only in a *narrow band* of cells
 around the sign change, up to ``2**refine_depth`` cells per axis (512 by
@@ -1082,7 +1084,8 @@ def sdf_to_meshes(
 ) -> list[trimesh.Trimesh]:
     """Extract the level set of ``num_fields`` scalar fields as triangle meshes (narrow band).
 
-    REFERENCE §4 (anchor mesh from a latent): a dense grid of
+    Anchor mesh from a latent (release: third_party/TripoSG/triposg/inference_utils.py,
+    ``flash_extract_geometry``): a dense grid of
     ``2**octree_depth`` cells per axis over ``[-bounds, bounds]^3``, then a
     narrow band around the surface refined level by level up to
     ``2**refine_depth`` cells per axis, marching cubes at ``level`` on the
@@ -1098,7 +1101,8 @@ def sdf_to_meshes(
             Called under ``torch.no_grad()`` with Q <= ``chunk_size`` (and
             under ``torch.autocast`` for half precision).
         num_fields: number of fields F returned per call (>= 1).
-        bounds: half side of the sampled cube (default 1.005, REFERENCE §4).
+        bounds: half side of the sampled cube (default 1.005; release:
+            actionmesh/external/triposg.py, ``TripoSGPipelinePlus.__call__``).
         octree_depth: depth of the dense coarse grid (``2**d`` cells per axis),
             1..11; default 6 (64^3 cells, as the release's 63^3 coarse level).
         refine_depth: final depth (>= octree_depth, <= 11); default 9 (512^3).

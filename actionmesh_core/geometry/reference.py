@@ -1,4 +1,4 @@
-"""Prepare a user mesh as the ActionMesh reference (anchor) mesh (REFERENCE §4 and §2.10).
+"""Prepare a user mesh as the ActionMesh reference (anchor) mesh (ActionMesh paper §3.4, {3D+video}-to-animation).
 
 A user mesh used as anchor is (1) merged by vertex position while keeping the
 map back to the original vertex order, so UVs, normals and textures survive;
@@ -6,7 +6,10 @@ map back to the original vertex order, so UVs, normals and textures survive;
 inverse transform kept; (3) sampled: ``num_surface_points`` area-weighted
 surface points with their face normals (the TripoSG encoder input) and
 ``num_query_points`` farthest-point samples of a random ``subset_points``
-subset of them (the encoder's query tokens, REFERENCE §2.10).
+subset of them (the encoder's query tokens; release: actionmesh/external/triposg.py,
+``TripoSGVAE._sample_features``). Steps (1)-(3) follow the release (release:
+actionmesh/pipeline_with_3d.py, ``ActionMeshPipelineWithMeshInput.init_banks_from_anchor``, and release:
+actionmesh/preprocessing/mesh_processor.py, ``merge_and_clean_mesh``, ``normalize_mesh``, ``sample_surface``).
 
 Shape legend: V original vertices (UV seams split), V' merged vertices,
 F faces, P surface samples, M query points, T frames.
@@ -83,7 +86,9 @@ def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np
 
 
 def query_normals(vertices, faces):
-    """Unit vertex normals of the stage II queries, as the release computes them (REFERENCE §2.9).
+    """Unit vertex normals of the stage II queries, as the release computes them.
+
+    release: actionmesh/preprocessing/mesh_processor.py, ``get_mesh_features``.
 
     trimesh's ``Trimesh.vertex_normals`` of ``(vertices, faces)`` (angle-weighted
     face normals, computed in float64 from the float32 vertices), then
@@ -124,7 +129,8 @@ def query_normals(vertices, faces):
 
 @dataclass
 class ReferenceMesh:
-    """A user mesh prepared as ActionMesh anchor (REFERENCE §4, "A user mesh as anchor").
+    """A user mesh prepared as ActionMesh anchor (release: actionmesh/pipeline_with_3d.py,
+    ``ActionMeshPipelineWithMeshInput.init_banks_from_anchor``).
 
     Attributes:
         vertices: (V', 3) float32 merged vertices in model space: bounding box
@@ -145,7 +151,8 @@ class ReferenceMesh:
         surface: (P, 6) float32 tensor of area-weighted samples: xyz (model
             space) + unit face normal (TripoSG encoder input).
         query_points: (M, 6) float32 tensor: FPS of a random ``subset_points``
-            subset of ``surface`` (encoder queries, REFERENCE §2.10).
+            subset of ``surface`` (encoder queries; release:
+            actionmesh/external/triposg.py, ``TripoSGVAE._sample_features``).
         vertex_colors: (V, 4) uint8 colors of the original vertices, or None.
         metadata: source path, seed, sample counts.
     """
@@ -204,7 +211,10 @@ class ReferenceMesh:
         return np.asarray(points) / self.scale + self.center
 
     def vertex_queries(self, device=None) -> torch.Tensor:
-        """(V', 6) float32 tensor xyz + unit normal of the merged vertices (stage II queries, REFERENCE §2.9)."""
+        """(V', 6) float32 tensor xyz + unit normal of the merged vertices (stage II queries).
+
+        release: actionmesh/preprocessing/mesh_processor.py, ``get_mesh_features``.
+        """
         q = np.concatenate([self.vertices, self.vertex_normals], axis=1).astype(np.float32)
         return torch.from_numpy(q).to(device) if device is not None else torch.from_numpy(q)
 
@@ -332,7 +342,11 @@ def prepare_reference_mesh(
     device=None,
     normalize: bool = True,
 ) -> ReferenceMesh:
-    """Prepare a user mesh for encoding as the ActionMesh anchor (REFERENCE §4, §2.10).
+    """Prepare a user mesh for encoding as the ActionMesh anchor (ActionMesh paper §3.4).
+
+    Follows the release (release: actionmesh/pipeline_with_3d.py,
+    ``ActionMeshPipelineWithMeshInput.init_banks_from_anchor``; encoder queries: release:
+    actionmesh/external/triposg.py, ``TripoSGVAE._sample_features``).
 
     Args:
         mesh_or_path: a ``trimesh.Trimesh``/``Scene`` or a GLB/glTF/OBJ/PLY path.

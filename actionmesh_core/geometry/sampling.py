@@ -22,7 +22,8 @@ def farthest_point_sampling(
 
     Greedy FPS: start from one point, then repeatedly take the point whose
     (optionally weighted) distance to the chosen set is largest.  Used for the
-    TripoSG encoder query points (REFERENCE §2.10) and for attention-chain
+    TripoSG encoder query points (release: actionmesh/external/triposg.py,
+    ``TripoSGVAE._sample_features``) and for attention-chain
     landmarks (attention-chains paper §4.2, with curvature ``score_weights``).
 
     Args:

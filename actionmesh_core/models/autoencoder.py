@@ -1,4 +1,5 @@
-"""Stage II temporal 3D autoencoder (ActionMesh §3.3; REFERENCE §2.9).
+"""Stage II temporal 3D autoencoder (ActionMesh paper §3.3; release: actionmesh/model/temporal_autoencoder.py,
+``ActionMeshAutoencoder.forward``).
 
 Reads the shape latents of a window of frames and predicts, for each target
 time, the position of every query vertex of the reference mesh.
@@ -90,7 +91,8 @@ class TemporalAutoencoder(nn.Module):
     def alpha_tokens(self, source_alpha: torch.Tensor, target_alpha: torch.Tensor) -> torch.Tensor:
         """Content of the alpha token: ``concat(sinusoid(source), sinusoid(target))``.
 
-        Each half has W/2 channels, cos first (REFERENCE §2.9).
+        Each half has W/2 channels, cos first (release: actionmesh/model/utils/embeddings.py,
+        ``TimestepEmbedder.forward``).
 
         Args:
             source_alpha, target_alpha: (M,) normalised times in [0, 1].
@@ -145,7 +147,8 @@ class TemporalAutoencoder(nn.Module):
     def keep_query_path_fp32(self) -> "TemporalAutoencoder":
         """Keep the query path (``proj_query``, cross-attention block, ``norm_out``,
         ``proj_out``) in float32 after the rest was cast to bf16/fp16, as the
-        reference runs it in float32 (REFERENCE §2.9). Returns ``self``."""
+        reference runs it in float32 (autocast disabled around it; release:
+        actionmesh/model/temporal_autoencoder.py, ``ActionMeshAutoencoder.forward``). Returns ``self``."""
         for module in (self.proj_query, self.blocks[-1], self.norm_out, self.proj_out):
             module.float()
         return self

@@ -1,4 +1,5 @@
-"""Stage I temporal 3D denoiser (ActionMesh §3.2; REFERENCE §1-2).
+"""Stage I temporal 3D denoiser (ActionMesh paper §3.2; release: actionmesh/model/temporal_denoiser.py,
+``ActionMeshDenoiser.forward``).
 
 A TripoSG diffusion transformer whose self-attention is *inflated* across the
 frames of a clip: in the inflated layers the tokens of all T frames (each frame

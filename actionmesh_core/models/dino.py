@@ -1,6 +1,7 @@
 """DINOv2 image encoder (through ``transformers``) with the ActionMesh preprocessing.
 
-REFERENCE §4: resize the shortest edge to 256 (PIL bicubic on 8-bit images,
+The release's preprocessing (release: actionmesh/model/image_encoder.py, ``ImageEncoder.encode_images``):
+resize the shortest edge to 256 (PIL bicubic on 8-bit images,
 as the release's transformers image processor), center-crop 224, ImageNet
 mean/std; the context is ``last_hidden_state`` (T, 257, 1024) for DINOv2-L/14.
 
@@ -25,7 +26,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def preprocess_images(images: torch.Tensor, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """DINOv2 preprocessing of RGB images, as the release does it (REFERENCE §4).
+    """DINOv2 preprocessing of RGB images, as the release does it.
+
+    release: actionmesh/model/image_encoder.py, ``ImageEncoder.encode_images``.
 
     The release feeds 8-bit images to the transformers ``BitImageProcessor``
     of ``facebook/dinov2-large``: PIL bicubic resize (``resample=3``, PIL's

@@ -1,4 +1,9 @@
-"""TripoSG image-to-3D diffusion transformer (stage 0; REFERENCE §1, §2.5-2.8, §4).
+"""TripoSG image-to-3D diffusion transformer (stage 0).
+
+release: third_party/TripoSG/triposg/models/transformers/triposg_transformer.py, ``TripoSGDiTModel.forward``,
+``DiTBlock.forward`` (time token prepended, long skips, fp32 LayerNorms, time token dropped before
+``proj_out``); run by release: third_party/TripoSG/triposg/pipelines/pipeline_triposg.py,
+``TripoSGPipeline.__call__``.
 
 Shape legend: B batch, N latent tokens, C latent channels, S image tokens,
 Dc image feature width, W model width.

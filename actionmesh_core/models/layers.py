@@ -3,8 +3,11 @@
 Shape legend: B batch, S sequence length (tokens), L context length, H heads,
 D head dim, W model width.
 
-Everything here follows ``REFERENCE.md`` §1-2 (module names, fused head split,
-QK RMSNorm, frame RoPE, fp32 LayerNorm, exact-GELU feed-forward).
+Everything here follows the release (module names, fused head split, QK RMSNorm,
+frame RoPE, fp32 LayerNorm, exact-GELU feed-forward): release: actionmesh/model/utils/block.py,
+``FlowMatchingBlock``; release: actionmesh/model/utils/attention_processor.py, ``AttentionProcessor.__call__``;
+release: actionmesh/model/utils/rotary_embedding.py, ``compute_rotary_embeddings``; and for TripoSG
+release: third_party/TripoSG/triposg/models/transformers/triposg_transformer.py, ``DiTBlock``.
 """
 from __future__ import annotations
 
@@ -44,7 +47,10 @@ from .attention import (active_attention_backend, flash_attention_available, get
 
 
 class FP32LayerNorm(nn.LayerNorm):
-    """LayerNorm evaluated in float32 whatever the input dtype (REFERENCE §2.7).
+    """LayerNorm evaluated in float32 whatever the input dtype.
+
+    The release's ``FP32LayerNorm`` norms (eps 1e-5, affine): release: actionmesh/model/utils/block.py,
+    ``FlowMatchingBlock.__post_init__``.
 
     Input/output: (..., W); the output has the input's dtype.
     """
@@ -58,7 +64,10 @@ class FP32LayerNorm(nn.LayerNorm):
 class HeadRMSNorm(nn.Module):
     """RMSNorm over one attention head (weight only, eps 1e-6), computed in float32.
 
-    Input/output: (..., D). Implements the QK norm of REFERENCE §1/§2.2.
+    Input/output: (..., D). Implements the QK norm (``qk_norm="rms_norm"``, applied per head after
+    the fused head split, before RoPE): release: actionmesh/model/utils/block.py,
+    ``FlowMatchingBlock.__post_init__``; release: actionmesh/model/utils/attention_processor.py,
+    ``AttentionProcessor.__call__``.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -101,7 +110,10 @@ class FeedForward(nn.Module):
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Rotary tables for integer/real frame positions (REFERENCE §2.4).
+    """Rotary tables for integer/real frame positions.
+
+    release: actionmesh/model/utils/rotary_embedding.py, ``compute_rotary_embeddings``,
+    ``apply_rotary_embedding``.
 
     Frequencies ``base^(-2i/D)`` for i < D/2, pairs are adjacent channels
     (2i, 2i+1), cos/sin repeated per pair, computed in float32.
@@ -145,7 +157,9 @@ class Attention(nn.Module):
 
     Self-attention: the projections are concatenated per token as ``[q|k|v]``
     (width 3·H·D), viewed as (B, S, H, 3D), and each head's q, k, v are the
-    three consecutive D-slices of its 3D chunk (REFERENCE §2.1). Cross-attention
+    three consecutive D-slices of its 3D chunk (release: actionmesh/model/utils/attention_processor.py,
+    ``AttentionProcessor.__call__``; release: third_party/TripoSG/triposg/models/attention_processor.py,
+    ``TripoSGAttnProcessor2_0.__call__``). Cross-attention
     does the same with ``[k|v]``; the query is split normally. Then optional
     per-head QK RMSNorm, optional RoPE, and SDPA with scale 1/sqrt(D).
 
@@ -347,7 +361,9 @@ class TransformerBlock(nn.Module):
     - ActionMesh: ``norm_s_attn s_attn norm_x_attn x_attn norm_ff ff linear_skip norm_skip``.
 
     A skip block concatenates ``[skip, x]`` (skip first), applies the skip
-    Linear then the skip LayerNorm (REFERENCE §2.6).
+    Linear then the skip LayerNorm (release: actionmesh/model/utils/block.py,
+    ``FlowMatchingBlock.forward``; TripoSG's ``skip_norm_last=True``: release:
+    third_party/TripoSG/triposg/models/transformers/triposg_transformer.py, ``TripoSGDiTModel.__init__``).
 
     Args:
         dim: W. heads: H. context_dim: cross-attention context width (None: no
@@ -442,8 +458,10 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, cos_first: bool = False
     """Sinusoidal embedding of scalars (flow time, alpha).
 
     Frequency i = exp(-ln(max_period)·i/(dim/2)) for i < dim/2; output
-    ``[sin | cos]`` (``cos_first=False``, the diffusion-time token of
-    REFERENCE §2.5) or ``[cos | sin]`` (the stage II alpha token, §2.9).
+    ``[sin | cos]`` (``cos_first=False``, the diffusion-time token; release:
+    actionmesh/model/temporal_denoiser.py, ``ActionMeshDenoiser.__post_init__``: diffusers ``Timesteps``
+    with ``flip_sin_to_cos=False``) or ``[cos | sin]`` (the stage II alpha token; release:
+    actionmesh/model/utils/embeddings.py, ``TimestepEmbedder.forward``).
 
     Args:
         values: (M,) scalars (flow time in [0, 1000], alpha in [0, 1]).
@@ -475,7 +493,10 @@ class TimestepProjection(nn.Module):
 
 
 def fourier_point_embedding(xyz: torch.Tensor, num_freqs: int, include_pi: bool = False) -> torch.Tensor:
-    """Fourier features of 3D points: ``[x, y, z, sin(u), cos(u)]`` (REFERENCE §2.9-2.10).
+    """Fourier features of 3D points: ``[x, y, z, sin(u), cos(u)]``.
+
+    release: actionmesh/model/utils/embeddings.py, ``FrequencyPositionalEmbedding.forward`` (stage II);
+    release: third_party/TripoSG/triposg/models/embeddings.py, ``FrequencyPositionalEmbedding.forward`` (VAE).
 
     u lists x·f_0..x·f_{F-1}, y·f_0.., z·f_0.. (axis-major), f_k = 2^k
     (times pi when ``include_pi``).

@@ -1,4 +1,8 @@
-"""TripoSG shape VAE: point-cloud encoder and SDF decoder (REFERENCE §2.10).
+"""TripoSG shape VAE: point-cloud encoder and SDF decoder.
+
+release: third_party/TripoSG/triposg/models/autoencoders/autoencoder_kl_triposg.py, ``TripoSGVAEModel._encode``,
+``TripoSGVAEModel._decode``, ``TripoSGDecoder.forward``; the encoder's query points: release:
+actionmesh/external/triposg.py, ``TripoSGVAE._sample_features``.
 
 Shape legend: B batch, P surface points, M latent tokens (query points),
 C latent channels, Q field query points, W width.
@@ -179,7 +183,8 @@ class TripoSGVAE(nn.Module):
             latent: (B, M, C) shape latent. points: (B, Q, 3).
 
         Returns:
-            (B, Q, 1) float32 field values (REFERENCE §2.10: negated decoder output).
+            (B, Q, 1) float32 field values: the negated decoder output (release:
+            third_party/TripoSG/triposg/models/autoencoders/autoencoder_kl_triposg.py, ``TripoSGDecoder.forward``).
         """
         if latent.ndim != 3:
             raise ValueError(f"latent must be (B, M, C), got {tuple(latent.shape)}")

@@ -1,4 +1,9 @@
-"""Flow-time schedules (REFERENCE §3 for stage I, §4 for TripoSG)."""
+"""Flow-time schedules.
+
+Stage I: release: actionmesh/scheduler/scheduler.py, ``SchedulerFlow._compute_timesteps``,
+``SchedulerFlow.get_schedule``. TripoSG (stage 0): release:
+third_party/TripoSG/triposg/schedulers/scheduling_rectified_flow.py, ``RectifiedFlowScheduler.set_timesteps``.
+"""
 from __future__ import annotations
 
 import torch

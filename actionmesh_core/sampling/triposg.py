@@ -1,4 +1,11 @@
-"""Stage 0: TripoSG image-to-3D rectified-flow sampling of the anchor latent (REFERENCE §4).
+"""Stage 0: TripoSG image-to-3D rectified-flow sampling of the anchor latent.
+
+release: third_party/TripoSG/triposg/pipelines/pipeline_triposg.py, ``TripoSGPipeline.__call__``; the sigmas
+and the update: release: third_party/TripoSG/triposg/schedulers/scheduling_rectified_flow.py,
+``RectifiedFlowScheduler.set_timesteps``, ``RectifiedFlowScheduler.step``; the final latent is the anchor
+latent (release: actionmesh/external/triposg.py, ``TripoSGPipelinePlus.__call__``); guidance 7.5 and 100
+steps (fast 50): release: actionmesh/configs/actionmesh.yaml, ``model.image_to_3D_denoiser.guidance_scale``,
+``stage_0_steps``.
 
 Shape legend: N latent tokens (2048), C latent channels, S image tokens, Dc feature width.
 """
