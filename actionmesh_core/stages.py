@@ -229,7 +229,8 @@ def _report(callback: Callback, **info) -> None:
 
 
 def prepare_clip(images, masks=None, options: Optional[FrameOptions] = None, *, indices: Optional[Sequence[int]] = None):
-    """Prepare frames given as tensors: select, find the object, crop with the union box (ActionMesh §3.1).
+    """Prepare frames given as tensors: select, find the object, crop with the union box (ActionMesh paper supp. C;
+    release: actionmesh/preprocessing/image_processor.py, ``ImagePreprocessor.process_images``).
 
     The command line reads files and prepares them through
     :func:`~actionmesh_core.validation.validate_frames`; both end in
@@ -337,7 +338,8 @@ def anchor_from_image(models: Models, context: FrameContext, anchor_frame: int, 
                       shift: float, seed: int, num_tokens: int, octree_depth: int, refine_depth: int,
                       target_faces: int, callback: Callback = None,
                       timings: Optional[Dict[str, float]] = None):
-    """Stage 0: TripoSG image-to-3D on the anchor frame, meshed and cleaned (ActionMesh §3.1).
+    """Stage 0: TripoSG image-to-3D on the anchor frame, meshed and cleaned (release:
+    actionmesh/external/triposg.py, ``TripoSGPipelinePlus.__call__``).
 
     Rectified-flow sampling of one shape latent conditioned on TripoSG's DINOv2
     features of the anchor frame (``actionmesh/external/triposg.py``), then
@@ -462,7 +464,8 @@ def temporal_denoise(models: Models, context: FrameContext, sources: SourceLaten
 def mesh_latents(models: Models, latents: torch.Tensor, *, octree_depth: int, refine_depth: int, target_faces: int,
                  callback: Callback = None, timings: Optional[Dict[str, float]] = None,
                  empty_hint: str = "try another seed or more steps") -> list:
-    """SDF meshing of latents with the TripoSG VAE field, then the release's clean-up (ActionMesh §3.1).
+    """SDF meshing of latents with the TripoSG VAE field, then the release's clean-up (release:
+    actionmesh/preprocessing/mesh_processor.py, ``MeshPostprocessor.process_mesh``).
 
     Narrow-band marching cubes (dense 2^octree_depth grid refined near the
     surface up to 2^refine_depth cells per axis, on the VAE's device), then

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_weight_check.py [--dtype bf16|fp16|fp32] [--keep DIR] [--tiny]
 
 Writes the released layout (``ActionMesh/{denoiser,autoencoder}``, ``TripoSG/{vae,transformer,
-image_encoder_dinov2,scheduler}``, ``dinov2-large``) with the released sizes (REFERENCE §1: denoiser and TripoSG
+image_encoder_dinov2,scheduler}``, ``dinov2-large``) with the released sizes (release: actionmesh/configs/actionmesh.yaml: denoiser and TripoSG
 transformer width 2048 x 21 layers, autoencoder 1024 x 16, VAE 512/1024, DINOv2-L twice) and random normal values
 (safetensors written tensor by tensor, so writing needs no model in memory), then times, each in a fresh process:
 

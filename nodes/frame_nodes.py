@@ -96,7 +96,7 @@ class ActionMeshLoadFrames(io.ComfyNode):
 
 
 class ActionMeshPrepareFrames(io.ComfyNode):
-    """IMAGE batch (+ optional MASK) -> object-centred square frames on white (ActionMesh §3.1)."""
+    """IMAGE batch (+ optional MASK) -> object-centred square frames on white (ActionMesh paper supp. C)."""
 
     @classmethod
     def define_schema(cls):

@@ -67,7 +67,7 @@ def _num_tokens(tooltip: str):
 
 
 class ActionMeshImageTo3DAnchor(io.ComfyNode):
-    """Stage 0: TripoSG image-to-3D on one frame -> anchor latent + anchor mesh (ActionMesh §3.1)."""
+    """Stage 0: TripoSG image-to-3D on one frame -> anchor latent + anchor mesh (release: actionmesh/external/triposg.py)."""
 
     @classmethod
     def define_schema(cls):
