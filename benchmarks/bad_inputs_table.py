@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -118,10 +119,18 @@ def _listing(folders):
     return {str(p) for folder in folders if folder.is_dir() for p in folder.iterdir()}
 
 
-def _message(text, tmp):
+#: a plain progress line of actionmesh_core.progress (any stage: dinov2, stage1, stage2, ...)
+_PROGRESS_LINE = re.compile(r"^[\w-]+( window \d+/\d+)?: (step \d+/\d+ \(|done, \d+ steps in )")
+
+
+def _message(text, tmp, stdout=""):
+    """The line a user reads: the last stderr line that is not progress; for a run that succeeded, its notes
+    (``note: ...``) or else the CLI's ``wrote ...`` line."""
     lines = [ln for ln in text.replace("\r", "\n").splitlines()
-             if ln.strip() and not ln.startswith(("stage", "export: ", "PER-FRAME ", "batch: ", "["))]
-    message = lines[-1] if lines else "(nothing)"
+             if ln.strip() and not ln.startswith(("stage", "export: ", "PER-FRAME ", "batch: ", "["))
+             and not _PROGRESS_LINE.match(ln)]
+    wrote = [ln for ln in stdout.splitlines() if ln.startswith("wrote ")]
+    message = lines[-1] if lines else (wrote[-1] if wrote else "(nothing)")
     if any(ln.startswith("Traceback") for ln in lines):
         message = "TRACEBACK: " + message
     return message.replace(str(tmp), "<tmp>")
@@ -154,8 +163,8 @@ def _spawn(argv, tmp, fault=None, marker=None, signum=None, delay=0.0):
                 start = time.perf_counter()
                 proc.send_signal(signum)
                 break
-    stderr = proc.communicate(timeout=900)[1]
-    return proc.returncode, time.perf_counter() - start, "".join(seen) + stderr
+    stdout, stderr = proc.communicate(timeout=900)
+    return proc.returncode, time.perf_counter() - start, "".join(seen) + stderr, stdout
 
 
 def _run_case(rows, name, argv, tmp, fault=None, marker=None, signum=None, out=None, per_frame=None):
@@ -163,9 +172,9 @@ def _run_case(rows, name, argv, tmp, fault=None, marker=None, signum=None, out=N
     per_frame = per_frame if per_frame is not None else _option(argv, "--per-frame-dir")
     planted, watch = _prepare_previous(out, per_frame)
     before = _listing(watch)
-    code, seconds, stderr = _spawn(argv, tmp, fault, marker, signum)
+    code, seconds, stderr, stdout = _spawn(argv, tmp, fault, marker, signum)
     intact, left = _verdict(planted, before, watch, tmp, code)
-    rows.append((name, str(code), f"{seconds:.1f}", _message(stderr, tmp), intact, left))
+    rows.append((name, str(code), f"{seconds:.1f}", _message(stderr, tmp, stdout), intact, left))
     for path in planted:  # the next case starts from a clean folder
         if path.exists() and path.read_bytes() == PREVIOUS:
             path.unlink()
@@ -264,14 +273,15 @@ def _batch_rows(rows, tmp, world, mesh, wanted):
              tmp / "b3")):
         if not wanted(name):
             continue
-        code, seconds, stderr = _spawn([str(a) for a in argv], tmp, None, marker, sig, delay=0.5)
+        code, seconds, stderr, _ = _spawn([str(a) for a in argv], tmp, None, marker, sig, delay=0.5)
         report = out / "report.jsonl"
         detail = _message(stderr, tmp)
         if report.is_file():
             import json
 
-            kinds = [f"{r['clip']}: {r['status']}" + (f" [{r.get('error_kind')}] {r.get('error')}"
-                                                     if r.get("error_kind") or r["status"] == "interrupted" else "")
+            kinds = [f"{r['clip']}: {r['status']}"
+                     + (f" [{r['error_kind']}]" if r.get("error_kind") else "")
+                     + (f" {r.get('error')}" if r.get("error_kind") or r["status"] == "interrupted" else "")
                      for r in map(json.loads, report.read_text().splitlines())]
             detail = "; ".join(kinds).replace(str(tmp), "<tmp>")
         left = sorted(p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp") \
