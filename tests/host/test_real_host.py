@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +37,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_host  # noqa: E402
+import data_dirs  # noqa: E402
 import equivalence as eq  # noqa: E402
 from comfy_host import ComfyServer, need  # noqa: E402
 from workflow_models import WORKFLOW_DIR  # noqa: E402
 
 pytestmark = pytest.mark.skipif(comfy_host.OPTED_OUT, reason="ACTIONMESH_REAL_HOST=0 (outside CI)")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-OLD_WORKFLOWS = sorted((ROOT / "tests" / "data" / "workflows_history").glob("*.json"))
+OLD_WORKFLOWS = sorted((data_dirs.DATA_DIR / "workflows_history").glob("*.json"))
 CLIP = "actionmesh_test_camel.mp4"
 FRAMES = "frames/actionmesh_test_camel"
 MESH = "3d/actionmesh_test_mesh.glb"

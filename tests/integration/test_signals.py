@@ -20,11 +20,12 @@ import pytest
 import trimesh
 
 import bad_input_cases as cases
+import data_dirs
 from actionmesh_core.io.mesh_io import save_mesh
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143), "SIGHUP": (signal.SIGHUP, 129)}
 PROGRESS = ("export: ", "warning: ", "PER-FRAME ")
 #: a plain progress line of actionmesh_core.progress (any stage: dinov2, stage1, stage2, ...)
