@@ -25,6 +25,7 @@ from actionmesh_core.weights import make_tiny_weights  # noqa: E402
 from batch_helpers import (SPHERE_VERTICES, fast_config, make_clip, make_corrupt_clip, make_mesh,  # noqa: E402
                            read_report, temp_files, write_csv)
 
+pytestmark = pytest.mark.ray
 TWO_WORKERS = RayOptions(workers=2, cpus_per_worker=1)
 
 
