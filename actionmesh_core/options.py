@@ -4,7 +4,7 @@ Every default here is the official release's (``actionmesh/configs/actionmesh.ya
 and ``actionmesh/io/video_input.py`` of facebookresearch/actionmesh) unless said
 otherwise. The command line (:mod:`actionmesh_core.arguments`), the Python API
 (:class:`PipelineConfig`, :class:`FrameOptions`) and the ComfyUI node inputs all
-read their defaults from this module; ``tests/test_option_defaults.py`` fails
+read their defaults from this module; ``tests/unit/test_option_defaults.py`` fails
 when a node's default differs from the command line's.
 
 This module imports nothing from the rest of the library, so every other

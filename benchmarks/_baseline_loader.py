@@ -16,6 +16,10 @@ column of the end-to-end CLI run is that pipeline, run as it was.
 Outside a git checkout that holds the commit (a source archive, a shallow
 clone) it returns ``None`` and says so once; callers then print the new
 extractor's rows only.
+
+``python3 benchmarks/_baseline_loader.py [--tree DEST]`` says whether this
+checkout can give the old columns (and extracts the pre-#14 library under
+``DEST``).
 """
 from __future__ import annotations
 
@@ -104,3 +108,24 @@ def baseline_tree(dest: Path, quiet: bool = False) -> Optional[Path]:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     return dest
+
+
+def main(argv=None) -> int:
+    """Print where the old extractor comes from (and, with ``--tree DEST``, where the pre-#14 library went)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Whether this checkout can give the meshing benchmark's old columns.")
+    ap.add_argument("--tree", type=Path, default=None, help="also extract the pre-#14 library under this folder")
+    args = ap.parse_args(argv)
+    if str(ROOT) not in sys.path:  # run as a script: the library of this checkout
+        sys.path.insert(0, str(ROOT))
+    old = load_baseline()
+    print(f"old extractor: {'unavailable' if old is None else old.__file__}")
+    if args.tree is not None:
+        root = baseline_tree(args.tree)
+        print(f"pre-#14 library: {'unavailable' if root is None else root / 'actionmesh_core'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,7 @@ Builds tiny weights and frames in a temporary folder and runs, each in a REAL pr
 
 * every case of ``tests/bad_input_cases.py`` (one thing broken in a valid run);
 * signals: SIGINT / SIGTERM / SIGHUP while a stage runs, while Blender writes an FBX, and between two
-  per-frame files (the per-frame writer slowed down, as in ``tests/test_signals.py``);
+  per-frame files (the per-frame writer slowed down, as in ``tests/integration/test_signals.py``);
 * faults: a disk with clearly too little free space (``shutil.disk_usage`` reports 2 KB free), a full disk
   during the write (``write()`` fails with ENOSPC after 100 bytes), a real file-size limit (``RLIMIT_FSIZE``:
   the kernel's EFBIG), and batch cases (``--fps 0``, a single-point mesh, SIGTERM mid-clip).

@@ -239,7 +239,8 @@ def peak_rss_mb(extractor, fn, inside, **kw) -> float:
     return float(text) if text else float("nan")
 
 
-def bench(fields, repeat):
+def bench(fields, repeat, depths=None):
+    """The per-field table; ``depths`` = (coarse, final) depths of every extractor instead of each one's own."""
     from _baseline_loader import load_baseline
 
     old = load_baseline()
@@ -255,10 +256,13 @@ def bench(fields, repeat):
             fn = FIELDS[name]
             inside, analytic = "negative", fn
         ref = min(reference_mc(fn) for _ in range(repeat))
-        extractors = [("new 6->9 band, signs only", sdf_to_meshes, dict(sdf_bound=False)),
-                      ("new 6->9 band + SDF bound", sdf_to_meshes, {})]
+        new_d, old_d = (depths or (6, 9)), (depths or (8, 9))
+        at = {} if depths is None else dict(octree_depth=depths[0], refine_depth=depths[1])
+        extractors = [(f"new {new_d[0]}->{new_d[1]} band, signs only", sdf_to_meshes, dict(sdf_bound=False, **at)),
+                      (f"new {new_d[0]}->{new_d[1]} band + SDF bound", sdf_to_meshes, dict(at))]
         if old is not None and name not in ("sphere", "thin_parts"):
-            extractors.insert(0, ("old 8->9 dense+refine", old.sdf_to_meshes, dict(octree_depth=8, refine_depth=9)))
+            extractors.insert(0, (f"old {old_d[0]}->{old_d[1]} dense+refine", old.sdf_to_meshes,
+                                  dict(octree_depth=old_d[0], refine_depth=old_d[1])))
         for label, extractor, kw in extractors:
             best = best_cpu = None
             for _ in range(repeat):
@@ -446,6 +450,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: shared machines)")
     ap.add_argument("--cli", action="store_true", help="also time the 16-frame default CLI run old vs new")
     ap.add_argument("--skip-fields", action="store_true")
+    ap.add_argument("--depths", default=None, metavar="COARSE,FINAL",
+                    help="coarse and final depth of every extractor instead of each one's own (e.g. 4,6: seconds, "
+                         "the tests' check that the rows still run)")
     ap.add_argument("--cpu-parts", action="store_true",
                     help="also measure the CPU changes one by one: VAE field chunk size, clean-up helper processes, "
                          "allocator tuning of the CLI")
@@ -459,7 +466,8 @@ def main():
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     if not args.skip_fields:
-        bench(args.fields.split(","), max(1, args.repeat))
+        bench(args.fields.split(","), max(1, args.repeat),
+              tuple(int(d) for d in args.depths.split(",")) if args.depths else None)
     if args.dense_check:
         dense_check([f for f in args.fields.split(",") if f in FIELDS])
     if args.cli:

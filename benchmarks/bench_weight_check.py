@@ -32,7 +32,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 _ST = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
 
@@ -73,7 +72,7 @@ def build_layout(root: Path, dtype: str, tiny: bool) -> int:
     from actionmesh_core.checkpoints import WEIGHT_FILES
     from actionmesh_core.models import TemporalAutoencoder, TemporalDenoiser, TripoSGDiT, TripoSGVAE
     from actionmesh_core.weights import COMPONENTS
-    from bench_pipeline import released_sizes, tiny_sizes
+    from actionmesh_core.perf_model import released_sizes, tiny_sizes
 
     sizes = tiny_sizes() if tiny else released_sizes()
     total = 0

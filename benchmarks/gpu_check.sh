@@ -72,7 +72,7 @@ grep -h '"part": "env"' "$OUT/results.jsonl" 2>/dev/null | sed 's/^/    /' | tee
 grep -q '"warp": "unavailable"' "$OUT/results.jsonl" 2>/dev/null && echo "warp: unavailable (scikit-image fallback)" | tee -a "$LOG"
 
 # CUDA-only tests (they skip without CUDA: the dry run only proves they import and collect)
-TEST_FILES=$(grep -l "pytest.mark.cuda" tests/test_*.py | tr '\n' ' ')
+TEST_FILES=$(grep -rl "pytest.mark.cuda" tests --include="test_*.py" | sort | tr "\n" " ")
 part tests 90 python3 -m pytest -q -m cuda -p no:cacheprovider $TEST_FILES
 SUMMARY=$(grep -E "^[0-9]+ (passed|failed|skipped|deselected|error)|^=+ .*(passed|failed|error|skipped).* =+$|no tests ran" "$LOG" | tail -1)
 timeout 20 $PY tests --summary "${SUMMARY:-no summary (see log)}" >>"$LOG" 2>&1

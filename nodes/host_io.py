@@ -6,7 +6,7 @@ declared with ``define_schema`` and run through ``execute``, as core's
 classes run on :class:`FallbackIO`: the part of the V3 schema the pack uses,
 with the same V1 view ComfyUI serves for a V3 node (``INPUT_TYPES()``,
 ``RETURN_TYPES``, ``FUNCTION = "EXECUTE_NORMALIZED"``, ``GET_SCHEMA()``).
-``tests/test_real_host.py`` checks that this view equals what the real host
+``tests/host/test_real_host.py`` checks that this view equals what the real host
 serves in ``/object_info`` for every node of the pack.
 
 Verified against ComfyUI 0.27.0 (``comfy_api/latest/_io.py``).

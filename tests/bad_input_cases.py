@@ -1,4 +1,4 @@
-"""Bad inputs a new user tries, shared by tests/test_validation.py and benchmarks/bad_inputs_table.py.
+"""Bad inputs a new user tries, shared by tests/unit/test_validation.py and benchmarks/bad_inputs_table.py.
 
 Each case builds the command line of a run from a small, valid "world" (frames,
 tiny weights, output path) with ONE thing broken, and names the error type and
@@ -18,7 +18,7 @@ from PIL import Image
 GOOD_SIZE = 96
 
 #: code run before the CLI to slow its per-frame GLB writes down (0.4 s after each, one stderr line each) so that a
-#: signal lands between two per-frame files (tests/test_signals.py, benchmarks/bad_inputs_table.py)
+#: signal lands between two per-frame files (tests/integration/test_signals.py, benchmarks/bad_inputs_table.py)
 SLOW_PER_FRAME = """
 import sys, time
 import actionmesh_core.export.glb as glb

@@ -1,4 +1,10 @@
-"""Shared fixtures: the node pack loaded exactly as ComfyUI loads it, real frame fixtures, fake folders."""
+"""Shared fixtures: the node pack loaded exactly as ComfyUI loads it, real frame fixtures, fake folders.
+
+Also the kind marker of every test (its sub-folder of ``tests/``: unit, parity, integration, host). pytest
+imports this file in its default ``prepend`` mode with no ``__init__.py`` above it, so ``tests/`` itself goes
+on ``sys.path``: the helper modules beside this file (``data_dirs``, ``tiny_models``, ``comfy_host``, ...)
+import the same way from every sub-folder, and test file names stay unique across the sub-folders.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +17,9 @@ import pytest
 
 import data_dirs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
+# tests/<kind>/test_*.py: the sub-folder is the test's kind, and its marker (``-m unit``, ``-m "not integration"``)
+KINDS = ("unit", "parity", "integration", "host")
 # FFmpeg's log level is read when OpenCV opens its first video; the library sets it before that in a fresh
 # process (frames._load_video_file), but in this shared test process another test may open a video first
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -33,6 +41,18 @@ FAKE_MODELS = {
 }
 FAKE_INPUT_MESHES = ["3d/my_mesh.glb"]
 FAKE_INPUT_FRAMES = ["frames/my_object/0000.png", "frames/my_object/0001.png"]  # Load Frames' placeholder folder
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects (pytest's own modifyitems hook)
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its kind: the sub-folder of ``tests/`` its file lives in (pytest.ini describes each)."""
+    for item in items:
+        try:
+            parts = Path(item.path).resolve().relative_to(data_dirs.TESTS_DIR).parts
+        except ValueError:  # a file outside tests/ named on the command line
+            continue
+        if len(parts) == 2 and parts[0] in KINDS:
+            item.add_marker(parts[0])
 
 
 def combo_options(spec) -> list:

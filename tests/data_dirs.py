@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+TESTS_DIR = Path(__file__).resolve().parent  # tests/: the shared helper modules (on sys.path through conftest.py)
+REPO_ROOT = TESTS_DIR.parent  # the repository root (tests live one or two folders below it: tests/<kind>/test_*.py)
+DATA_DIR = TESTS_DIR / "data"
 
 
 def _resolve(variable: str, default: Path) -> Path:

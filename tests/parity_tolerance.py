@@ -23,7 +23,7 @@ TIGHT = {
 }
 # Stage II windows that deform a mesh decoded by an earlier window (free-running) have no fixed factor: their
 # tolerance is derived per window from the measured amplification of the source mesh's error
-# (tests/test_parity_pipeline.py::test_stage2_windows, check_within).
+# (tests/parity/test_parity_pipeline.py::test_stage2_windows, check_within).
 
 
 def check(actual: torch.Tensor, expected: torch.Tensor, spec: dict, kind: str, label: str) -> float:

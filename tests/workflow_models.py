@@ -1,7 +1,7 @@
 """Write the pack's model download metadata (and current socket types / widget defaults) into example_workflows/*.json.
 
 Run ``python3 tests/workflow_models.py`` after a loader's released entry or a node's inputs change;
-``tests/test_workflows.py`` fails until the shipped workflows carry what this writes:
+``tests/unit/test_workflows.py`` fails until the shipped workflows carry what this writes:
 
 * every ActionMesh/TripoSG/DINOv2 loader node: ``properties.models`` = ``loader_nodes.download_metadata``;
 * the workflow's top-level ``models``: the union of those records (the frontend checks these against

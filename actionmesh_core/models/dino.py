@@ -81,7 +81,7 @@ def dinov2_expected_shapes(cfg: dict):
     Computed from the config alone (no ``transformers`` import, which takes seconds):
     the layout of ``transformers.Dinov2Model`` (embeddings with CLS/mask tokens and
     learned positions, ``num_hidden_layers`` pre-norm blocks with layer scale and an
-    MLP or SwiGLU FFN, final LayerNorm). ``tests/test_validation.py`` checks the total
+    MLP or SwiGLU FFN, final LayerNorm). ``tests/unit/test_validation.py`` checks the total
     against ``Dinov2Model`` built on the meta device.
 
     Returns:

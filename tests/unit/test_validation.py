@@ -7,7 +7,6 @@ check that comes "late" (inside a stage) fails these tests.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from PIL import Image
 
 import bad_input_cases as cases
+import data_dirs
 from actionmesh_core import errors
 from actionmesh_core.cli import build_parser, frame_options_from_args, main, pipeline_config_from_args
 from actionmesh_core.validation import FrameOptions, validate_frames, validate_run
@@ -356,7 +356,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 assert check_tensor_values({str(path)!r}) == 4 * 4096 * 4096 * 4
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 """
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(data_dirs.REPO_ROOT)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": root})
     assert proc.returncode == 0, proc.stderr

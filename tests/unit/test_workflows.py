@@ -19,15 +19,13 @@ for LoadImage/LoadVideo) follow the ComfyUI frontend of the same period.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import workflow_models  # noqa: E402
+import data_dirs
+import workflow_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 WORKFLOW_DIR = workflow_models.WORKFLOW_DIR
 
 EXPECTED_WORKFLOWS = {

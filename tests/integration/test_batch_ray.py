@@ -17,6 +17,7 @@ if os.environ.get("CI") != "true":
     pytest.importorskip("ray", reason="Ray is not installed (pip install ray); the Ray engine tests need it")
 import ray  # noqa: E402
 
+import data_dirs  # noqa: E402
 from actionmesh_core.batch import BatchSettings, ClipSpec, RayOptions, read_inputs, run_batch  # noqa: E402
 from actionmesh_core.batch.state import record_path  # noqa: E402
 from actionmesh_core.io.glb import read_animated_glb  # noqa: E402
@@ -24,6 +25,7 @@ from actionmesh_core.weights import make_tiny_weights  # noqa: E402
 from batch_helpers import (SPHERE_VERTICES, fast_config, make_clip, make_corrupt_clip, make_mesh,  # noqa: E402
                            read_report, temp_files, write_csv)
 
+pytestmark = pytest.mark.ray
 TWO_WORKERS = RayOptions(workers=2, cpus_per_worker=1)
 
 
@@ -34,7 +36,7 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              _system_config={"worker_register_timeout_seconds": 600},
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                 [str(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
+                 [str(data_dirs.REPO_ROOT)]
                  + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}})
     yield
     ray.shutdown()

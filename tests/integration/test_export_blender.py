@@ -13,6 +13,7 @@ from actionmesh_core.export import export_animation
 from blender_client import hausdorff, open_in_blender, require_blender, y_up_to_blender
 from export_fixtures import bending_tube
 
+pytestmark = pytest.mark.bpy
 T, FPS, BONES = 6, 12.0, 4
 # format -> (Blender frame of animation frame 0, converts Y-up to Z-up, texture image inside, exact)
 EXPECT = {

@@ -20,11 +20,12 @@ import pytest
 import trimesh
 
 import bad_input_cases as cases
+import data_dirs
 from actionmesh_core.io.mesh_io import save_mesh
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143), "SIGHUP": (signal.SIGHUP, 129)}
 PROGRESS = ("export: ", "warning: ", "PER-FRAME ")
 #: a plain progress line of actionmesh_core.progress (any stage: dinov2, stage1, stage2, ...)
@@ -93,14 +94,14 @@ def _run_and_signal(cmd, marker: str, signum: int, timeout: float = 600.0):
 POINTS = {
     # a stage: stage I is running (its third step reported)
     "stage": ("stage1: step 3/", ["--steps", "400"], False),
-    # an export: Blender (a child process) is writing the FBX from the staged GLB
+    # an export: Blender (a child process) is writing the FBX from the staged GLB (marker bpy)
     "export": ("export: writing fbx", ["--steps", "2", "--format", "fbx"], False),
     # between per-frame files: the second of five static GLBs was just staged
     "per-frame": ("PER-FRAME a_001.glb", ["--steps", "2"], True),
 }
 
 
-@pytest.mark.parametrize("point", list(POINTS))
+@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.bpy) if p == "export" else p for p in POINTS])
 @pytest.mark.parametrize("name", list(SIGNALS))
 def test_signal_stops_the_run_in_one_line_and_changes_nothing(world, tmp_path, name, point):
     (w, mesh) = world

@@ -273,6 +273,7 @@ def test_reads_interleaved_strided_views_and_sparse_targets(tmp_path):
     np.testing.assert_allclose(back.times, [0.0, 0.5, 1.0])
 
 
+@pytest.mark.bpy
 def test_reads_a_shape_key_animation_exported_by_blender(tmp_path):
     """Blender's glTF exporter writes morph targets as sparse accessors without a buffer view: every frame read
     back equals Blender's own evaluated mesh at that frame (in glTF's Y-up axes)."""

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+import data_dirs
+
+ROOT = data_dirs.REPO_ROOT
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

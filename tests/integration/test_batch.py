@@ -10,11 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+import data_dirs
 from actionmesh_core.batch import BatchSettings, ClipSpec, ManifestError, plan_batch, read_inputs, run_batch
 from actionmesh_core.batch.state import record_path, remove_stale_temps
 from actionmesh_core.batch.worker import _ResidentPipeline
@@ -24,7 +24,7 @@ from actionmesh_core.weights import make_tiny_weights
 from batch_helpers import (FAST, SPHERE_VERTICES, fast_config, make_clip, make_corrupt_clip, make_mesh, read_report,
                            temp_files, write_csv)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ it sets; this check needs no host.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import urljoin
 
-ROOT = Path(__file__).resolve().parents[1]
+import data_dirs
+ROOT = data_dirs.REPO_ROOT
 FRONTEND_MODULES = {"/scripts/app.js", "/scripts/api.js", "/scripts/ui.js", "/scripts/utils.js",
                     "/scripts/widgets.js", "/scripts/domWidget.js"}
 

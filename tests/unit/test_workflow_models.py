@@ -10,12 +10,10 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import workflow_models  # noqa: E402
+import workflow_models
 
 WORKFLOWS = sorted(workflow_models.WORKFLOW_DIR.glob("*.json"))
 RELEASED_FILES = {

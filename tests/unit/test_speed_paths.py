@@ -1,39 +1,30 @@
-"""Plain vs optimised paths (issue #5): same outputs, switches that restore, analytic FLOPs, benchmark script.
+"""Plain vs optimised paths (issue #5): same outputs, switches that restore, analytic FLOPs.
 
-Tiny random models only; every test runs in well under a second except the
-end-to-end ``--tiny`` benchmark run (a few seconds).
+Tiny random models only; every test runs in well under a second. The analytic
+FLOPs are the library's (``actionmesh_core.perf_model``, which
+``benchmarks/bench_pipeline.py`` reports); the benchmark script itself runs in
+``tests/integration/test_benchmark_scripts.py``.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from actionmesh_core import perf
+from actionmesh_core import perf, perf_model
 from actionmesh_core.models.attention import active_attention_backend, get_attention_backend, set_attention_backend
 from actionmesh_core.models.compile import compile_blocks, uncompile_blocks
+from actionmesh_core.models.dino import DinoV2Encoder
 from actionmesh_core.sampling.stage1 import masked_flow_sampling
 from actionmesh_core.sampling.stage2 import decode_stage2
 from actionmesh_core.sampling.triposg import sample_image_to_3d
+import data_dirs
 from tiny_models import tiny_autoencoder, tiny_denoiser, tiny_dit, tiny_vae
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "benchmarks" / "bench_pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_pipeline", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bp = _bench()
+ROOT = data_dirs.REPO_ROOT
 N, C, S, DC = 6, 8, 5, 12
 FLAG_OFF = [dict(cache_cross_kv=False), dict(fused_qkv=False), dict(batch_targets=False), dict(token_major=False)]
 
@@ -51,7 +42,7 @@ def _stage1_inputs(t=4):
 
 
 def _sphere_query(v=30):
-    q = bp.sphere_query(v)
+    q = perf_model.sphere_query(v)
     return q
 
 
@@ -239,26 +230,29 @@ def _counted(fn):
 
 @pytest.mark.parametrize("plain", [False, True], ids=["optimised", "plain"])
 def test_analytic_flops_match_counted_matmuls(plain):
-    sz = bp.tiny_sizes()
-    models = bp.build_models(sz, torch.device("cpu"), torch.float32, torch.float32)
-    inputs = bp.synthetic_inputs(sz, torch.device("cpu"))
-    fns = bp.make_stage_fns(models, sz, inputs, "default", torch.device("cpu"))
+    sz = perf_model.tiny_sizes()
+    models = perf_model.build_models(sz, torch.device("cpu"), torch.float32, torch.float32)
+    inputs = perf_model.synthetic_inputs(sz, torch.device("cpu"))
+    fns = perf_model.make_stage_fns(models, sz, inputs, "default", torch.device("cpu"))
     for stage in ("stage0", "stage1", "stage2", "meshing"):
         with (perf.plain_mode() if plain else perf.perf_flags()):
             counted = _counted(fns[stage])
-        assert counted == pytest.approx(bp.stage_flops(sz, stage, "default", plain), rel=1e-9), stage
+        expected = perf_model.stage_flops(sz, stage, "default", plain, meshing_points=inputs.get("meshing_points"))
+        assert counted == pytest.approx(expected, rel=1e-9), stage
 
 
 @pytest.mark.parametrize("flags", [dict(target_batch=3), dict(batch_targets=True, static_chunks=True),
                                    dict(cache_cross_kv=False, static_chunks=True)], ids=str)
 def test_analytic_flops_follow_the_switches(flags):
-    sz = bp.tiny_sizes()
-    models = bp.build_models(sz, torch.device("cpu"), torch.float32, torch.float32)
-    inputs = bp.synthetic_inputs(sz, torch.device("cpu"))
-    fns = bp.make_stage_fns(models, sz, inputs, "default", torch.device("cpu"))
+    sz = perf_model.tiny_sizes()
+    models = perf_model.build_models(sz, torch.device("cpu"), torch.float32, torch.float32)
+    inputs = perf_model.synthetic_inputs(sz, torch.device("cpu"))
+    fns = perf_model.make_stage_fns(models, sz, inputs, "default", torch.device("cpu"))
     with perf.perf_flags(**flags):
         for stage in ("stage2", "meshing"):
-            assert _counted(fns[stage]) == pytest.approx(bp.stage_flops(sz, stage, "default", False), rel=1e-9)
+            counted = _counted(fns[stage])
+            expected = perf_model.stage_flops(sz, stage, "default", False, meshing_points=inputs.get("meshing_points"))
+            assert counted == pytest.approx(expected, rel=1e-9), stage
 
 
 def test_stage2_targets_per_pass_policy():
@@ -340,53 +334,13 @@ print(faults())
 def test_analytic_dino_flops_match_counted():
     from transformers import Dinov2Config, Dinov2Model
 
-    sz = bp.tiny_sizes()
+    sz = perf_model.tiny_sizes()
     torch.manual_seed(0)
     model = Dinov2Model(Dinov2Config(**sz.dino, attn_implementation="eager")).eval()
-    enc = bp.DinoV2Encoder(model)
+    enc = DinoV2Encoder(model)
     images = torch.rand(3, 64, 64, 3, generator=_gen(9))
     counted = _counted(lambda: enc(images))
-    assert counted == pytest.approx(bp.dino_flops(sz.dino, 3), rel=1e-9)
-
-
-# --------------------------------------------------------------------------- the benchmark script
-
-
-def test_benchmark_tiny_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    results = bp.main(["--tiny", "--repeats", "1", "--threads", "0", "--markdown", "--json", str(out)])
-    assert [r.stage for r in results] == list(bp.STAGES)
-    for r in results:
-        assert r.plain.seconds > 0 and r.opt.seconds > 0 and r.flops_plain >= r.flops_opt > 0
-        assert r.max_abs_diff <= 1e-4 * max(1.0, r.max_abs_ref), r.stage
-        assert r.plain.peak_bytes is None  # CPU: no peak figure
-    text = capsys.readouterr().out
-    assert "| stage2 |" in text and "| total |" in text
-    payload = json.loads(out.read_text())
-    assert payload["environment"]["sizes"] == "tiny" and len(payload["results"]) == len(bp.STAGES)
-    assert payload["results"][2]["flops_plain"] > payload["results"][2]["flops_optimised"]  # no K/V cache
-
-
-def test_benchmark_refuses_gpu_only_options_on_cpu():
-    with pytest.raises(SystemExit, match="CUDA"):
-        bp.main(["--tiny", "--threads", "0", "--device", "cpu", "--compile"])
-    with pytest.raises(SystemExit, match="stage"):
-        bp.main(["--tiny", "--threads", "0", "--stages", "stage9"])
-
-
-def test_low_vram_run_offloads_and_restores_the_models():
-    """The GPU-only low-VRAM branch of the benchmark, exercised with the CPU as 'device'."""
-    import contextlib
-
-    sz = bp.tiny_sizes()
-    cpu = torch.device("cpu")
-    models = bp.build_models(sz, cpu, torch.float32, torch.float32)
-    inputs = bp.synthetic_inputs(sz, cpu)
-    fns = bp.make_stage_fns(models, sz, inputs, "default", cpu)
-    ref = fns["meshing"]()
-    meas = bp._low_vram_run(models, models.vae, fns["meshing"], cpu, contextlib.nullcontext)
-    assert torch.equal(meas.output, ref) and meas.seconds > 0 and meas.peak_bytes is None
-    assert all(next(m.parameters()).device == cpu for m in (models.dit, models.vae, models.denoiser))
+    assert counted == pytest.approx(perf_model.dino_flops(sz.dino, 3), rel=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["plain", "optimised"])
@@ -395,8 +349,6 @@ def test_both_paths_match_the_reference_vectors(mode):
     from safetensors.torch import load_file
 
     from actionmesh_core.checkpoints import load_model
-
-    import data_dirs
 
     folder = data_dirs.parity_dir()
 

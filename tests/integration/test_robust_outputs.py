@@ -14,13 +14,14 @@ import pytest
 import trimesh
 
 import bad_input_cases as cases
+import data_dirs
 from actionmesh_core.cli import main
 from actionmesh_core.io import atomic
 from actionmesh_core.io.animated_mesh import AnimatedMesh
 from actionmesh_core.io.glb import export_animated_glb, export_static_glbs, read_animated_glb
 from actionmesh_core.io.mesh_io import save_mesh
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 
 
 def _anim(frames=3, seed=0):
@@ -102,7 +103,7 @@ def test_sigkill_during_a_glb_write_leaves_the_previous_file(tmp_path):
     good = target.read_bytes()
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
+        sys.path[:0] = [{str(ROOT)!r}, {str(data_dirs.TESTS_DIR)!r}, {str(Path(__file__).resolve().parent)!r}]
         import numpy as np
         from actionmesh_core.io import atomic
         from actionmesh_core.io.glb import export_animated_glb
@@ -224,7 +225,7 @@ def test_exit_0_writes_glb_and_per_frame_files(world, monkeypatch, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-# Ctrl-C, SIGTERM and SIGHUP in real runs: tests/test_signals.py
+# Ctrl-C, SIGTERM and SIGHUP in real runs: tests/integration/test_signals.py
 
 
 def _run_entry(tmp_path, argv, before=""):
@@ -239,7 +240,7 @@ sys.argv = ['actionmesh'] + {argv!r}
 from actionmesh_core.cli import run
 run()
 """
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 

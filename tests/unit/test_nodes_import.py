@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+import data_dirs
+from actionmesh_core.io.animated_mesh import AnimatedMesh
 from conftest import combo_options
 
-from actionmesh_core.io.animated_mesh import AnimatedMesh
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 
 EXPECTED_NODES = {
     "ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoadTripoSGVAE", "ActionMeshLoadTripoSGDiT",

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +37,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import comfy_host  # noqa: E402
-import equivalence as eq  # noqa: E402
-from comfy_host import ComfyServer, need  # noqa: E402
-from workflow_models import WORKFLOW_DIR  # noqa: E402
+import comfy_host
+import data_dirs
+import equivalence as eq
+from comfy_host import ComfyServer, need
+from workflow_models import WORKFLOW_DIR
 
-pytestmark = pytest.mark.skipif(comfy_host.OPTED_OUT, reason="ACTIONMESH_REAL_HOST=0 (outside CI)")
+# every test needs the real ComfyUI (marker host); those that open its frontend also chromium + playwright (browser)
+pytestmark = [pytest.mark.host,
+              pytest.mark.skipif(comfy_host.OPTED_OUT, reason="ACTIONMESH_REAL_HOST=0 (outside CI)")]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-OLD_WORKFLOWS = sorted((ROOT / "tests" / "data" / "workflows_history").glob("*.json"))
+OLD_WORKFLOWS = sorted((data_dirs.DATA_DIR / "workflows_history").glob("*.json"))
 CLIP = "actionmesh_test_camel.mp4"
 FRAMES = "frames/actionmesh_test_camel"
 MESH = "3d/actionmesh_test_mesh.glb"
@@ -300,6 +301,7 @@ def test_nodes_are_v3_nodes_with_the_schema_the_stand_in_declares(comfy, pack):
     assert ("ActionMeshTemporalDenoise", "window") in expert and ("ActionMeshEncodeFrames", "batch_size") in expert
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_loads_in_the_browser(path, page, shots_dir):
     workflow = json.loads(path.read_text(encoding="utf-8"))
@@ -380,6 +382,7 @@ def _thumbnail(page, workflow: dict, target: Path) -> None:
     os.replace(partial, target)
 
 
+@pytest.mark.browser
 def test_loader_folder_values_of_older_workflows_load_as_files(page):
     """A workflow saved when the loaders listed folders (``ActionMesh/denoiser``) loads with the listed weights files
     (web/js/actionmesh_model_names.js), so the frontend's missing-models check matches them: none of ours listed."""
@@ -401,6 +404,7 @@ LOADERS = ("ActionMeshLoadDenoiser", "ActionMeshLoadAutoencoder", "ActionMeshLoa
 RUNNABLE_OLD = [p for p in OLD_WORKFLOWS if p.stem.split("_", 1)[1] in ("video_to_4d", "video_mesh_to_4d")]
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.stem)
 def test_workflows_of_earlier_versions_load_unchanged(path, page, pack):
     """Workflows saved by earlier versions of the pack (git history) load: every node type known, every widget value
@@ -424,6 +428,7 @@ def test_workflows_of_earlier_versions_load_unchanged(path, page, pack):
     assert {n["class_type"] for n in converted.values() if n["class_type"].startswith("ActionMesh")} <= set(pack.NODES)
 
 
+@pytest.mark.browser
 def test_placeholder_inputs_are_flagged_at_load(page):
     """The shipped placeholders (mesh ``3d/my_mesh.glb``, frames ``frames/my_object``) are flagged when the
     workflow loads (node marked, a toast), as the frontend flags a missing video upload; real files are not."""
@@ -597,6 +602,7 @@ def _assert_success_with_glb(comfy, entry, new_files, prompt):
     return glb
 
 
+@pytest.mark.browser
 def test_video_to_4d_gives_the_cli_result(comfy, video_to_4d_run):
     prompt, new_files, events = video_to_4d_run.prompt, video_to_4d_run.new_files, video_to_4d_run.events
     assert video_to_4d_run.result["max_abs"] <= eq.TOLERANCE
@@ -608,6 +614,7 @@ def test_video_to_4d_gives_the_cli_result(comfy, video_to_4d_run):
         assert ("preview", _node_id(prompt, node_type)) in events, (node_type, sorted(set(events)))
 
 
+@pytest.mark.browser
 def test_video_mesh_to_4d_gives_the_cli_result(comfy, page, tmp_path):
     result = _equivalent_run(comfy, page, "video_mesh_to_4d", tmp_path).result
     import trimesh
@@ -617,6 +624,7 @@ def test_video_mesh_to_4d_gives_the_cli_result(comfy, page, tmp_path):
     assert result["vertices"] == len(capsule.vertices)
 
 
+@pytest.mark.browser
 def test_pack_models_are_managed_by_comfyui(comfy, video_to_4d_run):
     """After the run ComfyUI lists our models as loaded (its memory manager holds them); /free evicts them.
     (Later runs of other graphs drop the loaders' outputs from ComfyUI's cache, and their models with them.)"""
@@ -629,6 +637,7 @@ def test_pack_models_are_managed_by_comfyui(comfy, video_to_4d_run):
     assert not {m["class"] for m in comfy.loaded_models()} & PACK_MODEL_CLASSES
 
 
+@pytest.mark.browser
 def test_interrupt_stops_cleanly_without_a_partial_file(comfy, page, video_to_4d_run):
     _load(page, _workflow("video_to_4d.json"))
     # a long stage I (many steps, a new seed so it is not cached); stage 0 and the loaders are cached or fast
@@ -690,6 +699,7 @@ MISSING_MODELS_JS = """async (waitMs) => {
 PACK_DIRECTORIES = ("actionmesh", "triposg", "dinov2")
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_missing_models_panel_lists_every_model(path, comfy, browser):
     """Without the weights, loading a workflow lists every model file it needs (ours and the core ones: Wan 2.1,
@@ -719,10 +729,12 @@ def test_missing_models_panel_lists_every_model(path, comfy, browser):
 # ---- runs after the loaded-model and interrupt checks (they read the state the video_to_4d run left)
 
 
+@pytest.mark.browser
 def test_attention_chain_graph_gives_the_cli_result(comfy, page, tmp_path):
     assert ("progress", "900") in _equivalent_run(comfy, page, "attention_chain", tmp_path).events
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("path", RUNNABLE_OLD, ids=lambda p: p.stem)
 def test_workflows_of_earlier_versions_run(path, comfy, page):
     """The video workflows of earlier versions run as they were saved (small settings, the test clip/mesh)."""
@@ -844,6 +856,7 @@ def _observe_the_frames(prompt: dict) -> None:
 _WAN_RAN = []  # the Wan workflows run so far in this session (each later one reuses the first's models)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("name", CHAINED, ids=lambda n: n.removesuffix(".json"))
 def test_chained_workflow_runs_as_shipped(name, comfy, page, core_models, chain_report):
     """The workflow from the real frontend, with the core models' stand-ins, shrunk only through node inputs: every
@@ -924,6 +937,7 @@ def test_chained_workflow_runs_as_shipped(name, comfy, page, core_models, chain_
 # --------------------------------------------------------------------------- caching
 
 
+@pytest.mark.browser
 def test_a_second_run_re_executes_only_what_changed(comfy, page):
     """Our nodes keep ComfyUI's cache working: the same workflow run again (loaded and converted again, as after a
     page reload) executes nothing; a changed widget re-executes that node and what depends on it; a mesh file or a
@@ -974,6 +988,7 @@ def test_a_second_run_re_executes_only_what_changed(comfy, page):
 # --------------------------------------------------------------------------- template browser
 
 
+@pytest.mark.browser
 def test_template_browser_lists_every_workflow_with_its_thumbnail(comfy, page, request):
     """ComfyUI lists example_workflows/ in its template browser under the pack's folder name and serves each workflow
     and its thumbnail where the frontend asks for them (``/api/workflow_templates/<pack>/<name>.json`` / ``.jpg``)."""

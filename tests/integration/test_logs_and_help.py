@@ -7,15 +7,15 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import bad_input_cases as cases
+import data_dirs
 from actionmesh_core.cli import build_parser
 from actionmesh_core.progress import LineProgress
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = data_dirs.REPO_ROOT
 
 
 def _subparsers(parser):

@@ -28,20 +28,22 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+import data_dirs
+
+ROOT = data_dirs.REPO_ROOT
+DATA = data_dirs.DATA_DIR
 THIS = PurePosixPath(Path(__file__).resolve().relative_to(ROOT).as_posix())
 
 # Markdown files that code in this repository writes (not documents it cites): name -> who writes it.
 GENERATED_MD = {
     "gpu_table.md": "benchmarks/gpu_check.py (``table``) writes it under benchmarks/gpu_out/",
-    "chained_workflows.md": "tests/test_real_host.py writes it beside its screenshots",
+    "chained_workflows.md": "tests/host/test_real_host.py writes it beside its screenshots",
 }
 # Setup notes of the CI host, beside the checkout (../shared, which .ci/run and the real-host tests use):
 # environment, not project documentation.
 ENVIRONMENT_DOCS = {
-    "../shared/hosts/README.md": "ComfyUI host setup read by .ci/run and tests/test_real_host.py",
-    "../shared/hosts/coremodels/README.md": "core-model stand-ins used by tests/test_real_host.py",
+    "../shared/hosts/README.md": "ComfyUI host setup read by .ci/run and tests/host/test_real_host.py",
+    "../shared/hosts/coremodels/README.md": "core-model stand-ins used by tests/host/test_real_host.py",
 }
 
 # "REFERENCE §4", "REFERENCE.md §1-2", "``REFERENCE.md`` §1" (any case).
