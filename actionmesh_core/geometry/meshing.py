@@ -71,11 +71,21 @@ the bound is logged as a warning and flagged in the mesh metadata
 (``slope_exceeded``).  Use a larger ``octree_depth`` (up to ``refine_depth``
 = dense) if such parts matter.
 
-Half precision (CUDA default, ``precision="auto"``): the field runs under
-``torch.autocast`` in bf16; the bf16 error is measured on the coarse level
-against fp32, and every point whose half value lies within 4x that error of
-the level is re-evaluated in fp32, so each grid point that decides the
-surface keeps its fp32 sign (tested on the CPU with bf16).
+Precision: the field runs in fp32 by default on every device
+(``precision="auto"``). Half precision (``precision="bf16"`` / ``"fp16"``,
+opt-in): the field runs under ``torch.autocast``; the half-precision error is
+measured on the coarse level against fp32, and every point whose half value
+lies within 4x that error of the level is re-evaluated in fp32, so each grid
+point that decides the surface keeps its fp32 sign (tested on the CPU with
+bf16). It does not pay for the TripoSG VAE: that error margin also widens
+the SDF bound of every level (a cell is kept while its values are within the
+margin of the level), so the band grows and most of it is evaluated twice.
+Measured on an H200 at the released size (``benchmarks/RESULTS.md``, "GPU
+check"): the same anchor latent, the same 1,441,323 faces, took 28.4 M bf16
+points (21.1 M of them again in fp32) and 16.4 s against 5.4 M fp32 points
+and 4.3 s; with the tiny VAE on the CPU, 2.50 M + 0.68 M against 1.85 M points
+at depths 5 -> 8 (the excess grows with the depth and with the half-precision
+error).
 """
 from __future__ import annotations
 
@@ -1059,9 +1069,7 @@ def _resolve_precision(precision: str, dev: torch.device):
     names = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in names:
         raise ValueError(f"sdf_to_meshes: precision must be one of {sorted(names)}, got {precision!r}")
-    if precision == "auto":
-        return torch.bfloat16 if dev.type == "cuda" else None
-    return names[precision]
+    return names[precision]  # "auto": fp32 on every device (half precision widens the band: module docstring)
 
 
 def sdf_to_meshes(
@@ -1123,10 +1131,11 @@ def sdf_to_meshes(
             ``"warp"`` (also runs on the CPU).
         dilation: safety band, in cells, around the sign-change cells of each
             level before refining (>= 0).
-        precision: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``,
-            ``"bf16"`` or ``"fp16"``: dtype of the field evaluation under
-            autocast; in half precision, points whose value lies within 4x the
-            measured half-vs-fp32 error of ``level`` are re-evaluated in fp32.
+        precision: ``"auto"`` (= ``"fp32"``, on every device; see the module
+            docstring for why half precision is not the CUDA default),
+            ``"fp32"``, ``"bf16"`` or ``"fp16"``: dtype of the field evaluation
+            under autocast; in half precision, points whose value lies within 4x
+            the measured half-vs-fp32 error of ``level`` are re-evaluated in fp32.
         allow_empty: return an empty ``Trimesh`` for a field without surface
             instead of raising.
         sdf_bound: also refine the cells without a sign change whose values

@@ -86,11 +86,12 @@ def test_surface_points_on_cuda_match_the_cpu():
 @pytest.mark.cuda
 @needs_cuda
 def test_band_meshing_on_cuda_finds_the_thin_parts_as_the_cpu():
-    """The CUDA defaults (bf16 field with fp32 near the level, warp marching cubes when installed) on the thin-part
-    field: the same faces as the CPU's fp32 scikit-image band, which equals the dense grid (tested elsewhere)."""
+    """The CUDA half-precision path (bf16 field with fp32 near the level, warp marching cubes when installed) on
+    the thin-part field: the same faces as the CPU's fp32 scikit-image band, which equals the dense grid (tested
+    elsewhere)."""
     f = thin_parts(6)
     cpu = sdf_to_mesh(f, octree_depth=3, refine_depth=6, precision="fp32", backend="skimage")
-    gpu = sdf_to_mesh(f, octree_depth=3, refine_depth=6, device="cuda")
+    gpu = sdf_to_mesh(f, octree_depth=3, refine_depth=6, device="cuda", precision="bf16")
     st = gpu.metadata["meshing"]
     assert st["precision"] == "bfloat16"
     assert st["backend"] == ("warp" if "warp" in available_backends("cuda") else "skimage")
