@@ -122,10 +122,15 @@ def test_the_entry_point_lists_every_node(pack):
     """ComfyUI registers V3 nodes through ``comfy_entrypoint`` (a ComfyExtension), and only when the package has no
     ``NODE_CLASS_MAPPINGS`` (with one it takes the legacy path)."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(coroutine):  # in a thread of its own: the real-host tests' browser may hold this thread's event loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
 
     assert not hasattr(pack, "NODE_CLASS_MAPPINGS")
-    extension = asyncio.run(pack.comfy_entrypoint())
-    listed = asyncio.run(extension.get_node_list())
+    extension = run(pack.comfy_entrypoint())
+    listed = run(extension.get_node_list())
     assert {cls.GET_SCHEMA().node_id for cls in listed} == EXPECTED_NODES == set(pack.NODES)
 
 
