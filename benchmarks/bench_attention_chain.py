@@ -14,7 +14,7 @@ CPU ratio.
 
 ``--compare-candidates`` compares the chain's candidate surface points before and after issue #23 on the
 same inputs: *old* = every frame meshed with the narrow-band extractor at 2^8 cells (depth 5 -> 8) and 20k
-random mesh vertices kept, *new* = the grid-edge crossings of the window's batched fields at 2^7 cells
+random mesh vertices kept, *new* = the grid-edge crossings of each frame's band at 2^7 cells
 (``capture._candidate_points``).  Two cases: a synthetic clip (an ellipsoid moving rigidly, analytic per-frame
 SDFs, attention built from token positions that move with it: ground truth known) and the tiny random
 weights on the davis_camel clip (no ground truth: old vs new).  Printed: landmark track and final vertex
