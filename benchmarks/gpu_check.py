@@ -27,7 +27,8 @@ Parts:
   ``bench_meshing.py``) at the defaults (fp32 field, warp) against a dense 513^3 pass on the GPU (same faces?)
   and a dense 257^3 scikit-image pass (the CPU reference of the CPU tables); the released-size VAE field: the
   anchor extraction fp32+warp (the default) vs bf16+warp vs fp32+scikit-image, and the chain's candidate points of 16
-  frames (as the chain calls it, and to 2^7), each with its peak memory.
+  frames (as the chain computes them: one band per frame; and one band of the 16 fields, as on 2026-12-04), each
+  with its peak memory.
 - ``table``: the markdown table (``--to-results`` also appends it to ``benchmarks/RESULTS.md``).
 
 ``--cpu`` runs the same code at tiny sizes on the CPU (a dry run that proves the script end to end).
@@ -467,18 +468,42 @@ def part_meshing(args) -> None:
                    points_half=st["points_half"], half_levels=st["half_levels"], faces=len(mesh.faces),
                    backend=st["backend"], precision=st["precision"], peak_gb=peak)
         cd = min(7, d1)  # the chain's candidate depth (the dry run's grid is smaller)
-        # the chain's call (a coarser level ends the band once every frame has num_candidates / 2 crossings) and
-        # the full depth; peak memory above the resident VAE (2026-12-04: 54.4 GB for the whole chain preset)
-        for label, kw in (("as the chain calls it (min_points 10,000)", dict(min_points=10000)),
-                          (f"to 2^{cd}", {})):
-            stats = {}
-            _, secs, peak = peak_of(lambda: sdf_surface_points(vae.field_fn(lat), nfr, octree_depth=cd - 2,
-                                                               refine_depth=cd, inside=vae.inside_sign, device=dev,
-                                                               stats=stats, **kw))
-            record("meshing", field=f"VAE ({sz.name}) {nfr} frames",
-                   extractor=f"chain candidates {cd - 2}->{stats['depth']} (edge crossings), {label}",
-                   seconds=round(secs, 3), points=stats["points_evaluated"], crossings_per_frame=int(
-                       sum(stats["points"]) / len(stats["points"])), precision=stats["precision"], peak_gb=peak)
+        # the chain's candidates as the chain computes them (one band per frame, a frame's band ended at 2^6 once it
+        # has num_candidates / 2 = 10,000 crossings) and, as on 2026-12-04, one band of the 16 fields to 2^7; peak
+        # memory above the resident VAE (2026-12-04: 54.4 GB for the whole chain preset)
+        import numpy as np
+
+        import actionmesh_core.geometry.meshing as meshing
+        from actionmesh_core.attention_chain import capture
+
+        seen = []
+        real = meshing.sdf_surface_points
+
+        def counted(*a, **k):
+            k["stats"] = st = {}
+            out = real(*a, **k)
+            seen.append(st)
+            return out
+
+        meshing.sdf_surface_points = counted
+        try:
+            cands, secs, peak = peak_of(lambda: capture._candidate_points(
+                vae, lat, list(range(nfr)), -1, cd - 2, cd, 20000, np.random.default_rng(0)))
+        finally:
+            meshing.sdf_surface_points = real
+        record("meshing", field=f"VAE ({sz.name}) {nfr} frames",
+               extractor=f"chain candidates as the chain computes them (one band per frame, {cd - 2}->"
+                         f"{sorted({st['depth'] for st in seen})})",
+               seconds=round(secs, 3), points=sum(st["points_evaluated"] for st in seen), per_field=True,
+               crossings_per_frame=int(sum(sum(st["points"]) for st in seen) / nfr),
+               precision=seen[0]["precision"], peak_gb=peak)
+        stats = {}
+        _, secs, peak = peak_of(lambda: sdf_surface_points(vae.field_fn(lat), nfr, octree_depth=cd - 2, refine_depth=cd,
+                                                           inside=vae.inside_sign, device=dev, stats=stats))
+        record("meshing", field=f"VAE ({sz.name}) {nfr} frames",
+               extractor=f"one band of the {nfr} fields, {cd - 2}->{cd} (the chain's candidates on 2026-12-04)",
+               seconds=round(secs, 3), points=stats["points_evaluated"], crossings_per_frame=int(
+                   sum(stats["points"]) / len(stats["points"])), precision=stats["precision"], peak_gb=peak)
     except Exception as exc:
         traceback.print_exc()
         record("meshing", field="VAE", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -569,7 +594,8 @@ def build_table() -> str:
                 pts = f"{pts:,} ({r['points_fp32']:,} fp32" + (
                     f", {r['points_half']:,} half, levels {r.get('half_levels')})" if r.get("points_half") else ")")
             elif r.get("crossings_per_frame"):
-                pts = f"{pts:,} x the frames ({r['crossings_per_frame']:,} crossings per frame)"
+                pts = (f"{pts:,} field evaluations" if r.get("per_field") else f"{pts:,} x the frames") + \
+                    f" ({r['crossings_per_frame']:,} crossings per frame)"
             lines.append(f"| {r['field']} | {r.get('extractor', '')} | {r['seconds']:.3f} | {pts} | "
                          f"{_fmt(r.get('faces'))} | {_fmt(r.get('backend'))} / {_fmt(r.get('precision'))} | "
                          + (f"{r['dense_faces']:,} ({r['dense_seconds']:.2f})" if r.get("dense_faces") is not None
