@@ -341,7 +341,7 @@ class _Evaluator:
 
 #: A level of the band runs in half precision only while the half-precision margin, as a distance (margin / the
 #: field's measured slope), is at most this fraction of the level's cell side (see :func:`_half_level`).
-HALF_LEVEL_RATIO = 0.25
+HALF_LEVEL_RATIO = 0.5
 #: ... and while no coarser half-precision level re-evaluated more than this fraction of its points in fp32.
 HALF_REEVALUATED = 0.5
 
