@@ -75,27 +75,30 @@ Precision: the field runs in fp32 by default on every device
 (``precision="auto"``). Half precision (``precision="bf16"`` / ``"fp16"``,
 opt-in): the dense coarse level runs in fp32 and again under
 ``torch.autocast``, which measures the half-precision error; the *margin*
-is 4x its largest value near the level.  A finer level runs in half
-precision only while the margin, read as a distance (margin / measured
-slope), is at most :data:`HALF_LEVEL_RATIO` of its cell (and no coarser
-half level had to re-evaluate more than :data:`HALF_REEVALUATED` of its
-points); the other levels run in fp32 once.  On a half level every point
+is 4x its largest value near the level.  On a half level every point
+whose half value lies within the margin of the level is evaluated again
+in fp32, and that shell keeps its thickness while the cells halve: a finer
+level runs in half precision only while it is expected to re-evaluate at
+most :data:`HALF_REEVALUATED` of its points (twice the share of the
+coarser level's; see ``_half_level``), the finer ones in fp32 once.  On a half level every point
 whose half value lies within the margin of the level is evaluated again in
 fp32, so each grid point that decides the surface keeps its fp32 sign
 (tested on the CPU with bf16); the values left in half precision are
 flagged, and only they lose the margin in the SDF bound and in the slope
-check (an fp32 value is exact).  Why: the margin does not shrink with the
-cells, so on levels finer than it nearly every band point was evaluated
-twice, and subtracting it from every value widened the band at every level
+check (an fp32 value is exact).  Why: on levels whose cells are small
+against the margin nearly every band point was evaluated twice, and the
+margin, subtracted from every value, widened the band at every level
 (the 2026-12-04 H200 run, ``benchmarks/RESULTS.md`` "GPU check": the
 released-size anchor took 28.4 M bf16 points, 21.1 M of them again in fp32,
 and 16.4 s, against 5.4 M fp32 points and 4.3 s, same 1,441,323 faces).
 The released-size VAE's bf16 margin is ~12 voxels of the 2^9 grid (measured
 on the CPU: largest bf16 error near the level 0.0096 for a slope of 0.63),
 so for it every refined level now runs in fp32 (the same points as fp32
-plus one half-precision pass over the coarse grid): half precision pays
-only for fields whose half-precision error is small against the cells, so
-fp32 stays the default.
+plus one half-precision pass over the coarse grid).  Half precision pays
+only for fields whose half-precision error is small against the cells, and
+even then its margin widens the band (tiny random VAE at 2^5 -> 2^8: 1.4x
+the points, a third of them in fp32; ``benchmarks/bench_meshing.py
+--half``), so fp32 stays the default.
 """
 from __future__ import annotations
 
@@ -254,7 +257,7 @@ class _Evaluator:
         self.count_half = 0
         self.count_fp32 = 0
         self.half_levels: list = []  # depths evaluated in half precision
-        self.margin_wide = False  # a half level re-evaluated too many of its points: the finer levels in fp32
+        self.reevaluated = 1.0  # fraction of the last level's points within the margin (see _half_level)
         self.threads = 0  # > 1: torch threads to restore around field calls (see _bookkeeping_threads)
 
     def __call__(self, idx, cells: int, level: float, sign: float, count: int = -1, sink=None):
@@ -339,10 +342,9 @@ class _Evaluator:
 
 # --------------------------------------------------------------------------- the SDF bound of the band
 
-#: A level of the band runs in half precision only while the half-precision margin, as a distance (margin / the
-#: field's measured slope), is at most this fraction of the level's cell side (see :func:`_half_level`).
-HALF_LEVEL_RATIO = 0.5
-#: ... and while no coarser half-precision level re-evaluated more than this fraction of its points in fp32.
+#: A level of the band runs in half precision only while the fraction of its points expected within the
+#: half-precision margin of the level (evaluated twice) is at most this; the others run in fp32 once
+#: (see :func:`_half_level`).
 HALF_REEVALUATED = 0.5
 
 #: Safety factor of the band's SDF bound: the field's slope is taken as this many times the slope measured on
@@ -1010,7 +1012,14 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
         dist = (exact - level).abs()
         near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
         ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-        del approx, dist, near
+        # the share of the points around the surface (the sign-change cells' corners) within the margin
+        dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+        corners = torch.nn.functional.pad(_sign_changes(_inside(dense, level, sign))[0].any(0), (0, 1) * 3)
+        for d in (0, 1, 2):
+            corners = corners | corners.roll(1, d)
+        within = ((dense - level).abs() <= ev.margin).any(0)[corners]
+        ev.reevaluated = float(within.float().mean()) if within.numel() else 1.0
+        del approx, dist, near, corners, within
     dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
     h0 = 2.0 * ev.bounds / n0
     bound = _Bound(_Bound.measure(dense, h0), ev.margin if math.isfinite(ev.margin) else 0.0, enabled=sdf_bound)
@@ -1042,13 +1051,14 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
         coarser = [lv] + coarser[:2]
         fine = _Level(2 ** (depth + 1), num_fields, dev, track)
         fine.closure_cells = lv.closure_cells
-        half_here = _half_level(ev, bound, depth + 1)
+        half_here = _half_level(ev)
         evaluated, again = ev.count, ev.count_fp32
         fine.refine(cells, coarser, ev, level, sign, bound, finest=2**d1)
         if half_here:
             ev.half_levels.append(depth + 1)
-            if ev.count_fp32 - again > HALF_REEVALUATED * (ev.count - evaluated):  # the finer levels: more
-                ev.margin_wide = True
+            ev.reevaluated = (ev.count_fp32 - again) / max(1, ev.count - evaluated)
+        elif half is not None:
+            ev.reevaluated = 1.0  # an fp32 level: the finer ones too (the fraction only grows)
         lv = fine
         del cells
         if stop is not None and depth + 1 < d1 and stop(lv, depth + 1):
@@ -1058,18 +1068,18 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
     return lv, bound
 
 
-def _half_level(ev: _Evaluator, bound: _Bound, depth: int) -> bool:
-    """Evaluate level ``depth`` in half precision?  Sets and returns ``ev.use_half``.
+def _half_level(ev: _Evaluator) -> bool:
+    """Evaluate the next level in half precision?  Sets and returns ``ev.use_half``.
 
-    Only while the margin read as a distance (``margin`` / the smallest measured slope) is at most
-    :data:`HALF_LEVEL_RATIO` of the level's cell, and no coarser half-precision level had to re-evaluate more than
-    :data:`HALF_REEVALUATED` of its points: every point within the margin of the level is evaluated twice, and
-    that shell does not shrink with the cells, so past this point half precision costs more than fp32.
+    Every point within the margin of the level is evaluated twice, and that shell keeps its thickness while the
+    cells halve: the fraction of a level's points in it about doubles from one level to the next.  So the next
+    level runs in half precision while twice the coarser level's fraction (``ev.reevaluated``: its fp32
+    re-evaluations, or on the dense level the share of the sign-change cells' corners within the margin) is at
+    most :data:`HALF_REEVALUATED`; past that half precision costs about as much as fp32 (and its margin widens the
+    SDF bound), so the finer levels run in fp32 once.
     """
-    h = 2.0 * ev.bounds / 2**depth
-    slope = float(bound.slope.min()) / bound.safety
-    ev.use_half = (ev.half_dtype is not None and math.isfinite(ev.margin) and not ev.margin_wide
-                   and ev.margin <= HALF_LEVEL_RATIO * slope * h)
+    ev.use_half = (ev.half_dtype is not None and math.isfinite(ev.margin)
+                   and 2.0 * ev.reevaluated <= HALF_REEVALUATED)
     return ev.use_half
 
 
