@@ -211,11 +211,17 @@ def _status_mb(key):
 
 
 def peak_rss_mb(extractor, fn, inside, **kw) -> float:
-    """Peak resident memory (MB) of one extraction above the process's resident size before it.
+    """Peak resident memory (MB) of one extraction above the process's resident size before it
+    (:func:`peak_rss_of`)."""
+    return peak_rss_of(lambda: run(extractor, fn, inside, **kw))
+
+
+def peak_rss_of(call) -> float:
+    """Peak resident memory (MB) of ``call()`` above the process's resident size before it.
 
     Runs in a forked child (so earlier runs do not hide the peak): the
     child resets its peak (``echo 5 > /proc/self/clear_refs``), runs the
-    extractor and reports VmHWM - VmRSS-at-start.  NaN where that is not
+    call and reports VmHWM - VmRSS-at-start.  NaN where that is not
     available (not Linux).
     """
     if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
@@ -235,7 +241,7 @@ def peak_rss_mb(extractor, fn, inside, **kw) -> float:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
             base = _status_mb("VmRSS")
-            run(extractor, fn, inside, **kw)
+            call()
             os.write(wr, f"{_status_mb('VmHWM') - base}".encode())
         finally:
             os._exit(0)
