@@ -259,7 +259,8 @@ CPU_QUERY_CHUNK_BYTES = 8 * 2**20
 ACCELERATOR_QUERY_CHUNK_BYTES = 2**30
 """Accelerator budget of one query chunk's widest activation (bytes, counted in fp32): one field of the released
 VAE keeps the default 2^16 points (2^16 x 4096 x 4 B = 1 GiB), 16 frames batched get 2^12 (the same rows per
-GEMM); without it the attention chain's 16-frame candidates peaked at 54.4 GB on an H200 (2026-12-04)."""
+GEMM); without it the 16 batched frames held 16 GiB per feed-forward buffer (our reading of the attention-chain
+preset's 54.4 GB peak on an H200, 2026-12-04: not measured part by part)."""
 
 
 def query_chunk_points(device: Union[str, torch.device], floats_per_point: int, default: int = 2**16) -> int:

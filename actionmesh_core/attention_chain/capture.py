@@ -159,8 +159,8 @@ def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: i
     One band per frame rather than one band of all the window's fields: a
     batched band evaluates every field at every point of the union of the
     frames' bands, which grows with the motion (the 2026-12-04 H200 run:
-    1.16 M union points x 16 fields for 44,870 crossings per frame, and with
-    16 fields per query chunk a 54.4 GB peak); the frames' own bands give the
+    1.16 M union points x 16 fields for 44,870 crossings per frame; the
+    chain preset peaked at 54.4 GB); the frames' own bands give the
     same crossings (tested) at a fraction of the field evaluations (tiny
     weights on davis_camel: 2.58 M instead of 3.59 M), and each field call
     is still large (chunks of up to 2^18 points).
