@@ -74,6 +74,7 @@ __all__ = [
     "STAGE2_CUDA_TOKEN_BUDGET",
     "query_chunk_points",
     "CPU_QUERY_CHUNK_BYTES",
+    "ACCELERATOR_QUERY_CHUNK_BYTES",
     "offload",
     "ATTENTION_BACKENDS",
     "reset_peak_memory",
@@ -255,20 +256,30 @@ def stage2_targets_per_pass(num_targets: int, seq_len: int, device: Union[str, t
 CPU_QUERY_CHUNK_BYTES = 8 * 2**20
 """CPU budget of one query chunk's widest activation (bytes): small enough to stay in the caches."""
 
+ACCELERATOR_QUERY_CHUNK_BYTES = 2**30
+"""Accelerator budget of one query chunk's widest activation (bytes, counted in fp32): one field of the released
+VAE keeps the default 2^16 points (2^16 x 4096 x 4 B = 1 GiB), 16 frames batched get 2^12 (the same rows per
+GEMM); without it the 16 batched frames held 16 GiB per feed-forward buffer (our reading of the attention-chain
+preset's 54.4 GB peak on an H200, 2026-12-04: not measured part by part)."""
+
 
 def query_chunk_points(device: Union[str, torch.device], floats_per_point: int, default: int = 2**16) -> int:
     """Points per chunk of a chunked query loop (the SDF field of :class:`~actionmesh_core.models.vae.TripoSGVAE`).
 
     Each query point is independent, so the chunk size changes no value
     beyond float32 rounding (the GEMM kernels block other row counts
-    differently; tested), only speed and memory. On CUDA (and other accelerators)
-    ``default``; on the CPU the largest power of two whose widest activation
-    (``floats_per_point`` fp32 values per point, e.g. batch x feed-forward
-    width) fits in :data:`CPU_QUERY_CHUNK_BYTES`, within [2^10, ``default``]:
+    differently; tested), only speed and memory: the largest power of two
+    whose widest activation (``floats_per_point`` fp32 values per point,
+    e.g. batch x feed-forward width) fits in a byte budget, within [2^10,
+    ``default``].  On the CPU the budget is :data:`CPU_QUERY_CHUNK_BYTES`:
     the feed-forward pass then runs in the caches instead of streaming
     through memory (tiny-weights VAE field on 2 cores: 0.42 us per point at
     2^14 points vs 0.87 us at 2^18 and 0.74 us at 2^16,
-    ``benchmarks/bench_meshing.py --cpu-parts``).
+    ``benchmarks/bench_meshing.py --cpu-parts``).  On CUDA (and other
+    accelerators) it is :data:`ACCELERATOR_QUERY_CHUNK_BYTES`, which bounds
+    the peak memory of a field batched over many latents (the attention
+    chain's 16 frames: 1 GiB per activation instead of 16 GiB at the
+    released width) and leaves one latent's chunk at ``default``.
 
     Args:
         device: where the queries run.
@@ -283,9 +294,8 @@ def query_chunk_points(device: Union[str, torch.device], floats_per_point: int, 
     """
     if floats_per_point < 1 or default < 1:
         raise ValueError(f"floats_per_point and default must be >= 1, got {floats_per_point}, {default}")
-    if torch.device(device).type != "cpu":
-        return int(default)
-    fit = CPU_QUERY_CHUNK_BYTES // (4 * int(floats_per_point))
+    budget = CPU_QUERY_CHUNK_BYTES if torch.device(device).type == "cpu" else ACCELERATOR_QUERY_CHUNK_BYTES
+    fit = budget // (4 * int(floats_per_point))
     return int(min(default, max(2**10, 1 << max(0, fit.bit_length() - 1))))
 
 

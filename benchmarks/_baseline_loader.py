@@ -32,6 +32,7 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "d0df18571a0a708c0e67eddc79b648d8ad5800cb"  # last commit of benchmarks/_baseline_meshing.py
 PIPELINE_COMMIT = "c0000f42522a7e3dd094fde258ad0ef34dc642b5"  # the library before the first issue #14 commit
+HALF_BAND_COMMIT = "7a32215196212983d341fe625dce3c99c56e9bb6"  # main before the half-precision band fix (#23 follow-up)
 _LIB_NAME = "actionmesh_core.geometry._meshing_at_baseline"
 _CLEANUP_NAME = "actionmesh_core.geometry._cleanup_at_baseline"
 _cached: list = []
@@ -42,12 +43,13 @@ def _git_show(path: str) -> str:
                           text=True, check=True, timeout=60).stdout
 
 
-def _module_from_source(name: str, path: str, src: str, package: Optional[str] = None) -> types.ModuleType:
-    """Run ``src`` (``path`` at ``BASELINE_COMMIT``) as module ``name``, registered in ``sys.modules``."""
+def _module_from_source(name: str, path: str, src: str, package: Optional[str] = None,
+                        commit: str = BASELINE_COMMIT) -> types.ModuleType:
+    """Run ``src`` (``path`` at ``commit``) as module ``name``, registered in ``sys.modules``."""
     mod = types.ModuleType(name)
     if package is not None:
         mod.__package__ = package
-    mod.__file__ = f"<git {BASELINE_COMMIT[:12]}:{path}>"
+    mod.__file__ = f"<git {commit[:12]}:{path}>"
     sys.modules[name] = mod
     exec(compile(src, mod.__file__, "exec"), mod.__dict__)
     return mod
@@ -86,6 +88,28 @@ def load_baseline(quiet: bool = False) -> Optional[types.ModuleType]:
     mod = _module_from_source("_baseline_meshing", "benchmarks/_baseline_meshing.py", src)
     _cached.append(mod)
     return mod
+
+
+def load_meshing_at(commit: str = HALF_BAND_COMMIT, quiet: bool = False) -> Optional[types.ModuleType]:
+    """The library's ``geometry/meshing.py`` at ``commit`` as a module in memory (package
+    ``actionmesh_core.geometry``: its relative imports take the current library), or None without that commit.
+
+    ``HALF_BAND_COMMIT``: the narrow band before half precision ran per level (the ``--half`` rows of
+    ``bench_meshing.py``)."""
+    name = f"actionmesh_core.geometry._meshing_at_{commit[:12]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:actionmesh_core/geometry/meshing.py"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        if not quiet:
+            print(f"meshing.py at {commit[:12]} unavailable (needs a git checkout with that commit): "
+                  f"{type(exc).__name__}; printing the current extractor only", flush=True)
+        return None
+    import actionmesh_core.geometry  # noqa: F401  (parent package of the pinned module)
+
+    return _module_from_source(name, "actionmesh_core/geometry/meshing.py", src, "actionmesh_core.geometry", commit)
 
 
 def baseline_tree(dest: Path, quiet: bool = False) -> Optional[Path]:

@@ -14,11 +14,18 @@ CPU ratio.
 
 ``--compare-candidates`` compares the chain's candidate surface points before and after issue #23 on the
 same inputs: *old* = every frame meshed with the narrow-band extractor at 2^8 cells (depth 5 -> 8) and 20k
-random mesh vertices kept, *new* = the grid-edge crossings of the window's batched fields at 2^7 cells
+random mesh vertices kept, *new* = the grid-edge crossings of each frame's band at 2^7 cells
 (``capture._candidate_points``).  Two cases: a synthetic clip (an ellipsoid moving rigidly, analytic per-frame
 SDFs, attention built from token positions that move with it: ground truth known) and the tiny random
 weights on the davis_camel clip (no ground truth: old vs new).  Printed: landmark track and final vertex
 errors (synthetic) or differences (tiny), candidate counts, field points, seconds.
+
+``--candidates-cost`` measures the candidates' cost before and after they came from each frame's own band
+(2026-12-04 follow-up of issue #23), on the window latents of the tiny weights' davis_camel run (16 frames):
+*before* = one band of the window's 16 fields (``sdf_surface_points`` batched, as ``capture._candidate_points``
+was), *after* = ``capture._candidate_points``; field evaluations, seconds (best of ``--repeat``), peak resident
+memory of each in a forked child, and how far the candidates differ; then the accelerator's largest query
+activation per chunk at the released width, before (2^16 points x the batch) and after.
 
 ``--cli`` times the whole CLI run with the tiny weights, default mode (stage II) against attention-chain mode,
 side by side (each run in its own process, the modes alternating, best of ``--repeat``, peak RSS from
@@ -28,6 +35,7 @@ with the old candidates (16 frames).
 
 Usage: python3 benchmarks/bench_attention_chain.py [--device cuda] [--faces 40000] [--frames 16] [--stage2]
        python3 benchmarks/bench_attention_chain.py --compare-candidates
+       python3 benchmarks/bench_attention_chain.py --candidates-cost [--repeat 2] [--threads 2]
        python3 benchmarks/bench_attention_chain.py --cli [--old-chain] [--repeat 1] [--threads 2]
 Prints one table row per stage (seconds, best of --repeat runs).
 """
@@ -89,12 +97,20 @@ def main() -> None:
     ap.add_argument("--stage2-width", type=int, default=1024)
     ap.add_argument("--stage2-layers", type=int, default=16)
     ap.add_argument("--compare-candidates", action="store_true", help="old vs new candidate points (tracking quality)")
+    ap.add_argument("--candidates-cost", action="store_true",
+                    help="candidates before (one band of the window's fields) / after (a band per frame)")
     ap.add_argument("--cli", action="store_true", help="CLI run, default vs attention-chain mode, 16 and 64 frames")
     ap.add_argument("--old-chain", action="store_true", help="with --cli: also the attention-chain run with the old "
                     "candidates (16 frames)")
     ap.add_argument("--threads", type=int, default=2, help="with --cli / --compare-candidates: torch threads")
     ap.add_argument("--cli-frames", default="16,64", help="with --cli: clip lengths")
     args = ap.parse_args()
+    if args.candidates_cost:
+        print(f"torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        torch.set_num_threads(args.threads)
+        candidates_cost(args.repeat)
+        return
     if args.compare_candidates or args.cli:
         print(f"torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
@@ -337,6 +353,89 @@ def _tiny_inputs(tmp: Path):
     finally:
         capture.attention_chain_decode = real
     return got["args"]
+
+
+def candidates_cost(repeat: int) -> None:
+    """Candidates before / after they came from each frame's own band (see the module docstring)."""
+    from actionmesh_core import perf
+    from actionmesh_core.attention_chain import capture
+    import actionmesh_core.geometry.meshing as meshing
+    from bench_meshing import peak_rss_of
+
+    calls = []
+    real = capture._candidate_points
+
+    def grab(vae, latents, frames, skip, od, rd, nc, rng):
+        calls.append((latents.detach().clone(), list(frames), skip, od, rd, nc))
+        return real(vae, latents, frames, skip, od, rd, nc, rng)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        den, vae, ctx, latent, verts, faces, anchor_frame = _tiny_inputs(Path(tmp))
+        capture._candidate_points = grab
+        try:
+            capture.attention_chain_decode(den, vae, ctx, latent, verts, faces, anchor_frame)
+        finally:
+            capture._candidate_points = real
+    lat, frames, skip, od, rd, nc = calls[0]
+    seen = []
+    real_points = meshing.sdf_surface_points
+
+    def counted(*a, **k):
+        k["stats"] = st = {}
+        out = real_points(*a, **k)
+        seen.append((a[1], st))
+        return out
+
+    def before():  # capture._candidate_points as it was: one batched band, then each frame's random subset
+        rng = np.random.default_rng(0)
+        out = []
+        for pts in meshing.sdf_surface_points(vae.field_fn(lat), len(frames), octree_depth=od, refine_depth=rd,
+                                              inside=vae.inside_sign, min_points=max(1, nc // 2)):
+            if len(pts) > nc:
+                pts = pts[torch.as_tensor(np.sort(rng.choice(len(pts), nc, replace=False)))]
+            out.append(pts)
+        return out
+
+    def after():
+        pts = real(vae, lat, frames, skip, od, rd, nc, np.random.default_rng(0))
+        return [pts[f] for f in frames]
+
+    rows, outs = [], {}
+    for label, fn in (("before: one band of the window's 16 fields", before),
+                      ("after: one band per frame", after)):
+        meshing.sdf_surface_points = counted
+        try:
+            seen.clear()
+            best = float("inf")
+            for _ in range(max(1, repeat)):
+                t0 = time.perf_counter()
+                outs[label] = fn()
+                best = min(best, time.perf_counter() - t0)
+            runs = seen[-len(seen) // max(1, repeat):]
+        finally:
+            meshing.sdf_surface_points = real_points
+        evals = sum(f * st["points_evaluated"] for f, st in runs)
+        depths = sorted({st["depth"] for _, st in runs})
+        rows.append((label, evals, depths, best, peak_rss_of(fn)))
+    (_, a), (_, b) = outs.items()
+    same = all(x.shape == y.shape for x, y in zip(a, b))
+    diff = max(float((x - y).abs().max()) if len(x) else 0.0 for x, y in zip(a, b)) if same else float("nan")
+    print(f"\ntiny weights, davis_camel: the chain's window of {len(frames)} frames, candidates {od} -> {rd} "
+          f"(a band ends at a coarser level once its frame(s) have {nc // 2} crossings)\n")
+    print("| candidates | field evaluations (points x fields) | depth reached | seconds (best of "
+          f"{max(1, repeat)}) | peak RSS above start (MB) |")
+    print("|---|---|---|---|---|")
+    for label, evals, depths, secs, peak in rows:
+        print(f"| {label} | {evals:,} | {depths} | {secs:.2f} | {peak:.0f} |")
+    print(f"\nsame candidates: {'yes' if same else 'no'} (counts per frame equal; largest coordinate difference "
+          f"{diff:.2e} model units, float32 rounding of a batch of 16 vs 1; candidates per frame "
+          f"{int(np.mean([len(x) for x in b])):,}, drawn from the same crossings with the same generator)")
+    width = 4 * 1024  # the released VAE decoder's feed-forward width
+    for batch in (len(frames), 1):
+        old, new = 2**16, perf.query_chunk_points("cuda", batch * width)
+        print(f"accelerator, released width, {batch} field(s) per call: largest query activation per chunk "
+              f"{old * batch * width * 4 / 2**30:.2f} GiB before (2^16 points), "
+              f"{new * batch * width * 4 / 2**30:.2f} GiB after ({new} points)")
 
 
 def _compare_tiny(capture):

@@ -36,7 +36,14 @@ as it was), *new* this tree; each run in its own process, its peak RSS from
 (and, where the CLI reports them, its sampling, meshing and clean-up), DINOv2,
 stage I, stage II, export and the rest (start-up, imports, input checks).
 
-Usage: ``python3 benchmarks/bench_meshing.py [--fields sphere_plate,torus,vae] [--repeat 1] [--cli]``
+``--half`` compares the bf16 field with the fp32 one, before and after the half-precision band was fixed
+(*before*: ``meshing.py`` at ``_baseline_loader.HALF_BAND_COMMIT``, read from git history; *after*: this tree),
+side by side in one run: points evaluated, field evaluations in fp32 and in bf16, the half-precision levels,
+faces, the largest vertex distance to the fp32 mesh, seconds; fields: a sphere whose bf16 evaluation has a
+noise of ~8 final voxels (``test_geometry_meshing.bf16_noisy_sphere``), the tiny random VAE, and the
+released-size VAE with random weights (as ``gpu_check.py`` builds it) at 2^4 -> 2^6.
+
+Usage: ``python3 benchmarks/bench_meshing.py [--fields sphere_plate,torus,vae] [--repeat 1] [--cli] [--half]``
 """
 from __future__ import annotations
 
@@ -204,11 +211,17 @@ def _status_mb(key):
 
 
 def peak_rss_mb(extractor, fn, inside, **kw) -> float:
-    """Peak resident memory (MB) of one extraction above the process's resident size before it.
+    """Peak resident memory (MB) of one extraction above the process's resident size before it
+    (:func:`peak_rss_of`)."""
+    return peak_rss_of(lambda: run(extractor, fn, inside, **kw))
+
+
+def peak_rss_of(call) -> float:
+    """Peak resident memory (MB) of ``call()`` above the process's resident size before it.
 
     Runs in a forked child (so earlier runs do not hide the peak): the
     child resets its peak (``echo 5 > /proc/self/clear_refs``), runs the
-    extractor and reports VmHWM - VmRSS-at-start.  NaN where that is not
+    call and reports VmHWM - VmRSS-at-start.  NaN where that is not
     available (not Linux).
     """
     if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
@@ -228,7 +241,7 @@ def peak_rss_mb(extractor, fn, inside, **kw) -> float:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
             base = _status_mb("VmRSS")
-            run(extractor, fn, inside, **kw)
+            call()
             os.write(wr, f"{_status_mb('VmHWM') - base}".encode())
         finally:
             os._exit(0)
@@ -433,6 +446,64 @@ def bench_cpu_parts(frames: str, threads: int, repeat: int):
                   flush=True)
 
 
+def bench_half(threads: int):
+    """bf16 vs fp32 field, before / after the half-precision band fix (see the module docstring)."""
+    from scipy.spatial import cKDTree
+
+    from _baseline_loader import HALF_BAND_COMMIT, load_meshing_at
+
+    old = load_meshing_at()
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_geometry_meshing import bf16_noisy_sphere
+
+    def released_vae():
+        from actionmesh_core.models import TripoSGVAE
+        from gpu_check import _centre_vae, _sizes, _smooth_vae
+
+        sz = _sizes(False)
+        torch.manual_seed(0)
+        vae = TripoSGVAE(**sz.vae).eval().requires_grad_(False)
+        _smooth_vae(vae)
+        lat = torch.randn(1, sz.tokens, sz.vae["latent_channels"], generator=torch.Generator().manual_seed(0))
+        _centre_vae(vae, lat)
+        return vae.field_fn(lat), vae.inside_sign
+
+    cases = [("sphere, bf16 noise ~8 voxels (c = 8)", lambda: (bf16_noisy_sphere(8.0), "negative"), (4, 7)),
+             ("sphere, bf16 noise ~0.4 voxel (c = 0.25)", lambda: (bf16_noisy_sphere(0.25), "negative"), (4, 7)),
+             ("tiny random VAE", tiny_vae_field, (4, 7)), ("tiny random VAE", tiny_vae_field, (5, 8)),
+             ("released-size VAE (random weights)", released_vae, (4, 6))]
+    print(f"\nbf16 vs fp32 field, before (meshing.py at {HALF_BAND_COMMIT[:12]}) / after (this tree); "
+          f"{threads} thread(s)\n")
+    print("| field | depths | run | points evaluated | fp32 evaluations | bf16 evaluations | bf16 levels | faces | "
+          "max vertex distance to fp32 (voxels) | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, make, (d0, d1) in cases:
+        fn, inside = make()
+        voxel = 2 * BOUNDS / 2**d1
+        runs = [("fp32", sdf_to_meshes, "fp32")]
+        if old is not None:
+            runs.append(("bf16 before", old.sdf_to_meshes, "bf16"))
+        runs.append(("bf16 after", sdf_to_meshes, "bf16"))
+        ref = None
+        for label, extractor, precision in runs:
+            mesh, secs, _ = run(extractor, fn, inside, octree_depth=d0, refine_depth=d1, precision=precision)
+            st = mesh.metadata["meshing"]
+            if ref is None:
+                ref = mesh
+            if label == "bf16 before":  # then: the coarse grid once in fp32 and once in bf16 (the calibration, not
+                # counted), every other point in bf16; points_fp32 = the fp32 re-evaluations only
+                fp32_evals = st["points_fp32"] + (2**d0 + 1) ** 3
+                half_evals = st["points_evaluated"]
+            else:
+                fp32_evals, half_evals = st["points_fp32"], st.get("points_half", 0)
+            far = float(cKDTree(ref.vertices).query(mesh.vertices)[0].max()) / voxel if len(mesh.vertices) else 0.0
+            print(f"| {name} | {d0} -> {d1} | {label} | {st['points_evaluated']:,} | {fp32_evals:,} | "
+                  f"{half_evals:,} | {st.get('half_levels', '-') if precision == 'bf16' else '-'} | "
+                  f"{len(mesh.faces):,} | {far:.3f} | {secs:.2f} |", flush=True)
+        del fn
+
+
 def _timed(fn):
     """(wall seconds, result) of ``fn()``."""
     t0 = time.perf_counter()
@@ -453,6 +524,8 @@ def main():
     ap.add_argument("--depths", default=None, metavar="COARSE,FINAL",
                     help="coarse and final depth of every extractor instead of each one's own (e.g. 4,6: seconds, "
                          "the tests' check that the rows still run)")
+    ap.add_argument("--half", action="store_true",
+                    help="bf16 vs fp32 field, before / after the half-precision band fix (see above)")
     ap.add_argument("--cpu-parts", action="store_true",
                     help="also measure the CPU changes one by one: VAE field chunk size, clean-up helper processes, "
                          "allocator tuning of the CLI")
@@ -474,6 +547,8 @@ def main():
         bench_cli(args.frames, args.threads)
     if args.cpu_parts:
         bench_cpu_parts(args.frames, args.threads, max(1, args.repeat))
+    if args.half:
+        bench_half(args.threads)
 
 
 if __name__ == "__main__":

@@ -150,11 +150,20 @@ def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: i
 
     The zero-level crossings of the ``2**refine_depth`` grid's edges in the
     band's sign-change cells (:func:`~actionmesh_core.geometry.meshing.sdf_surface_points`:
-    the points marching cubes would place, without a mesh), all frames of the
-    window in one batched field; a coarser level ends the band when every
-    frame already has ``num_candidates / 2`` crossings there (see
-    :data:`CANDIDATE_DEPTH`); a random subset of ``num_candidates`` when
-    there are more (drawn from ``rng``, kept in grid-edge order).
+    the points marching cubes would place, without a mesh), one band per
+    frame; a coarser level ends a frame's band when it already has
+    ``num_candidates / 2`` crossings there (see :data:`CANDIDATE_DEPTH`); a
+    random subset of ``num_candidates`` when there are more (drawn from
+    ``rng``, kept in grid-edge order).
+
+    One band per frame rather than one band of all the window's fields: a
+    batched band evaluates every field at every point of the union of the
+    frames' bands, which grows with the motion (the 2026-12-04 H200 run:
+    1.16 M union points x 16 fields for 44,870 crossings per frame; the
+    chain preset peaked at 54.4 GB); the frames' own bands give the
+    same crossings (tested) at a fraction of the field evaluations (tiny
+    weights on davis_camel: 2.58 M instead of 3.59 M), and each field call
+    is still large (chunks of up to 2^18 points).
 
     Raises:
         ValueError: a frame other than ``skip`` has no surface.
@@ -162,9 +171,12 @@ def _candidate_points(vae, latents: torch.Tensor, frames: Sequence[int], skip: i
     from ..geometry.meshing import sdf_surface_points
 
     dev = next(vae.parameters()).device
-    points = sdf_surface_points(vae.field_fn(latents.to(dev)), len(frames), octree_depth=octree_depth,
-                                refine_depth=refine_depth, inside=vae.inside_sign, device=dev,
-                                min_points=max(1, num_candidates // 2))
+    latents = latents.to(dev)
+    points = []
+    for j in range(len(frames)):
+        points += sdf_surface_points(vae.field_fn(latents[j:j + 1]), 1, octree_depth=octree_depth,
+                                     refine_depth=refine_depth, inside=vae.inside_sign, device=dev,
+                                     min_points=max(1, num_candidates // 2))
     out = {}
     for f, pts in zip(frames, points):
         if f != skip and len(pts) == 0:
@@ -262,7 +274,7 @@ def attention_chain_decode(
     through V_a -> Z_a -> Z_f -> V_f and the anchor mesh is animated by
     geodesic rigid skinning. Later windows chain from their source frame, whose
     landmark positions were tracked by an earlier window. No stage II.
-    The candidate points of a window's frames come from one batched field
+    The candidate points of a window's frames come from each frame's field
     right after the window is generated, on the VAE's device.
 
     Args:

@@ -73,19 +73,32 @@ the bound is logged as a warning and flagged in the mesh metadata
 
 Precision: the field runs in fp32 by default on every device
 (``precision="auto"``). Half precision (``precision="bf16"`` / ``"fp16"``,
-opt-in): the field runs under ``torch.autocast``; the half-precision error is
-measured on the coarse level against fp32, and every point whose half value
-lies within 4x that error of the level is re-evaluated in fp32, so each grid
-point that decides the surface keeps its fp32 sign (tested on the CPU with
-bf16). It does not pay for the TripoSG VAE: that error margin also widens
-the SDF bound of every level (a cell is kept while its values are within the
-margin of the level), so the band grows and most of it is evaluated twice.
-Measured on an H200 at the released size (``benchmarks/RESULTS.md``, "GPU
-check"): the same anchor latent, the same 1,441,323 faces, took 28.4 M bf16
-points (21.1 M of them again in fp32) and 16.4 s against 5.4 M fp32 points
-and 4.3 s; with the tiny VAE on the CPU, 2.50 M + 0.68 M against 1.85 M points
-at depths 5 -> 8 (the excess grows with the depth and with the half-precision
-error).
+opt-in): the dense coarse level runs in fp32 and again under
+``torch.autocast``, which measures the half-precision error; the *margin*
+is 4x its largest value near the level.  On a half level every point
+whose half value lies within the margin of the level is evaluated again
+in fp32, and that shell keeps its thickness while the cells halve: a finer
+level runs in half precision only while it is expected to re-evaluate at
+most :data:`HALF_REEVALUATED` of its points (twice the share of the
+coarser level's; see ``_half_level``), the finer ones in fp32 once.  On a half level every point
+whose half value lies within the margin of the level is evaluated again in
+fp32, so each grid point that decides the surface keeps its fp32 sign
+(tested on the CPU with bf16); the values left in half precision are
+flagged, and only they lose the margin in the SDF bound and in the slope
+check (an fp32 value is exact).  Why: on levels whose cells are small
+against the margin nearly every band point was evaluated twice, and the
+margin, subtracted from every value, widened the band at every level
+(the 2026-12-04 H200 run, ``benchmarks/RESULTS.md`` "GPU check": the
+released-size anchor took 28.4 M bf16 points, 21.1 M of them again in fp32,
+and 16.4 s, against 5.4 M fp32 points and 4.3 s, same 1,441,323 faces).
+The released-size VAE's bf16 margin is ~12 voxels of the 2^9 grid (measured
+on the CPU: largest bf16 error near the level 0.0096 for a slope of 0.63),
+so for it every refined level now runs in fp32 (the same points as fp32
+plus one half-precision pass over the coarse grid).  Half precision pays
+only for fields whose half-precision error is small against the cells, and
+even then its margin widens the band (tiny random VAE at 2^5 -> 2^8: 1.4x
+the points, a third of them in fp32; ``benchmarks/bench_meshing.py
+--half``), so fp32 stays the default.
 """
 from __future__ import annotations
 
@@ -224,7 +237,11 @@ class _Progress:
 
 
 class _Evaluator:
-    """Chunked calls of the user field (shape/finite checks, counting, optional half precision)."""
+    """Chunked calls of the user field (shape/finite checks, counting, optional half precision).
+
+    ``use_half`` (set per level by :func:`_band`): evaluate in ``half_dtype``, then again in fp32 every point
+    whose half value lies within ``margin`` of the level.  Counts: ``count`` grid points evaluated (each once),
+    ``count_half`` / ``count_fp32`` field evaluations in half precision / fp32 (re-evaluations included)."""
 
     def __init__(self, field_fn, num_fields, chunk_size, device, bounds, progress, half_dtype):
         self.field_fn = field_fn
@@ -234,9 +251,13 @@ class _Evaluator:
         self.bounds = bounds
         self.progress = progress
         self.half_dtype = half_dtype  # None = fp32 only
+        self.use_half = False  # this level in half precision (see _band)
         self.margin = math.inf  # |half value - level| below which a point is re-evaluated in fp32
         self.count = 0
+        self.count_half = 0
         self.count_fp32 = 0
+        self.half_levels: list = []  # depths evaluated in half precision
+        self.reevaluated = 1.0  # fraction of the last level's points within the margin (see _half_level)
         self.threads = 0  # > 1: torch threads to restore around field calls (see _bookkeeping_threads)
 
     def __call__(self, idx, cells: int, level: float, sign: float, count: int = -1, sink=None):
@@ -244,24 +265,31 @@ class _Evaluator:
 
         ``idx`` is a (Q, 3) integer tensor, or a function ``idx(start, stop) -> (q, 3)`` giving the
         points chunk by chunk (then ``count`` = Q).  Returns (F, Q) fp32, or with ``sink`` calls
-        ``sink(start, stop, values (F, q))`` per chunk and returns None.
+        ``sink(start, stop, values (F, q), approx)`` per chunk and returns None; ``approx`` (q,) bool marks
+        the values left in half precision (None: all fp32).
         """
         q_all = idx.shape[0] if isinstance(idx, torch.Tensor) else count
         out = None if sink is not None else \
             torch.empty(self.num_fields, q_all, dtype=torch.float32, device=self.device)
+        half = self.half_dtype if self.use_half and math.isfinite(self.margin) else None
         self.progress.add(math.ceil(q_all / self.chunk_size))
         for start in range(0, q_all, self.chunk_size):
             stop = min(start + self.chunk_size, q_all)
             chunk = idx[start:stop] if isinstance(idx, torch.Tensor) else idx(start, stop)
             pts = self.model_points(chunk, cells)
-            vals = self._call(pts, self.half_dtype)
-            if self.half_dtype is not None and math.isfinite(self.margin):
+            vals = self._call(pts, half)
+            approx = None
+            if half is not None:
+                self.count_half += pts.shape[0]
                 near = ((vals - level).abs() <= self.margin).any(0)
                 if bool(near.any()):
                     vals[:, near] = self._call(pts[near], None)
                     self.count_fp32 += int(near.sum())
+                approx = ~near
+            else:
+                self.count_fp32 += pts.shape[0]
             if sink is not None:
-                sink(start, stop, vals)
+                sink(start, stop, vals, approx)
             else:
                 out[:, start:stop] = vals
             self.count += pts.shape[0]
@@ -314,6 +342,11 @@ class _Evaluator:
 
 # --------------------------------------------------------------------------- the SDF bound of the band
 
+#: A level of the band runs in half precision only while the fraction of its points expected within the
+#: half-precision margin of the level (evaluated twice) is at most this; the others run in fp32 once
+#: (see :func:`_half_level`).
+HALF_REEVALUATED = 0.5
+
 #: Safety factor of the band's SDF bound: the field's slope is taken as this many times the slope measured on
 #: the coarse grid (covers fields whose gradient norm strays above the measured one, e.g. a learned SDF).
 BAND_SAFETY = 1.25
@@ -361,7 +394,7 @@ class _Bound:
     def __init__(self, slope: torch.Tensor, margin: float, safety: float = BAND_SAFETY, enabled: bool = True):
         self.slope = slope.clamp_min(1e-30) * safety  # (F,) field units per model unit
         self.safety = safety
-        self.margin = margin  # half-precision error of the values (field units); 0 in fp32
+        self.margin = margin  # error bound of the values left in half precision (field units); 0 in fp32
         self.enabled = enabled
         self.exceeded = False
 
@@ -374,23 +407,25 @@ class _Bound:
             out = m if out is None else torch.maximum(out, m)
         return out / h
 
-    def distance(self, v: torch.Tensor, level: float) -> torch.Tensor:
+    def distance(self, v: torch.Tensor, level: float, approx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(F, ...) field values -> (...) lower bound of the distance to the nearest field's level set (model units).
 
-        One field at a time (peak memory: one field's block, not F)."""
+        ``approx`` (...) bool: the values left in half precision (their error, up to ``margin``, is taken off;
+        the fp32 values are exact).  One field at a time (peak memory: one field's block, not F)."""
         out = None
         for f in range(v.shape[0]):
             d = (v[f] - level).abs_()
-            if self.margin:
-                d.sub_(self.margin).clamp_min_(0.0)
+            if self.margin and approx is not None:
+                d = torch.where(approx, (d - self.margin).clamp_min_(0.0), d)
             d.div_(self.slope[f])
             out = d if out is None else torch.minimum(out, d, out=out)
         return out
 
-    def cells(self, v: torch.Tensor, level: float, h: float, last: bool) -> torch.Tensor:
+    def cells(self, v: torch.Tensor, level: float, h: float, last: bool,
+              approx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(F, ..., m+1, m+1, m+1) values at the points of cells of side ``h`` -> (..., m, m, m) bool: the cell may
-        hold a part of the surface (``last``: the finest level comes next)."""
-        d = self.distance(v, level)
+        hold a part of the surface (``last``: the finest level comes next; ``approx``: see :meth:`distance`)."""
+        d = self.distance(v, level, approx)
         if not last:
             return _corner_reduce(d, torch.minimum) <= h * (0.5 * 3**0.5)
         out = _corner_reduce(d, torch.maximum) <= h * (0.5 * 3**0.5)  # the centre
@@ -402,17 +437,26 @@ class _Bound:
             out |= _pair_reduce(face, (axis,), torch.logical_or)
         return out
 
-    def check(self, v: torch.Tensor, cells: torch.Tensor, h: float, field: int = 0) -> None:
+    def check(self, v: torch.Tensor, cells: torch.Tensor, h: float, field: int = 0,
+              approx: Optional[torch.Tensor] = None) -> None:
         """Slopes of field ``field``'s values ``v`` (S, m+1, m+1, m+1) on the edges of its own sign-change ``cells``
-        (S, m, m, m): above the bound -> warn once, raise the bound."""
+        (S, m, m, m): above the bound -> warn once, raise the bound.  ``approx`` (S, m+1, m+1, m+1): values left
+        in half precision (an edge's difference is lowered by ``margin`` per such end: half-precision noise is
+        not a slope)."""
         rows = torch.nonzero(cells.flatten(1).any(1)).flatten()
         if rows.numel() == 0:
             return
         v, cells = v[rows], cells[rows]
+        approx = approx[rows] if approx is not None and self.margin else None
         steep = torch.zeros_like(self.slope)
         for dim in (-3, -2, -1):  # edge slopes along each axis -> the cells holding the edges -> the field's cells
             others = tuple(d for d in (-3, -2, -1) if d != dim)
-            cell = _pair_reduce(torch.diff(v, dim=dim).abs_(), others, torch.maximum)
+            diff = torch.diff(v, dim=dim).abs_()
+            if approx is not None:
+                n = approx.shape[dim]
+                ends = approx.narrow(dim, 0, n - 1).to(diff.dtype) + approx.narrow(dim, 1, n - 1).to(diff.dtype)
+                diff.sub_(ends.mul_(self.margin)).clamp_min_(0.0)
+            cell = _pair_reduce(diff, others, torch.maximum)
             steep[field] = torch.maximum(steep[field], torch.where(cells, cell, 0.0).amax() / h)
         over = steep > self.slope
         if bool(over.any()):
@@ -465,7 +509,7 @@ class _Level:
     per-point index list.
     """
 
-    def __init__(self, cells: int, num_fields: int, device: torch.device):
+    def __init__(self, cells: int, num_fields: int, device: torch.device, track_half: bool = False):
         self.cells = cells
         self.nb = (cells >> _SHIFT) + 1
         self.device = device
@@ -480,6 +524,8 @@ class _Level:
         self.sc = torch.zeros_like(self.known)
         self.near = torch.zeros_like(self.known)  # active cells without sign change the SDF bound keeps (_Bound)
         self.pending = torch.zeros_like(self.known)
+        # values left in half precision (their error is up to the evaluator's margin); None: fp32 only
+        self.approx = torch.zeros_like(self.known) if track_half else None
         self.cached = None  # (slots (S,), values (F, S, 9, 9, 9)) of the last band pass
         self.closure_cells = 0  # cells the closure added
 
@@ -500,6 +546,8 @@ class _Level:
         self.vals = ext(self.vals, 1)
         self.known, self.active, self.sc, self.near, self.pending = (
             ext(t) for t in (self.known, self.active, self.sc, self.near, self.pending))
+        if self.approx is not None:
+            self.approx = ext(self.approx)
         self.cap = cap
 
     def key(self, bricks: torch.Tensor) -> torch.Tensor:
@@ -651,6 +699,8 @@ class _Level:
             r, c = torch.nonzero(take, as_tuple=True)
             if r.numel():
                 vals[:, (own[r] << 9) | fo[c]] = up.vals.view(F, -1)[:, pidx[r, c]]
+                if self.approx is not None:  # a half-precision value stays one
+                    self.approx.view(-1)[(own[r] << 9) | fo[c]] = up.approx.view(-1)[pidx[r, c]]
                 todo[:, fo] = te & ~pk
         r, c = torch.nonzero(todo, as_tuple=True)
         if r.numel():
@@ -660,8 +710,11 @@ class _Level:
             def points(a, b):
                 return base.index_select(0, r[a:b]) + local.index_select(0, c[a:b])
 
-            def store(a, b, values):
-                vals[:, (own.index_select(0, r[a:b]) << 9) | c[a:b]] = values
+            def store(a, b, values, approx):
+                at = (own.index_select(0, r[a:b]) << 9) | c[a:b]
+                vals[:, at] = values
+                if self.approx is not None:
+                    self.approx.view(-1)[at] = False if approx is None else approx
 
             ev(points, self.cells, level, sign, count=r.numel(), sink=store)
             del points, store, base
@@ -669,20 +722,21 @@ class _Level:
         # sign changes of the new cells and the closure
         v = self.gather(self.vals, slots, 0, 1)
         self.cached = (slots, v)  # reused by marching cubes when the closure adds nothing
+        approx = self.gather(self.approx, slots, 0, 1) if self.approx is not None and bound is not None else None
         h = 2.0 * ev.bounds / self.cells
         cells = fx = fy = fz = None
         for f in range(F):  # one field at a time (peak memory), the band is their union
             one = _sign_changes(_inside(v[f], level, sign))
             if bound is not None:  # each field's slopes where that field changes sign
-                bound.check(v[f], one[0] & mask, h, f)
+                bound.check(v[f], one[0] & mask, h, f, approx)
             cells, fx, fy, fz = one if cells is None else (a.logical_or_(b) for a, b in zip((cells, fx, fy, fz), one))
             del one
         sc = cells & mask
         self.sc[slots] |= sc
         if bound is not None:
             if bound.enabled and self.cells < finest:  # cells the SDF bound keeps (children evaluated next level)
-                self.near[slots] |= bound.cells(v, level, h, last=2 * self.cells == finest) & mask & ~sc
-        del v
+                self.near[slots] |= bound.cells(v, level, h, last=2 * self.cells == finest, approx=approx) & mask & ~sc
+        del v, approx
         # closure: a face with mixed signs between a band cell and a cell outside the band (both cells of
         # such a face change sign; all its corners are known, they belong to the band cell)
         act = self.gather(self.active, slots, 1, 1, faces_only=True)
@@ -941,25 +995,31 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
     the band at that level (which is returned).
     """
     num_fields, dev = ev.num_fields, ev.device
-    # ---- dense coarse level (the field's first evaluation also calibrates half precision)
+    # ---- dense coarse level in fp32 (in half precision it also calibrates the half-precision error)
     n0 = 2**d0
-    lv = _Level(n0, num_fields, dev)
+    track = half is not None  # levels keep a mask of their values left in half precision
+    lv = _Level(n0, num_fields, dev, track)
     g = torch.arange(n0 + 1, device=dev)
     pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    ev.use_half = False
+    exact = ev(pts, n0, level, sign)
     if half is not None:
-        ev.half_dtype = None
-        exact = ev(pts, n0, level, sign)
-        ev.half_dtype = half
         approx = torch.empty_like(exact)
         for s in range(0, pts.shape[0], ev.chunk_size):
             p = ev.model_points(pts[s : s + ev.chunk_size], n0)
             approx[:, s : s + p.shape[0]] = ev._call(p, half)
+            ev.count_half += p.shape[0]
         dist = (exact - level).abs()
         near = dist <= torch.quantile(dist.flatten()[: 2**24], 0.05)
         ev.margin = 4.0 * float((approx - exact).abs()[near].max()) + 1e-6 * float(dist.max())
-        del approx, dist, near
-    else:
-        exact = ev(pts, n0, level, sign)
+        # the share of the points around the surface (the sign-change cells' corners) within the margin
+        dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
+        corners = torch.nn.functional.pad(_sign_changes(_inside(dense, level, sign))[0].any(0), (0, 1) * 3)
+        for d in (0, 1, 2):
+            corners = corners | corners.roll(1, d)
+        within = ((dense - level).abs() <= ev.margin).any(0)[corners]
+        ev.reevaluated = float(within.float().mean()) if within.numel() else 1.0
+        del approx, dist, near, corners, within
     dense = exact.view(num_fields, n0 + 1, n0 + 1, n0 + 1)
     h0 = 2.0 * ev.bounds / n0
     bound = _Bound(_Bound.measure(dense, h0), ev.margin if math.isfinite(ev.margin) else 0.0, enabled=sdf_bound)
@@ -989,15 +1049,38 @@ def _band(ev: _Evaluator, d0: int, d1: int, level: float, sign: float, dilation:
             del near
         lv.cached = None
         coarser = [lv] + coarser[:2]
-        fine = _Level(2 ** (depth + 1), num_fields, dev)
+        fine = _Level(2 ** (depth + 1), num_fields, dev, track)
         fine.closure_cells = lv.closure_cells
+        half_here = _half_level(ev)
+        evaluated, again = ev.count, ev.count_fp32
         fine.refine(cells, coarser, ev, level, sign, bound, finest=2**d1)
+        if half_here:
+            ev.half_levels.append(depth + 1)
+            ev.reevaluated = (ev.count_fp32 - again) / max(1, ev.count - evaluated)
+        elif half is not None:
+            ev.reevaluated = 1.0  # an fp32 level: the finer ones too (the fraction only grows)
         lv = fine
         del cells
         if stop is not None and depth + 1 < d1 and stop(lv, depth + 1):
             break
     del coarser
+    ev.use_half = False
     return lv, bound
+
+
+def _half_level(ev: _Evaluator) -> bool:
+    """Evaluate the next level in half precision?  Sets and returns ``ev.use_half``.
+
+    Every point within the margin of the level is evaluated twice, and that shell keeps its thickness while the
+    cells halve: the fraction of a level's points in it about doubles from one level to the next.  So the next
+    level runs in half precision while twice the coarser level's fraction (``ev.reevaluated``: its fp32
+    re-evaluations, or on the dense level the share of the sign-change cells' corners within the margin) is at
+    most :data:`HALF_REEVALUATED`; past that half precision costs about as much as fp32 (and its margin widens the
+    SDF bound), so the finer levels run in fp32 once.
+    """
+    ev.use_half = (ev.half_dtype is not None and math.isfinite(ev.margin)
+                   and 2.0 * ev.reevaluated <= HALF_REEVALUATED)
+    return ev.use_half
 
 
 
@@ -1009,7 +1092,10 @@ def _stats(ev: _Evaluator, lv: _Level, bound: _Bound, d0: int, d1: int, dilation
     half = ev.half_dtype
     return {
         "points_evaluated": int(ev.count),
-        "points_fp32": int(ev.count_fp32) if half is not None else int(ev.count),
+        "points_fp32": int(ev.count_fp32),
+        "points_half": int(ev.count_half),
+        "half_levels": list(ev.half_levels),
+        "half_margin": float(ev.margin) if half is not None and math.isfinite(ev.margin) else 0.0,
         "dense_points": int(dense),
         "ratio": float(ev.count) / float(dense),
         "band_cells": int(torch.count_nonzero(lv.sc[: lv.size])),
@@ -1134,8 +1220,10 @@ def sdf_to_meshes(
         precision: ``"auto"`` (= ``"fp32"``, on every device; see the module
             docstring for why half precision is not the CUDA default),
             ``"fp32"``, ``"bf16"`` or ``"fp16"``: dtype of the field evaluation
-            under autocast; in half precision, points whose value lies within 4x
-            the measured half-vs-fp32 error of ``level`` are re-evaluated in fp32.
+            under autocast, on the levels whose cells are large against the
+            half-precision error (fp32 on the others); points whose half value
+            lies within 4x the measured half-vs-fp32 error of ``level`` are
+            re-evaluated in fp32.
         allow_empty: return an empty ``Trimesh`` for a field without surface
             instead of raising.
         sdf_bound: also refine the cells without a sign change whose values
@@ -1148,8 +1236,11 @@ def sdf_to_meshes(
         faces (K, 3) int64, outward winding, vertices welded, not otherwise
         processed; apply :func:`actionmesh_core.geometry.cleanup.clean_mesh`
         next).  Each mesh's ``metadata["meshing"]`` holds
-        ``points_evaluated`` (field evaluations, shared by the F fields),
-        ``points_fp32`` (of which re-evaluated in fp32), ``dense_points``
+        ``points_evaluated`` (grid points evaluated, each once, shared by the
+        F fields), ``points_fp32`` / ``points_half`` (field evaluations in
+        fp32 / half precision, the half-precision calibration pass and the
+        fp32 re-evaluations included), ``half_levels`` (depths evaluated in
+        half precision), ``half_margin`` (field units; 0 in fp32), ``dense_points``
         (``(2**refine_depth + 1)**3``), their ``ratio``, ``band_cells`` (final
         sign-change cells), ``closure_cells`` (cells the closure added, all
         levels), ``slope`` (the SDF bound's slope per field, field units per

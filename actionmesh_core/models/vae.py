@@ -145,8 +145,9 @@ class TripoSGVAE(nn.Module):
         Args:
             tokens: (B, M, W_dec). points: (B, Q, 3) in [-1.005, 1.005]^3 or (Q, 3) shared.
             chunk_size: points per chunk (bounds memory: 10^7 points fit); ``None``:
-                :func:`~actionmesh_core.perf.query_chunk_points` (2^16 on CUDA, cache-sized on
-                the CPU). The values do not depend on it (float32 rounding aside).
+                :func:`~actionmesh_core.perf.query_chunk_points` (on CUDA 2^16 for one latent,
+                fewer for a batch: 1 GiB per activation; cache-sized on the CPU). The values do
+                not depend on it (float32 rounding aside).
 
         Returns:
             (B, Q) float32 field (negated decoder output; zero level = surface).

@@ -10,10 +10,14 @@ analytic FLOPs, checked in ``test_speed_paths.py``), and the scripts themselves 
 - ``benchmarks/bench_meshing.py`` at small depths: the pre-#14 extractor, which is no longer in the tree
   (``benchmarks/_baseline_loader.py`` reads it from git history at a pinned commit), meshes the same surface as
   the library; ``_baseline_loader.py --tree`` extracts the whole pre-#14 library for the CLI comparison.
+- ``benchmarks/gpu_check.sh --cpu``: the GPU check's dry run (tiny sizes on the CPU), so the next GPU run is not
+  the first run of its code: every part ends ok, stage 0 runs once and each preset, in its own process, gets a
+  figure on the shared anchor, and the table holds them.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -120,3 +124,40 @@ def test_end_to_end_baseline_is_the_library_before_issue_14(tmp_path):
     assert "octree_depth: int = 8" in meshing and "narrow band" not in meshing.lower()
     assert (root / "actionmesh_core" / "cli.py").is_file()
     assert "query_chunk_points" not in (root / "actionmesh_core" / "models" / "vae.py").read_text()
+
+
+# --------------------------------------------------------------------------- gpu_check.sh
+
+
+def test_gpu_check_dry_run_gives_every_preset_a_figure_on_one_shared_anchor(tmp_path):
+    """2026-12-04 on an H200 one time limit for all presets ran out during the default preset, which had no figure,
+    and each preset meshed the same anchor again.  Now stage 0 runs once (``anchor``), each preset in its own
+    process under its own limit on the saved anchor, and the table lists the three presets in order."""
+    env = dict(os.environ, OUT=str(tmp_path), PATH=f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--cpu"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    status = {r["name"]: r["rc_text"] for r in recs if r["part"] == "status"}
+    assert status == dict.fromkeys(["env", "tests", "anchor", "clip-default", "clip-fast", "clip-attention-chain",
+                                    "meshing"], "ok"), status
+    anchor = [r for r in recs if r["part"] == "anchor" and "parts" in r]
+    assert len(anchor) == 1 and anchor[0]["anchor_vertices"] > 0 and (tmp_path / "anchor.pt").is_file()
+    assert {"dinov2", "meshing", "clean-up"} <= set(anchor[0]["parts"])
+    last = {}
+    for r in recs:
+        if r["part"] == "clip" and "preset" in r:
+            last[r["preset"]] = r
+    assert list(last) == ["default", "fast", "attention-chain"]  # the default first
+    for preset, r in last.items():
+        assert r["complete"] and "error" not in r, r
+        assert r["anchor"].startswith("shared") and r["anchor_vertices"] == anchor[0]["anchor_vertices"]
+        own = {"stage1", "stage2"} if preset != "attention-chain" else {"chain stage1", "chain candidates",
+                                                                       "chain correspondences", "chain skinning"}
+        assert own <= set(r["parts"]) and r["parts"]["meshing"] == anchor[0]["parts"]["meshing"]
+        assert r["total_s"] >= sum(r["parts"][k] for k in own) + r["parts"]["meshing"] - 0.05
+    table = (tmp_path / "gpu_table.md").read_text()
+    rows = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and "(met" in line
+            or "(not met" in line]
+    assert rows == ["default", "fast", "attention-chain"]
+    assert "stage 0 once for all presets" in table

@@ -157,10 +157,10 @@ def test_reinforcement_follows_the_matched_candidate_not_the_chain_argmax():
     assert pairs2.tolist() != pairs.tolist()
 
 
-def test_candidates_are_the_window_fields_edge_crossings_in_one_batched_call(monkeypatch):
-    """Candidate surface points: one batched band extraction for all frames of the window, at the chosen
-    resolution (2^7 cells), on the VAE's device; each candidate on its frame's zero level; subsampled to
-    ``num_candidates`` deterministically."""
+def test_candidates_are_each_frames_edge_crossings(monkeypatch):
+    """Candidate surface points: one band extraction per frame of the window, at the chosen resolution (2^7
+    cells), on the VAE's device; each candidate on its frame's zero level; subsampled to ``num_candidates``
+    deterministically."""
     import inspect
 
     import actionmesh_core.geometry.meshing as meshing
@@ -176,8 +176,8 @@ def test_candidates_are_the_window_fields_edge_crossings_in_one_batched_call(mon
     real = meshing.sdf_surface_points
     monkeypatch.setattr(meshing, "sdf_surface_points", lambda *a, **k: calls.append((a[1], k)) or real(*a, **k))
     cands = capture._candidate_points(vae, latents, [4, 5, 6], 5, 4, 6, 400, np.random.default_rng(0))
-    assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1]["refine_depth"] == 6
-    assert calls[0][1]["min_points"] == 200  # a coarser grid ends the band once every frame has 200 crossings
+    assert [c[0] for c in calls] == [1, 1, 1] and all(c[1]["refine_depth"] == 6 for c in calls)
+    assert calls[0][1]["min_points"] == 200  # a coarser grid ends a frame's band once it has 200 crossings
     again = capture._candidate_points(vae, latents, [4, 5, 6], 5, 4, 6, 400, np.random.default_rng(0))
     anywhere = torch.rand(1, 2000, 3, generator=torch.Generator().manual_seed(6)) * 2 - 1
     for j, f in enumerate([4, 5, 6]):
@@ -187,3 +187,28 @@ def test_candidates_are_the_window_fields_edge_crossings_in_one_batched_call(mon
         values = vae.decode(latents[j:j + 1], pts[None])[0, :, 0].abs()
         typical = vae.decode(latents[j:j + 1], anywhere)[0, :, 0].abs().median()
         assert values.max() < 0.01 * typical  # on the zero level (linear interpolation along a grid edge)
+
+
+@pytest.mark.parametrize("num_candidates", [10**9, 4000], ids=["full depth", "stopped at a coarser level"])
+def test_per_frame_candidates_equal_the_batched_bands_crossings(num_candidates):
+    """One band per frame (cheaper: a batched band evaluates every field on the union of the frames' bands) gives
+    the candidates of the batched band of all the window's fields (the candidates before, 2026-12-04), point for
+    point (float32 rounding aside: the field's GEMMs block a batch of 1 and of 4 differently): to the finest grid,
+    and with the band ended at a coarser level by ``min_points``."""
+    from actionmesh_core.attention_chain import capture
+    from actionmesh_core.geometry.meshing import sdf_surface_points
+
+    vae = _blob_vae()
+    latents = torch.randn(4, 10, 8, generator=torch.Generator().manual_seed(7))  # four different surfaces
+    stats = {}
+    batched = sdf_surface_points(vae.field_fn(latents), 4, octree_depth=3, refine_depth=6, inside=vae.inside_sign,
+                                 min_points=num_candidates // 2, stats=stats)
+    assert stats["depth"] == (6 if num_candidates > 10**6 else 5)
+    got = capture._candidate_points(vae, latents, [0, 1, 2, 3], 0, 3, 6, num_candidates, np.random.default_rng(0))
+    if num_candidates < 10**6:
+        assert all(len(p) <= num_candidates for p in got.values())
+        batched = [b if len(b) <= num_candidates else None for b in batched]
+    for f in range(4):
+        if batched[f] is not None:
+            assert got[f].shape == batched[f].shape
+            torch.testing.assert_close(got[f], batched[f], rtol=0, atol=1e-4)  # voxel: 0.03

@@ -261,6 +261,69 @@ def test_the_field_runs_in_fp32_by_default_on_every_device():
     assert mesh.metadata["meshing"]["precision"] == "fp32"
 
 
+_NOISE_WAVES = torch.tensor([[37.1, -53.3, 71.7], [-61.9, 29.3, 43.7]]).T
+
+
+def bf16_noisy_sphere(c):
+    """Sphere r = 0.5 computed as one linear layer over features that cancel: ``(sdf + c s1 - c s2) - c s1 + c s2``
+    with ``s1, s2`` fast sines of the point.  Exact in fp32; under bf16 autocast the layer's inputs are rounded
+    (as a network's are), an error of about ``c * 2**-8`` that looks like noise from one grid point to the next
+    (c = 8: a margin of ~8 voxels of a 2^7 grid, the order of the released-size TripoSG VAE's bf16 margin on a
+    2^9 grid, ~12 voxels)."""
+    w = torch.tensor([[1.0, -c, c]])
+
+    def f(p):
+        s = torch.sin(p @ _NOISE_WAVES.to(p))
+        feats = torch.stack([p.norm(dim=-1) - 0.5 + c * s[:, 0] - c * s[:, 1], s[:, 0], s[:, 1]], -1)
+        return torch.nn.functional.linear(feats, w.to(p))[:, 0].float()
+
+    return f
+
+
+def test_bf16_band_evaluates_the_fp32_points_when_its_error_spans_several_voxels():
+    """The 2026-12-04 H200 run: the released-size anchor in bf16 took 28.4 M points (21.1 M again in fp32) against
+    5.4 M in fp32 for the same mesh: the half-precision margin (~12 final voxels there) widened the SDF bound at
+    every level and made most of the band evaluated twice.  With a margin of the same order (4 -> 7, c = 8) the
+    bf16 field now evaluates the fp32 band (refined levels in fp32: the margin is far larger than their cells),
+    plus one half-precision pass over the coarse grid, and gives the fp32 mesh (before: 3.2x the points)."""
+    f = bf16_noisy_sphere(8.0)
+    ax = torch.linspace(-BOUNDS, BOUNDS, 33)
+    pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        approx = f(pts)
+    assert (approx - f(pts)).abs().max() > 2 * voxel(7), "bf16 must be several voxels off here"
+    fp32 = sdf_to_mesh(f, octree_depth=4, refine_depth=7, precision="fp32")
+    half = sdf_to_mesh(f, octree_depth=4, refine_depth=7, precision="bf16")
+    ref, st = fp32.metadata["meshing"], half.metadata["meshing"]
+    assert st["precision"] == "bfloat16"
+    assert st["points_evaluated"] <= 1.05 * ref["points_evaluated"]
+    assert st["points_fp32"] <= ref["points_fp32"]
+    assert 5 < st["half_margin"] / (st["slope"][0] / 1.25) / voxel(7) < 20  # the margin, in final voxels
+    assert st["points_half"] == 17**3 and st["half_levels"] == []  # the calibration pass only
+    assert not st["slope_exceeded"]
+    np.testing.assert_array_equal(mesh_key(half), mesh_key(fp32))
+
+
+def test_bf16_band_runs_the_coarse_levels_in_half_precision_when_its_error_is_small():
+    """A small bf16 error (c = 0.25: margin ~0.4 voxel of the 2^7 grid): every level runs in bf16 with few fp32
+    re-evaluations, the band stays the fp32 band's size, the faces are the same, and the bf16 noise is not taken
+    for a steep field (no slope warning); with c = 2 (margin ~2 voxels) the band grows a little and still evaluates
+    less in fp32 than the fp32 run."""
+    f = bf16_noisy_sphere(0.25)
+    fp32 = sdf_to_mesh(f, octree_depth=4, refine_depth=7, precision="fp32")
+    half = sdf_to_mesh(f, octree_depth=4, refine_depth=7, precision="bf16")
+    ref, st = fp32.metadata["meshing"], half.metadata["meshing"]
+    assert st["points_evaluated"] <= 1.05 * ref["points_evaluated"]
+    assert st["points_fp32"] <= 0.3 * ref["points_evaluated"]  # the points near the level only
+    assert st["half_levels"] == [5, 6, 7]
+    assert not st["slope_exceeded"]
+    wider = sdf_to_mesh(bf16_noisy_sphere(2.0), octree_depth=4, refine_depth=7, precision="bf16").metadata["meshing"]
+    assert wider["half_levels"] and wider["points_evaluated"] <= 1.15 * ref["points_evaluated"]
+    assert wider["points_fp32"] <= 0.6 * ref["points_evaluated"]
+    assert len(half.faces) == len(fp32.faces)
+    assert cKDTree(fp32.vertices).query(half.vertices)[0].max() < 0.1 * voxel(7)
+
+
 @pytest.mark.cuda
 def test_fp32_field_on_cuda_by_default():
     if not torch.cuda.is_available():

@@ -270,14 +270,18 @@ def test_stage2_targets_per_pass_policy():
 
 
 def test_query_chunk_policy_and_vae_field_independent_of_chunks(monkeypatch):
-    """CPU chunks sized to the caches (the tiny VAE: 2^14 points), accelerators keep the default; the VAE
-    field's values do not depend on the chunk (each point is independent; float32 rounding aside), and ``None``
-    takes the policy."""
+    """CPU chunks sized to the caches (the tiny VAE: 2^14 points), accelerators keep the default for one latent and
+    bound a batch of latents (the attention chain's 16 frames at the released width: 2^12 points, 1 GiB per
+    activation instead of 16 GiB); the VAE field's values do not depend on the chunk (each point is independent;
+    float32 rounding aside), and ``None`` takes the policy."""
     assert perf.query_chunk_points("cpu", 128) == 2 ** 14  # 2^14 x 128 x 4 B = 8 MiB
     assert perf.query_chunk_points("cpu", 3 * 128) == 2 ** 12
     assert perf.query_chunk_points("cpu", 4096) == 2 ** 10  # released decoder width: the floor
     assert perf.query_chunk_points("cpu", 1) == 2 ** 16  # the cap
     assert perf.query_chunk_points("cuda", 128) == 2 ** 16
+    assert perf.query_chunk_points("cuda", 4096) == 2 ** 16  # one latent of the released VAE: the default
+    assert perf.query_chunk_points("cuda", 16 * 4096) == 2 ** 12  # 16 frames: 2^12 x 16 x 4096 x 4 B = 1 GiB
+    assert perf.query_chunk_points("cuda", 10 ** 9) == 2 ** 10  # the floor
     assert perf.query_chunk_points("meta", 128, default=1000) == 1000
     with pytest.raises(ValueError):
         perf.query_chunk_points("cpu", 0)
