@@ -1,8 +1,6 @@
 """Artist exports read back by independent readers: pxr (USD), pygltflib + Khronos validator (skinned GLB),
 trimesh (OBJ/PLY), numpy (npy); the dispatcher, the CLI option and the export node."""
-import argparse
 import importlib.util
-import json
 import os
 from pathlib import Path
 

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
-
-from conftest import PACK_NAME
 
 
 def test_unicode_letters_are_kept_and_hostile_prefixes_refused(host):
