@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the shared test meshes (export_fixtures)
 
 from actionmesh_core.checkpoints import load_model  # noqa: E402
+from export_fixtures import box  # noqa: E402
 from actionmesh_core.geometry.reference import prepare_reference_mesh, query_normals  # noqa: E402
 from actionmesh_core.sampling.stage2 import decode_stage2, release_written_frames, stage2_schedule  # noqa: E402
 
@@ -66,16 +67,7 @@ def main() -> None:
           f"(AssertionError) {fails} (anchor >= 30 with >= 31 frames); runs but lacks frame 0 {extra_only_0}")
 
     # 3. UV seams: a box exported with split seams (24 vertices); release queries the split vertices
-    box = trimesh.creation.box(extents=(1.0, 0.7, 0.45))
-    tri = box.vertices[box.faces]
-    normals = np.round(box.face_normals, 6)
-    v_all, f_all = [], []
-    for side in np.unique(normals, axis=0):
-        sel = np.all(normals == side, axis=1)
-        pts, inv = np.unique(tri[sel].reshape(-1, 3), axis=0, return_inverse=True)
-        f_all.append(inv.reshape(-1, 3) + sum(len(v) for v in v_all))
-        v_all.append(pts)
-    split = trimesh.Trimesh(np.concatenate(v_all), np.concatenate(f_all), process=False)
+    split = box((1.0, 0.7, 0.45))
     ref = prepare_reference_mesh(split, num_surface_points=512, num_query_points=16, subset_points=128)
     sv = torch.from_numpy(ref.normalize(split.vertices).astype(np.float32))
     sn = query_normals(sv, torch.from_numpy(split.faces))

@@ -1,7 +1,9 @@
-"""Synthetic animations for the export tests: a textured tube bending at a hinge (two rigid parts)."""
+"""Synthetic meshes for the tests and benchmarks: a textured tube bending at a hinge (two rigid parts), a box
+with its sides' vertices split as UV-mapped exports have them."""
 from __future__ import annotations
 
 import numpy as np
+import trimesh
 from PIL import Image
 
 from actionmesh_core.io.animated_mesh import AnimatedMesh
@@ -49,3 +51,20 @@ def bending_tube(frames: int = 8, fps: float = 12.0, max_angle_deg: float = 70.0
     return AnimatedMesh(faces=faces, vertices=np.stack(out).astype(np.float32),
                         times=np.arange(frames, dtype=np.float32) / fps, uv=uv, texture=texture,
                         metadata={"anchor_frame": 0, "fps": fps})
+
+
+def box(extents, offset=(0.0, 0.0, 0.0), split_seams=True):
+    """A box mesh; with ``split_seams`` every side has its own 4 vertices (24, as UV-mapped exports have)."""
+    mesh = trimesh.creation.box(extents=extents)
+    mesh.apply_translation(offset)
+    if not split_seams:
+        return mesh
+    tri = mesh.vertices[mesh.faces]  # (12, 3, 3)
+    normals = np.round(mesh.face_normals, 6)
+    verts, faces = [], []
+    for side in np.unique(normals, axis=0):
+        sel = np.all(normals == side, axis=1)
+        pts, inverse = np.unique(tri[sel].reshape(-1, 3), axis=0, return_inverse=True)
+        faces.append(inverse.reshape(-1, 3) + sum(len(v) for v in verts))
+        verts.append(pts)
+    return trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)

@@ -18,24 +18,8 @@ from actionmesh_core.io.animated_mesh import AnimatedMesh
 from actionmesh_core.io.glb import export_animated_glb
 from actionmesh_core.models.layers import fourier_point_embedding
 from actionmesh_core.sampling.stage2 import decode_stage2, release_written_frames
+from export_fixtures import box
 from tiny_models import tiny_autoencoder, tiny_vae
-
-
-def box(extents, offset, split_seams=True):
-    """A box mesh; with ``split_seams`` every side has its own 4 vertices (24, as UV-mapped exports have)."""
-    mesh = trimesh.creation.box(extents=extents)
-    mesh.apply_translation(offset)
-    if not split_seams:
-        return mesh
-    tri = mesh.vertices[mesh.faces]  # (12, 3, 3)
-    normals = np.round(mesh.face_normals, 6)
-    verts, faces = [], []
-    for side in np.unique(normals, axis=0):
-        sel = np.all(normals == side, axis=1)
-        pts, inverse = np.unique(tri[sel].reshape(-1, 3), axis=0, return_inverse=True)
-        faces.append(inverse.reshape(-1, 3) + sum(len(v) for v in verts))
-        verts.append(pts)
-    return trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
 
 
 # ------------------------------------------------------------------ TripoSG VAE inside sign
